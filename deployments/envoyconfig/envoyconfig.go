@@ -1,0 +1,68 @@
+// Package envoyconfig renders the Envoy bootstrap that runs tdspool: one TDS listener with the
+// dynamic-module filter in front of tcp_proxy, one cluster per bucket, and the stats tag that
+// turns the bucket part of tdspool's stat names into a label. The demo (make run) and the
+// integration tests use it, so what the tests prove is what the demo runs.
+package envoyconfig
+
+import (
+	"bytes"
+	_ "embed"
+	"fmt"
+	"strings"
+	"text/template"
+)
+
+//go:embed tdspool.yaml.tmpl
+var bootstrapTemplate string
+
+// Bucket is one SQL Server instance as Envoy sees it.
+type Bucket struct {
+	Cluster        string
+	Address        string
+	Port           int
+	MaxConnections int
+}
+
+// Params fill the template.
+type Params struct {
+	ListenAddress    string // 127.0.0.1
+	ListenerPort     int
+	AdminPort        int
+	FilterConfigJSON string // the tdspool filter config (proto/tdspool.proto as JSON)
+	FallbackCluster  string // tcp_proxy's static cluster, used only if the filter sets none
+	ConnectTimeout   string // e.g. "1s"
+	Buckets          []Bucket
+}
+
+var tmpl = template.Must(template.New("envoy").Funcs(template.FuncMap{
+	"indent": func(n int, s string) string {
+		pad := strings.Repeat(" ", n)
+		return pad + strings.ReplaceAll(strings.TrimRight(s, "\n"), "\n", "\n"+pad)
+	},
+}).Parse(bootstrapTemplate))
+
+// Render returns the Envoy bootstrap YAML.
+func Render(p Params) ([]byte, error) {
+	if p.ListenAddress == "" {
+		p.ListenAddress = "127.0.0.1"
+	}
+	if p.ConnectTimeout == "" {
+		p.ConnectTimeout = "1s"
+	}
+	if p.FallbackCluster == "" && len(p.Buckets) > 0 {
+		p.FallbackCluster = p.Buckets[0].Cluster
+	}
+	for i := range p.Buckets {
+		if p.Buckets[i].Address == "" {
+			p.Buckets[i].Address = p.ListenAddress
+		}
+		if p.Buckets[i].MaxConnections == 0 {
+			p.Buckets[i].MaxConnections = 1024
+		}
+	}
+	var b bytes.Buffer
+	if err := tmpl.Execute(&b, p); err != nil {
+		return nil, fmt.Errorf("render envoy config: %w", err)
+	}
+	return b.Bytes(), nil
+}
