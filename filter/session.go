@@ -15,10 +15,10 @@ import (
 //  3. Relay: count bytes and TDS packets both ways without copying.
 //  4. Close event: gauges back down (OnDestroy may not touch the connection any more).
 type session struct {
-	f      *Factory
-	conn   host.Conn
-	bucket *bucketState
-	routed bool
+	f        *Factory
+	conn     host.Conn
+	bucket   *bucketState
+	routed   bool
 	closed   bool
 	finished bool
 

@@ -1,0 +1,120 @@
+// Command demo is `make run`: it starts redis-server, one demo backend per bucket and Envoy
+// with the tdspool module on the documented loopback ports, prints where everything listens,
+// and stops it all on Ctrl-C (or SIGTERM).
+//
+// Defaults: TDS listener 127.0.0.1:11433, Envoy admin 127.0.0.1:19901, Redis 127.0.0.1:16379,
+// buckets bucket-001..003 on 127.0.0.1:14331..14333.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"log"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/tdspool/tdspool/deployments/envoyconfig"
+	"github.com/tdspool/tdspool/internal/stack"
+)
+
+func main() {
+	listenPort := flag.Int("listen", 11433, "TDS listener port")
+	adminPort := flag.Int("admin", 19901, "Envoy admin port")
+	redisPort := flag.Int("redis", 16379, "Redis port")
+	firstBackend := flag.Int("backend", 14331, "port of bucket-001; the next buckets follow")
+	buckets := flag.Int("buckets", 3, "number of demo buckets")
+	maxConns := flag.Int("max-connections", 20, "fleet-wide connection cap per bucket")
+	verbose := flag.Bool("v", false, "copy Envoy's log to stderr")
+	flag.Parse()
+	if err := run(*listenPort, *adminPort, *redisPort, *firstBackend, *buckets, *maxConns, *verbose); err != nil {
+		log.Fatalf("demo: %v", err)
+	}
+}
+
+func run(listenPort, adminPort, redisPort, firstBackend, nBuckets, maxConns int, verbose bool) error {
+	var stopAll []func()
+	defer func() {
+		for i := len(stopAll) - 1; i >= 0; i-- {
+			stopAll[i]()
+		}
+	}()
+
+	redis, err := stack.StartRedis(redisPort, nil)
+	if err != nil {
+		return err
+	}
+	stopAll = append(stopAll, redis.Stop)
+
+	var ebs []envoyconfig.Bucket
+	var names []string
+	for i := 0; i < nBuckets; i++ {
+		name := fmt.Sprintf("bucket-%03d", i+1)
+		port := firstBackend + i
+		stop, err := startBackend(name, port)
+		if err != nil {
+			return fmt.Errorf("backend %s: %w", name, err)
+		}
+		stopAll = append(stopAll, stop)
+		names = append(names, name)
+		ebs = append(ebs, envoyconfig.Bucket{Cluster: clusterName(name), Port: port, MaxConnections: maxConns})
+	}
+
+	cfg, err := envoyconfig.Render(envoyconfig.Params{
+		ListenerPort: listenPort, AdminPort: adminPort,
+		FilterConfigJSON: filterConfig(names, redis.Addr, maxConns),
+		Buckets:          ebs,
+	})
+	if err != nil {
+		return err
+	}
+	var tee *os.File
+	if verbose {
+		tee = os.Stderr
+	}
+	envoy, err := stack.StartEnvoy(stack.EnvoyOptions{Config: cfg, AdminPort: adminPort, Tee: tee})
+	if err != nil {
+		return err
+	}
+	stopAll = append(stopAll, envoy.Stop)
+
+	fmt.Printf(`tdspool demo is up.
+  TDS listener   127.0.0.1:%d   (connect your SQL Server client here)
+  Envoy admin    http://127.0.0.1:%d   /stats  /stats/prometheus  /ready
+  Redis          %s
+`, listenPort, adminPort, redis.Addr)
+	for i, n := range names {
+		fmt.Printf("  %-13s  127.0.0.1:%d  (Envoy cluster %s, cap %d)\n", n, firstBackend+i, clusterName(n), maxConns)
+	}
+	fmt.Printf("  Envoy config   %s\nCtrl-C stops everything.\n", envoy.ConfigPath)
+
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+	ticker := time.NewTicker(500 * time.Millisecond)
+	defer ticker.Stop()
+	for {
+		select {
+		case s := <-sig:
+			fmt.Printf("\n%s: stopping Envoy, backends and Redis\n", s)
+			return nil
+		case <-ticker.C:
+			if exited, err := envoy.Exited(); exited {
+				return fmt.Errorf("envoy exited: %v\n%s", err, envoy.Output())
+			}
+			if exited, err := redis.Exited(); exited {
+				return fmt.Errorf("redis-server exited: %v", err)
+			}
+		}
+	}
+}
+
+func clusterName(bucket string) string {
+	b := []byte(bucket)
+	for i, c := range b {
+		if c == '-' {
+			b[i] = '_'
+		}
+	}
+	return string(b)
+}
