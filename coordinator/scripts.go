@@ -1,0 +1,253 @@
+package coordinator
+
+import (
+	"github.com/redis/go-redis/v9"
+)
+
+// Every script shares one prelude and one epilogue, so that each atomic
+// operation is one EVALSHA:
+//
+//	KEYS: 1 holders (ZSET lease id -> expiry ms)
+//	      2 queue   (ZSET waiter id -> ticket)
+//	      3 alive   (ZSET waiter id -> liveness deadline ms)
+//	      4 seq     (STRING ticket counter)
+//	      5 proxies (ZSET proxy id -> expiry ms)
+//	      6 meta    (HASH cap, epoch, grace_until, seen, grants)
+//	ARGV: 1 proxy id, 2 default cap, 3 lease ms, 4 grace ms, 5 silence gap ms,
+//	      6 key TTL ms, 7 meta TTL ms, 8 notify channel prefix, 9 bucket name,
+//	      10.. script specific.
+//
+// All times come from Redis TIME, so proxy clocks never matter. Ids are
+// "<proxyId>:<n>"; the proxy id contains no ':' (Config.validate checks it),
+// so the owner of a waiter is the text before the last ':'.
+//
+// Reply of every script: { header, mine, status } where
+//
+//	header = { epoch, held, proxies, cap, queued, grace_left_ms, reaped, reasserted, renewed }
+//	mine   = flat list of (id, ticket, grant_seq) granted to the calling proxy by the pump
+//	status = script specific
+const prelude = `
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local H, Q, QA, SEQ, PX, META = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local proxy = ARGV[1]
+local L = tonumber(ARGV[3])
+local G = tonumber(ARGV[4])
+local GAP = tonumber(ARGV[5])
+local reaped, reasserted, renewed = 0, 0, 0
+local mine = {}
+
+-- Epoch and grace. A missing epoch means this bucket's data is gone (first
+-- use, restart without persistence, failover to an empty replica): live
+-- proxies may hold sessions Redis no longer knows, so grants pause for G while
+-- they re-assert. A long silence with leases present means nobody could reach
+-- Redis (or Redis was stopped): expired scores are not proof of death, so the
+-- same pause applies before anything is reaped.
+local m = redis.call('HMGET', META, 'epoch', 'cap', 'grace_until', 'seen')
+local epoch = m[1]
+local cap = tonumber(m[2])
+local grace = tonumber(m[3]) or 0
+if not epoch then
+  epoch = string.format('%d', now)
+  grace = now + G
+  redis.call('HSET', META, 'epoch', epoch, 'grace_until', grace)
+elseif m[4] and now - tonumber(m[4]) > GAP and redis.call('ZCARD', H) > 0 then
+  grace = now + G
+  redis.call('HSET', META, 'grace_until', grace)
+end
+if not cap then
+  cap = tonumber(ARGV[2])
+  redis.call('HSET', META, 'cap', cap)
+end
+redis.call('HSET', META, 'seen', now)
+if redis.call('EXISTS', SEQ) == 0 then
+  -- Seeded from the clock so tickets of a new epoch sort after every ticket
+  -- a proxy re-asserts from the lost one.
+  redis.call('SET', SEQ, string.format('%d', now * 1000))
+end
+redis.call('ZADD', PX, now + L, proxy)
+redis.call('ZREMRANGEBYSCORE', PX, '-inf', now)
+
+local function owner(id)
+  return string.match(id, '^(.*):[^:]*$')
+end
+
+local function zrem_all(key, ids)
+  for i = 1, #ids, 500 do
+    redis.call('ZREM', key, unpack(ids, i, math.min(i + 499, #ids)))
+  end
+end
+
+local function grant(id, ticket)
+  redis.call('ZADD', H, now + L, id)
+  local g = redis.call('HINCRBY', META, 'grants', 1)
+  if owner(id) == proxy then
+    mine[#mine + 1] = id
+    mine[#mine + 1] = ticket
+    mine[#mine + 1] = g
+  else
+    redis.call('PUBLISH', ARGV[8] .. owner(id), ARGV[9] .. '\n' .. id .. '\n' .. ticket .. '\n' .. g)
+  end
+  return g
+end
+
+-- pump reaps expired leases and vanished waiters, then hands free slots to
+-- the head of the queue, in ticket order. It does nothing during grace.
+local function pump()
+  if now < grace then return end
+  local exp = redis.call('ZRANGEBYSCORE', H, '-inf', now)
+  if #exp > 0 then
+    zrem_all(H, exp)
+    reaped = #exp
+  end
+  local dead = redis.call('ZRANGEBYSCORE', QA, '-inf', now)
+  if #dead > 0 then
+    zrem_all(Q, dead)
+    zrem_all(QA, dead)
+  end
+  local free = cap - redis.call('ZCARD', H)
+  while free > 0 do
+    local head = redis.call('ZRANGE', Q, 0, 0, 'WITHSCORES')
+    if #head == 0 then break end
+    redis.call('ZREM', Q, head[1])
+    redis.call('ZREM', QA, head[1])
+    grant(head[1], head[2])
+    free = free - 1
+  end
+end
+
+local function finish(status)
+  local ttl = tonumber(ARGV[6])
+  redis.call('PEXPIRE', H, ttl)
+  redis.call('PEXPIRE', Q, ttl)
+  redis.call('PEXPIRE', QA, ttl)
+  redis.call('PEXPIRE', SEQ, ttl)
+  redis.call('PEXPIRE', PX, ttl)
+  redis.call('PEXPIRE', META, tonumber(ARGV[7]))
+  local left = 0
+  if grace > now then left = grace - now end
+  return { { epoch, redis.call('ZCARD', H), redis.call('ZCARD', PX), cap,
+             redis.call('ZCARD', Q), left, reaped, reasserted, renewed }, mine, status }
+end
+`
+
+// acquireLua admits or enqueues a batch of requests, in order.
+//
+//	ARGV 10 max queue length, 11 waiter TTL ms, then pairs (id, ms left until
+//	the caller's deadline).
+//
+// status: per request, (code, ticket, grant_seq) with code 1 granted,
+// 2 queued, 3 refused (queue full). Re-sending an id (a retry after a timeout
+// that did run) reports its current state instead of counting it twice.
+const acquireLua = prelude + `
+pump()
+local maxq = tonumber(ARGV[10])
+local W = tonumber(ARGV[11])
+local status = {}
+for i = 12, #ARGV, 2 do
+  local id = ARGV[i]
+  local left = tonumber(ARGV[i + 1])
+  local code, ticket, g = 0, 0, 0
+  local qs = redis.call('ZSCORE', Q, id)
+  if redis.call('ZSCORE', H, id) then
+    code = 1
+  elseif qs then
+    code, ticket = 2, qs
+  elseif now >= grace and redis.call('ZCARD', Q) == 0 and redis.call('ZCARD', H) < cap then
+    code = 1
+    redis.call('ZADD', H, now + L, id)
+    g = redis.call('HINCRBY', META, 'grants', 1)
+  elseif redis.call('ZCARD', Q) >= maxq then
+    code = 3
+  else
+    code = 2
+    ticket = redis.call('INCR', SEQ)
+    redis.call('ZADD', Q, ticket, id)
+    redis.call('ZADD', QA, now + math.min(W, left), id)
+  end
+  status[#status + 1] = code
+  status[#status + 1] = ticket
+  status[#status + 1] = g
+end
+return finish(status)
+`
+
+// releaseLua drops ids wherever they are: a held lease (release, or a cancel
+// that lost the race with a grant: the slot goes to the next waiter) or a
+// queued waiter (cancel). Idempotent; unknown ids are ignored.
+//
+//	ARGV 10.. ids. status: { number of leases removed }
+const releaseLua = prelude + `
+local ids = {}
+for i = 10, #ARGV do ids[#ids + 1] = ARGV[i] end
+local removed = 0
+for i = 1, #ids do
+  removed = removed + redis.call('ZREM', H, ids[i])
+end
+if #ids > 0 then
+  zrem_all(Q, ids)
+  zrem_all(QA, ids)
+end
+pump()
+return finish({ removed })
+`
+
+// heartbeatLua renews (upserts) every lease this proxy holds in the bucket,
+// keeps its waiters alive and reports which of them were granted (the poll
+// behind the Pub/Sub hint). A held id Redis does not know is added back: the
+// session really is open, so Redis must count it (reconciliation after data
+// loss or an outage); a waiter Redis lost is re-queued with its old ticket.
+//
+//	ARGV 10 waiter TTL ms, 11 number of held ids, then held ids, then triples
+//	(waiter id, ticket, ms left until its deadline).
+//
+// status: ids of this proxy's waiters found granted, as (id, ticket, 0).
+const heartbeatLua = prelude + `
+local W = tonumber(ARGV[10])
+local nheld = tonumber(ARGV[11])
+local status = {}
+for i = 12, 11 + nheld do
+  local id = ARGV[i]
+  reasserted = reasserted + redis.call('ZADD', H, now + L, id)
+  renewed = renewed + 1
+  redis.call('ZREM', Q, id)
+  redis.call('ZREM', QA, id)
+end
+for i = 12 + nheld, #ARGV, 3 do
+  local id, ticket, left = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
+  if redis.call('ZSCORE', H, id) then
+    status[#status + 1] = id
+    status[#status + 1] = ticket
+    status[#status + 1] = 0
+  else
+    if not redis.call('ZSCORE', Q, id) then
+      redis.call('ZADD', Q, ticket, id)
+      if tonumber(redis.call('GET', SEQ)) < tonumber(ticket) then
+        redis.call('SET', SEQ, ticket)
+      end
+    end
+    redis.call('ZADD', QA, now + math.min(W, left), id)
+  end
+end
+pump()
+return finish(status)
+`
+
+// setCapLua stores the bucket's cap for the whole fleet and pumps, so a
+// raised cap grants at once. A lowered cap removes no lease: grants stop until
+// the count drains below it.
+//
+//	ARGV 10 cap. status: {}
+const setCapLua = prelude + `
+cap = tonumber(ARGV[10])
+redis.call('HSET', META, 'cap', cap)
+pump()
+return finish({})
+`
+
+var (
+	scriptAcquire   = redis.NewScript(acquireLua)
+	scriptRelease   = redis.NewScript(releaseLua)
+	scriptHeartbeat = redis.NewScript(heartbeatLua)
+	scriptSetCap    = redis.NewScript(setCapLua)
+)
