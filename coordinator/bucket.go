@@ -50,7 +50,8 @@ type bucket struct {
 	fallback   bool
 	failStreak int
 	lastErr    error
-	quota      int
+	quota      int // fallback quota: leases at entry + share
+	share      int // the part of quota taken from free slots
 	v          view
 }
 
@@ -250,7 +251,7 @@ func (b *bucket) snapshot() Snapshot {
 	defer b.mu.Unlock()
 	s := Snapshot{
 		Bucket: b.name, Cap: b.cfg.Cap, LocalHeld: len(b.held), LocalQueued: len(b.byID),
-		Quota: b.quota, Epoch: b.v.epoch,
+		Quota: b.quota, Share: b.share, Epoch: b.v.epoch,
 	}
 	if b.v.ok {
 		s.Cap, s.Held, s.Queued, s.LiveProxies, s.AsOf = b.v.cap, b.v.held, b.v.queued, b.v.proxies, b.v.at
@@ -470,6 +471,7 @@ func (b *bucket) fail(err error) {
 		// Holdings now, not at the last reply: a slot that moved to another
 		// proxy since that reply is counted there, not twice.
 		b.quota = len(b.held) + share
+		b.share = share
 	}
 	fb := b.fallback
 	b.mu.Unlock()

@@ -313,10 +313,12 @@ type Snapshot struct {
 	Cap, Held, Queued, LiveProxies int
 	// LocalHeld and LocalQueued count this proxy's leases and waiters.
 	LocalHeld, LocalQueued int
-	// Quota is the local fallback quota (meaningful in ModeFallback).
-	Quota int
-	Epoch string
-	AsOf  time.Time
+	// Quota is the local fallback quota (meaningful in ModeFallback):
+	// the leases held when fallback began plus Share, this proxy's part of
+	// the free slots the last reply showed.
+	Quota, Share int
+	Epoch        string
+	AsOf         time.Time
 }
 
 // Snapshot returns bucket's state; ok is false for an unknown bucket.
