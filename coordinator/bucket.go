@@ -25,7 +25,6 @@ type view struct {
 	epoch                      string
 	held, proxies, cap, queued int
 	graceUntil                 time.Time
-	mine                       int // this proxy's leases right after that reply
 }
 
 // bucket is one bucket's local state plus its worker goroutine, the only
@@ -39,13 +38,19 @@ type bucket struct {
 	wake    chan struct{}
 	removed atomic.Bool
 
-	mu         sync.Mutex
-	cfg        BucketConfig
-	capDirty   bool
-	waitq      []*Ticket          // undecided tickets, arrival (= ticket) order; may hold decided ones until compacted
-	byID       map[string]*Ticket // undecided tickets
-	held       map[string]*Lease
-	drop       map[string]struct{} // ids to remove from Redis (releases, cancels, orphans)
+	mu       sync.Mutex
+	cfg      BucketConfig
+	capDirty bool
+	waitq    []*Ticket          // undecided tickets, arrival (= ticket) order; may hold decided ones until compacted
+	byID     map[string]*Ticket // undecided tickets
+	held     map[string]*Lease
+	drop     map[string]struct{} // ids to remove from Redis (releases, cancels, orphans)
+	// owned: leases Redis counts for this proxy as far as we know: added on
+	// a Redis grant or a successful re-assert, removed when a release call
+	// carrying the id returns, successfully or not (a failed call may have
+	// run). It outlives local releases not yet sent, so it is the safe base
+	// of the fallback quota.
+	owned      map[string]struct{}
 	hbDue      bool
 	fallback   bool
 	failStreak int
@@ -57,14 +62,15 @@ type bucket struct {
 
 func newBucket(c *Coordinator, name string, bc BucketConfig) *bucket {
 	return &bucket{
-		c:    c,
-		name: name,
-		keys: c.cfg.keys(name),
-		wake: make(chan struct{}, 1),
-		cfg:  bc,
-		byID: make(map[string]*Ticket),
-		held: make(map[string]*Lease),
-		drop: make(map[string]struct{}),
+		c:     c,
+		name:  name,
+		keys:  c.cfg.keys(name),
+		wake:  make(chan struct{}, 1),
+		cfg:   bc,
+		byID:  make(map[string]*Ticket),
+		held:  make(map[string]*Lease),
+		drop:  make(map[string]struct{}),
+		owned: make(map[string]struct{}),
 	}
 }
 
@@ -224,6 +230,9 @@ func (b *bucket) finishLocked(t *Ticket, r Result) {
 		l := &Lease{b: b, id: t.id, fallback: r.Fallback}
 		b.held[t.id] = l
 		r.Lease = l
+		if !r.Fallback {
+			b.owned[t.id] = struct{}{}
+		}
 	} else if t.sent {
 		b.drop[t.id] = struct{}{}
 	}
@@ -268,21 +277,30 @@ func (b *bucket) snapshot() Snapshot {
 // ---- the worker ----
 
 // step does the bucket's pending Redis work in a fixed order: cap, releases,
-// acquires, heartbeat. In fallback it only probes Redis with the heartbeat
-// (once per Heartbeat) and otherwise admits from the local quota.
+// acquires, heartbeat. After a failed call it probes Redis with the heartbeat
+// first; in fallback it probes once per Heartbeat and otherwise admits from
+// the local quota.
 func (b *bucket) step() {
 	b.mu.Lock()
 	fb, hb := b.fallback, b.hbDue
+	probing := fb || b.failStreak > 0
 	b.hbDue = false
 	b.compactLocked()
 	b.mu.Unlock()
 
-	if fb {
-		if !hb || b.heartbeat() != nil {
+	// After a failure only the heartbeat goes out until Redis answers: a
+	// release that times out may or may not have run, so each one sent into
+	// an outage shrinks the fallback quota (see owned).
+	if probing {
+		if fb && !hb {
 			b.admitLocal()
 			return
 		}
-		hb = false // the probe was the heartbeat
+		if err := b.heartbeat(); err != nil {
+			b.fail(err)
+			return
+		}
+		hb = false
 	}
 	b.mu.Lock()
 	capDirty, cap := b.capDirty, b.cfg.Cap
@@ -305,6 +323,11 @@ func (b *bucket) step() {
 	}
 	if len(drops) > 0 {
 		r, err := b.call("release", scriptRelease, drops)
+		b.mu.Lock()
+		for _, id := range drops {
+			delete(b.owned, id.(string))
+		}
+		b.mu.Unlock()
 		if err != nil {
 			b.fail(err)
 			return
@@ -398,8 +421,10 @@ func (b *bucket) sendAcquires() (more bool, err error) {
 func (b *bucket) heartbeat() error {
 	b.mu.Lock()
 	args := []any{b.c.cfg.WaiterTTL.Milliseconds(), len(b.held)}
+	heldIDs := make([]string, 0, len(b.held))
 	for id := range b.held {
 		args = append(args, id)
+		heldIDs = append(heldIDs, id)
 	}
 	for _, t := range b.waitq {
 		if !t.done && t.rticket > 0 {
@@ -411,6 +436,11 @@ func (b *bucket) heartbeat() error {
 	if err != nil {
 		return err
 	}
+	b.mu.Lock()
+	for _, id := range heldIDs {
+		b.owned[id] = struct{}{}
+	}
+	b.mu.Unlock()
 	b.c.metrics.LeasesRenewed(b.name, r.renewed, r.reasserted)
 	gs := make([]grantInfo, 0, len(r.status)/3)
 	for i := 0; i+2 < len(r.status); i += 3 {
@@ -431,7 +461,7 @@ func (b *bucket) absorb(r reply) {
 	epochChanged := b.v.ok && b.v.epoch != r.epoch
 	b.v = view{
 		ok: true, at: now, epoch: r.epoch, held: r.held, proxies: r.proxies, cap: r.cap,
-		queued: r.queued, graceUntil: now.Add(r.graceLeft), mine: len(b.held),
+		queued: r.queued, graceUntil: now.Add(r.graceLeft),
 	}
 	b.failStreak = 0
 	left := b.fallback
@@ -468,9 +498,11 @@ func (b *bucket) fail(err error) {
 			!time.Now().Before(b.v.graceUntil) && !b.c.cfg.FallbackStrict {
 			share = max(0, b.v.cap-b.v.held) / b.v.proxies
 		}
-		// Holdings now, not at the last reply: a slot that moved to another
-		// proxy since that reply is counted there, not twice.
-		b.quota = len(b.held) + share
+		// The leases Redis still counts for us, not our holdings at the last
+		// reply (a slot released since then may be counted by another proxy
+		// now) nor our holdings now (sessions that ended while the outage
+		// was being detected still hold their slots in Redis).
+		b.quota = len(b.owned) + share
 		b.share = share
 	}
 	fb := b.fallback

@@ -409,7 +409,9 @@ func TestMultiProcessRedisPaused(t *testing.T) {
 	if soak() {
 		pause = 20 * time.Second
 	}
-	ps := sc.start(t, srv, o)
+	// Holds long enough that sessions outlive the outage detection (about
+	// 2 × CallTimeout), as SQL sessions do.
+	ps := sc.start(t, srv, o, "-hold-min=100ms", "-hold-max=1s")
 	time.Sleep(2 * time.Second)
 	srv.Pause()
 	time.Sleep(pause)
