@@ -1,0 +1,260 @@
+package tds
+
+import (
+	"bytes"
+	"reflect"
+	"testing"
+)
+
+func TestAllHeadersLayout(t *testing.T) {
+	// Typical bytes with no transaction (pytds "<IIHQI").
+	want := unhex(t, `16 00 00 00 12 00 00 00 02 00 00 00 00 00 00 00 00 00 01 00 00 00`)
+	var h AllHeaders
+	if got := h.AppendAllHeaders(nil); !bytes.Equal(got, want) {
+		t.Fatalf("% X", got)
+	}
+	d, n, err := DecodeAllHeaders(want)
+	if err != nil || n != 22 || !d.HasTransaction || d.OutstandingRequests != 1 {
+		t.Fatalf("%v %v", d, err)
+	}
+	full := AllHeaders{TransactionDescriptor: 0x1122, OutstandingRequests: 1, QueryNotification: []byte{1, 2},
+		TraceActivity: make([]byte, 20), Other: []RawHeader{{Type: 9, Data: []byte{7}}}}
+	b := full.AppendAllHeaders(nil)
+	back, _, err := DecodeAllHeaders(b)
+	full.HasTransaction = true
+	if err != nil || !reflect.DeepEqual(back, full) {
+		t.Fatalf("%+v %v", back, err)
+	}
+	for _, bad := range []string{``, `03 00 00 00`, `10 00 00 00`, `0A 00 00 00 06 00 00 00 02 00`, `0C 00 00 00 08 00 00 00 02 00 00 00`} {
+		if _, _, err := DecodeAllHeaders(unhex(t, bad)); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}
+
+func TestSQLBatchRoundTrip(t *testing.T) {
+	q := &SQLBatch{Headers: AllHeaders{TransactionDescriptor: 5, OutstandingRequests: 1, HasTransaction: true}, Text: "select 1; -- ü 😀"}
+	back, err := DecodeSQLBatch(q.AppendSQLBatch(nil))
+	if err != nil || !reflect.DeepEqual(back, q) {
+		t.Fatalf("%v %v", back, err)
+	}
+}
+
+func TestRPCRoundTrip(t *testing.T) {
+	stmt, _ := NewRPCParam("", 0, NVarCharType(0), "select * from t where id = @p1")
+	decl, _ := NewRPCParam("", 0, NVarCharType(4000), "@p1 int")
+	p1, _ := NewRPCParam("@p1", 0, IntNType(4), int32(42))
+	h, _ := NewRPCParam("@handle", ParamByRef, IntNType(4), nil)
+	img, _ := NewRPCParam("@blob", 0, TypeInfo{Type: TypeImage, MaxLen: 0x7FFFFFFF}, nil)
+	img.Value = []byte{3, 0, 0, 0, 1, 2, 3}
+	r := &RPCRequest{Headers: AllHeaders{OutstandingRequests: 1, HasTransaction: true}, Calls: []RPCCall{
+		{ProcID: ProcExecuteSQL, Params: []RPCParam{stmt, decl, p1}},
+		{ProcName: "dbo.my_proc", Options: RPCNoMetadata, Params: []RPCParam{h, img}},
+		{ProcID: ProcUnprepare, NoExec: true},
+	}}
+	b := r.AppendRPC(nil)
+	back, err := DecodeRPC(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(back, r) {
+		t.Fatalf("\n got %v\nwant %v", back, r)
+	}
+	if s, ok := back.Calls[0].Params[0].String(); !ok || s != "select * from t where id = @p1" {
+		t.Fatal(s)
+	}
+	if v, ok := back.Calls[0].Params[2].Int(); !ok || v != 42 {
+		t.Fatal(v)
+	}
+	if !back.Calls[1].Params[0].IsNull() {
+		t.Fatal("null")
+	}
+	if id, ok := (&RPCCall{ProcName: "SYS.SP_PREPEXEC"}).Proc(); !ok || id != ProcPrepExec {
+		t.Fatal("name lookup")
+	}
+	for i := 0; i < len(b); i++ {
+		if _, err := DecodeRPC(b[:i]); err == nil && i > 0 {
+			// Prefixes ending exactly at a call boundary are valid RPCs.
+			continue
+		}
+	}
+	tvp := append(r.Headers.AppendAllHeaders(nil), 0xFF, 0xFF, 10, 0, 0, 0, 0, 0, byte(TypeTVP))
+	if _, err := DecodeRPC(tvp); err == nil {
+		t.Fatal("TVP accepted")
+	}
+}
+
+func TestTransMgrRoundTrip(t *testing.T) {
+	hdr := AllHeaders{OutstandingRequests: 1, HasTransaction: true, TransactionDescriptor: 9}
+	tests := []*TransMgrRequest{
+		{Headers: hdr, Type: TMBeginXact, Isolation: IsolationSerializable, Name: "t1"},
+		{Headers: hdr, Type: TMCommitXact, Name: ""},
+		{Headers: hdr, Type: TMRollbackXact, Flags: TMBeginXactFlag, Isolation: IsolationReadCommitted, NewName: "n"},
+		{Headers: hdr, Type: TMSaveXact, Name: "sp"},
+		{Headers: hdr, Type: TMPropagateXact, Payload: []byte{1, 2, 3}},
+		{Headers: hdr, Type: TMGetDTCAddress, Payload: []byte{0, 0}},
+	}
+	for _, tm := range tests {
+		back, err := DecodeTransMgr(tm.AppendTransMgr(nil))
+		if err != nil || !reflect.DeepEqual(back, tm) {
+			t.Fatalf("%v: %v %v", tm, back, err)
+		}
+	}
+	att := AppendAttention(nil)
+	if !bytes.Equal(att, []byte{6, 1, 0, 8, 0, 0, 1, 0}) {
+		t.Fatalf("% X", att)
+	}
+}
+
+func TestClassifySQL(t *testing.T) {
+	tests := []struct {
+		sql  string
+		want RequestFacts
+	}{
+		{"select 1;", RequestFacts{}},
+		{"BEGIN TRAN; update t set x = 1", RequestFacts{BeginTran: true}},
+		{"begin transaction t1", RequestFacts{BeginTran: true}},
+		{"BEGIN DISTRIBUTED TRANSACTION", RequestFacts{BeginTran: true, Distributed: true}},
+		{"BEGIN TRY select 1 END TRY BEGIN CATCH END CATCH", RequestFacts{}},
+		{"IF @@TRANCOUNT > 0 COMMIT TRAN", RequestFacts{CommitTran: true}},
+		{"IF @@TRANCOUNT > 0 ROLLBACK TRAN", RequestFacts{RollbackTran: true}},
+		{"SAVE TRANSACTION sp1", RequestFacts{SaveTran: true}},
+		{"-- BEGIN TRAN\nselect 'BEGIN TRAN' /* COMMIT /* nested */ ROLLBACK */", RequestFacts{}},
+		{"select [begin tran] from \"commit\"", RequestFacts{}},
+		{"select N'it''s ; BEGIN TRAN'", RequestFacts{}},
+		{"CREATE TABLE #t (a int)", RequestFacts{TempTable: true}},
+		{"create table [#t2](a int)", RequestFacts{TempTable: true}},
+		{"select a into #x from t", RequestFacts{TempTable: true}},
+		{"select a into ##g from t", RequestFacts{TempTable: true}},
+		{"insert into #x values (1)", RequestFacts{}},
+		{"create table t (a int)", RequestFacts{}},
+		{"DECLARE c CURSOR FOR select 1", RequestFacts{Cursor: true}},
+		{"DECLARE c SCROLL CURSOR FOR select 1", RequestFacts{Cursor: true}},
+		{"DECLARE @c CURSOR", RequestFacts{}},
+		{"use [my db]", RequestFacts{UseDatabase: "my db"}},
+		{"USE app;", RequestFacts{UseDatabase: "app"}},
+		{"insert bulk t (a int)", RequestFacts{BulkLoad: true}},
+		{"BULK INSERT t FROM 'f'", RequestFacts{BulkLoad: true}},
+		{"exec sp_setapprole 'r', 'p'", RequestFacts{AppRole: true, Procs: []string{"sp_setapprole"}}},
+		{"EXEC sys.sp_prepare @h output, N'', N'select 1'", RequestFacts{Prepare: true, Procs: []string{"sys.sp_prepare"}}},
+		{"exec master..sp_who", RequestFacts{Procs: []string{"master..sp_who"}}},
+		{"EXEC @rc = dbo.p", RequestFacts{Procs: []string{"dbo.p"}}},
+		{"exec('select 1')", RequestFacts{}},
+		{"SET NOCOUNT ON", RequestFacts{SetOptions: []SetOption{{"NOCOUNT", "ON"}}}},
+		{"set ansi_nulls, quoted_identifier on", RequestFacts{SetOptions: []SetOption{{"ANSI_NULLS", "ON"}, {"QUOTED_IDENTIFIER", "ON"}}}},
+		{"SET TRANSACTION ISOLATION LEVEL READ COMMITTED;", RequestFacts{SetOptions: []SetOption{{"TRANSACTION ISOLATION LEVEL", "READ COMMITTED"}}}},
+		{"SET TRANSACTION ISOLATION LEVEL SNAPSHOT select 1", RequestFacts{SetOptions: []SetOption{{"TRANSACTION ISOLATION LEVEL", "SNAPSHOT"}}}},
+		{"set textsize 2147483647", RequestFacts{SetOptions: []SetOption{{"TEXTSIZE", "2147483647"}}}},
+		{"SET LOCK_TIMEOUT -1", RequestFacts{SetOptions: []SetOption{{"LOCK_TIMEOUT", "-1"}}}},
+		{"SET STATISTICS IO ON", RequestFacts{SetOptions: []SetOption{{"STATISTICS IO", "ON"}}}},
+		{"SET IDENTITY_INSERT dbo.t ON", RequestFacts{SetOptions: []SetOption{{"IDENTITY_INSERT", "DBO.T ON"}}}},
+		{"SET @x = 1", RequestFacts{}},
+		{"UPDATE t SET nocount = 1", RequestFacts{}},
+		{"update t set a = 1", RequestFacts{}},
+		// tedious's initial batch (newline separated).
+		{"set ansi_nulls on\nset xact_abort off\nset language us_english", RequestFacts{SetOptions: []SetOption{
+			{"ANSI_NULLS", "ON"}, {"XACT_ABORT", "OFF"}, {"LANGUAGE", "US_ENGLISH"}}}},
+	}
+	for _, tt := range tests {
+		var got RequestFacts
+		ClassifySQL(tt.sql, &got)
+		if !reflect.DeepEqual(got, tt.want) {
+			t.Errorf("%q\n got %v\nwant %v", tt.sql, got, tt.want)
+		}
+	}
+}
+
+func TestClassifyRequest(t *testing.T) {
+	hdr := AllHeaders{OutstandingRequests: 1, TransactionDescriptor: 77}
+	msg := func(typ PacketType, st PacketStatus, payload []byte) *Message {
+		var r Reassembler
+		r.Feed(AppendPackets(nil, typ, st, payload, 512))
+		m, err := r.Next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &m
+	}
+	batch := (&SQLBatch{Headers: hdr, Text: "create table #t(a int)"}).AppendSQLBatch(nil)
+	stmt, _ := NewRPCParam("@stmt", 0, NVarCharType(0), "BEGIN TRAN")
+	execsql := (&RPCRequest{Headers: hdr, Calls: []RPCCall{{ProcID: ProcExecuteSQL, Params: []RPCParam{stmt}}}}).AppendRPC(nil)
+	prep := (&RPCRequest{Headers: hdr, Calls: []RPCCall{{ProcID: ProcPrepExec}}}).AppendRPC(nil)
+	cur := (&RPCRequest{Headers: hdr, Calls: []RPCCall{{ProcName: "sp_cursoropen"}}}).AppendRPC(nil)
+	tm := (&TransMgrRequest{Headers: hdr, Type: TMCommitXact, Flags: TMBeginXactFlag}).AppendTransMgr(nil)
+	tests := []struct {
+		m    *Message
+		want func(f RequestFacts) bool
+	}{
+		{msg(PacketSQLBatch, StatusResetConnection, batch), func(f RequestFacts) bool {
+			return f.ResetConnection && f.TempTable && f.TransactionDescriptor == 77 && f.Pins()
+		}},
+		{msg(PacketRPC, StatusResetConnectionSkipTran, execsql), func(f RequestFacts) bool { return f.ResetSkipTran && f.BeginTran && !f.Pins() }},
+		{msg(PacketRPC, 0, prep), func(f RequestFacts) bool { return f.Prepare && f.Pins() }},
+		{msg(PacketRPC, 0, cur), func(f RequestFacts) bool { return f.Cursor }},
+		{msg(PacketTransMgr, 0, tm), func(f RequestFacts) bool { return f.CommitTran && f.BeginTran }},
+		{msg(PacketBulkLoad, 0, []byte{1}), func(f RequestFacts) bool { return f.BulkLoad }},
+		{msg(PacketAttention, 0, nil), func(f RequestFacts) bool { return f.Type == PacketAttention }},
+	}
+	for i, tt := range tests {
+		f, err := ClassifyRequest(tt.m)
+		if err != nil || !tt.want(f) {
+			t.Errorf("%d: %v %v", i, f, err)
+		}
+	}
+}
+
+func FuzzRPC(f *testing.F) {
+	stmt, _ := NewRPCParam("", 0, NVarCharType(0), "select 1")
+	f.Add((&RPCRequest{Calls: []RPCCall{{ProcID: ProcExecuteSQL, Params: []RPCParam{stmt}}, {ProcName: "p"}}}).AppendRPC(nil))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		r, err := DecodeRPC(b)
+		if err != nil {
+			return
+		}
+		_ = r.String()
+		for _, c := range r.Calls {
+			for _, p := range c.Params {
+				p.String()
+				p.Int()
+				p.Bytes()
+			}
+		}
+		r2, err := DecodeRPC(r.AppendRPC(nil))
+		if err != nil {
+			t.Fatalf("re-decode: %v", err)
+		}
+		if len(r2.Calls) != len(r.Calls) {
+			t.Fatalf("calls %d != %d", len(r2.Calls), len(r.Calls))
+		}
+	})
+}
+
+func FuzzClassifySQL(f *testing.F) {
+	for _, s := range []string{"BEGIN TRAN", "set ansi_nulls, quoted_identifier on", "/* /* */ */ select 'x''y' -- z",
+		"exec master..sp_who", "SET TRANSACTION ISOLATION LEVEL READ", "[unterminated", "N'"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		var facts RequestFacts
+		ClassifySQL(s, &facts)
+		_ = facts.String()
+		// A batch wrapped in SQL_BATCH classifies the same way.
+		m := Message{Type: PacketSQLBatch, Payload: (&SQLBatch{Text: s}).AppendSQLBatch(nil)}
+		if _, err := ClassifyRequest(&m); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+func FuzzTransMgr(f *testing.F) {
+	f.Add((&TransMgrRequest{Type: TMCommitXact, Flags: 1, NewName: "x"}).AppendTransMgr(nil))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		tm, err := DecodeTransMgr(b)
+		if err != nil {
+			return
+		}
+		if _, err := DecodeTransMgr(tm.AppendTransMgr(nil)); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
