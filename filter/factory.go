@@ -2,22 +2,36 @@ package filter
 
 import (
 	"fmt"
+	"time"
 
+	"github.com/tdspool/tdspool/coordinator"
 	"github.com/tdspool/tdspool/envoy/host"
 	"github.com/tdspool/tdspool/proto/tdspoolpb"
+	"github.com/tdspool/tdspool/tds"
 )
 
 // ClusterFilterStateKey is the typed filter state tcp_proxy reads to pick its upstream cluster
 // per connection (Envoy's PerConnectionCluster object).
 const ClusterFilterStateKey = "envoy.tcp_proxy.cluster"
 
-// Factory is one loaded filter config: the validated config, the defined stats and whatever
-// is shared by the listener's connections. It is built on Envoy's main thread and read
-// (never written) by the workers.
+// proxyVersion is the server version tdspool announces in its PRELOGIN reply (16.0.1000, the
+// SQL Server 2022 RTM number, which every driver accepts).
+const proxyVersion = 0x100003E8
+
+// Factory is one loaded filter config: the validated config, the defined stats, the router and
+// the slot provider shared by the listener's connections. It is built on Envoy's main thread
+// and read (never written) by the workers.
 type Factory struct {
-	cfg     *tdspoolpb.Config
-	stats   globalStats
-	buckets map[string]*bucketState
+	cfg          *tdspoolpb.Config
+	stats        globalStats
+	buckets      map[string]*bucketState
+	router       router
+	slots        Slots
+	coordStats   *coordStats
+	announce     tds.EncryptOption // what our PRELOGIN reply offers by default
+	version      uint32
+	loginTimeout time.Duration
+	now          func() time.Time
 }
 
 type bucketState struct {
@@ -31,19 +45,85 @@ func NewFactory(name string, config []byte, h host.ConfigHost) (host.FilterFacto
 	if err != nil {
 		return nil, err
 	}
-	return newFactory(cfg, h)
+	f, err := newFactory(cfg, h)
+	if err != nil {
+		return nil, err
+	}
+	if h.ValidationOnly() {
+		f.slots = newLocalSlots(nil) // `envoy --mode validate`: check, connect to nothing
+		return f, nil
+	}
+	if f.slots, err = newSlots(cfg, f.coordStats); err != nil {
+		return nil, err
+	}
+	return f, nil
 }
 
 func newFactory(cfg *tdspoolpb.Config, m host.Metrics) (*Factory, error) {
 	d := &metricDefiner{m: m}
-	f := &Factory{cfg: cfg, stats: defineGlobalStats(d), buckets: map[string]*bucketState{}}
+	f := &Factory{
+		cfg: cfg, stats: defineGlobalStats(d), buckets: map[string]*bucketState{},
+		router:       router{rules: cfg.Routes, defaultBucket: cfg.DefaultBucket},
+		version:      proxyVersion,
+		loginTimeout: cfg.Timeouts.LoginTimeout.AsDuration(),
+		now:          time.Now,
+	}
+	var names []string
 	for _, b := range cfg.Buckets {
 		f.buckets[b.Name] = &bucketState{cfg: b, stats: defineBucketStats(d, b.Name)}
+		names = append(names, b.Name)
 	}
 	if d.err != nil {
 		return nil, fmt.Errorf("defining stats: %w", d.err)
 	}
+	f.coordStats = newCoordStats(f, names)
+	switch cfg.Listener.Encryption {
+	case tdspoolpb.EncryptionPolicy_REQUIRE:
+		f.announce = tds.EncryptReq
+	case tdspoolpb.EncryptionPolicy_LOGIN_ONLY_ALLOWED:
+		f.announce = tds.EncryptOff
+	default:
+		// OFF_ALLOWED: plaintext for everyone who accepts it.
+		f.announce = tds.EncryptNotSup
+	}
 	return f, nil
+}
+
+// newSlots builds the Redis coordinator, or a process-local cap when no Redis is configured.
+func newSlots(cfg *tdspoolpb.Config, metrics coordinator.Metrics) (Slots, error) {
+	if len(cfg.Redis.Addresses) == 0 {
+		caps := map[string][2]int{}
+		for _, b := range cfg.Buckets {
+			caps[b.Name] = [2]int{int(b.MaxConnections), int(b.MaxQueue)}
+		}
+		return newLocalSlots(caps), nil
+	}
+	buckets := map[string]coordinator.BucketConfig{}
+	for _, b := range cfg.Buckets {
+		buckets[b.Name] = coordinator.BucketConfig{Cap: int(b.MaxConnections), MaxQueue: int(b.MaxQueue)}
+	}
+	r := cfg.Redis
+	cc := coordinator.Config{
+		Redis: coordinator.RedisConfig{
+			Addrs: r.Addresses, MasterName: r.MasterName, Username: r.Username,
+			Password: passwordFromEnv(r.PasswordEnv),
+		},
+		Prefix:       r.KeyPrefix,
+		Buckets:      buckets,
+		QueueTimeout: cfg.Timeouts.QueueTimeout.AsDuration(),
+		LeaseTTL:     r.LeaseTtl.AsDuration(),
+		Heartbeat:    r.HeartbeatInterval.AsDuration(),
+		CallTimeout:  r.CallTimeout.AsDuration(),
+		Metrics:      metrics,
+	}
+	if r.Tls {
+		cc.Redis.TLS = tlsConfigForRedis()
+	}
+	c, err := coordinator.New(cc)
+	if err != nil {
+		return nil, fmt.Errorf("redis coordinator: %w", err)
+	}
+	return coordinatorSlots{c}, nil
 }
 
 // NewFilter makes the per-connection filter (worker thread).
@@ -51,5 +131,10 @@ func (f *Factory) NewFilter(conn host.Conn) host.Filter {
 	return &session{f: f, conn: conn}
 }
 
-// Destroy runs when Envoy drops the config (main thread).
-func (f *Factory) Destroy() {}
+// Destroy runs when Envoy drops the config (main thread): the coordinator releases what this
+// proxy still holds.
+func (f *Factory) Destroy() {
+	if f.slots != nil {
+		_ = f.slots.Close()
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	"github.com/tdspool/tdspool/envoy/host"
+	"github.com/tdspool/tdspool/tds"
 )
 
 // Stat names live under the module's metrics namespace (Envoy config: metrics_namespace
@@ -15,18 +16,58 @@ import (
 type globalStats struct {
 	connectionsTotal  host.MetricID // counter: downstream connections accepted
 	connectionsActive host.MetricID // gauge
-	noRoute           host.MetricID // counter: connections refused because no bucket matched
+	noRoute           host.MetricID // counter: logins that matched no bucket
 	routeFailed       host.MetricID // counter: Envoy refused the cluster filter state
+	refusedPolicy     host.MetricID // counter: encryption or allow-list refusals
+	protocolErrors    host.MetricID // counter: malformed PRELOGIN/LOGIN7, closed
+	loginTimeouts     host.MetricID // counter: PRELOGIN..LOGINACK took longer than login_timeout
+	rxBytesLogin      host.MetricID // counter: client bytes read before a bucket was chosen
+	tlsNone           host.MetricID // counter: sessions without TLS
+	errorsByKind      [5]host.MetricID
+
+	// From the coordinator (flushed by connections; see coordStats).
+	redisCalls        host.MetricID // counter
+	redisErrors       host.MetricID // counter
+	redisLatencyUs    host.MetricID // histogram
+	releasedOnDestroy host.MetricID // counter: slots released by a destroy without a close event
 }
 
 // bucketStats are one bucket's metrics.
 type bucketStats struct {
-	sessionsTotal  host.MetricID // counter
-	sessionsActive host.MetricID // gauge
-	rxBytes        host.MetricID // counter: client → server bytes
-	txBytes        host.MetricID // counter: server → client bytes
-	rxPackets      host.MetricID // counter: client → server TDS packets
-	txPackets      host.MetricID // counter: server → client TDS packets
+	sessionsTotal  host.MetricID // counter: logins completed through this bucket
+	sessionsActive host.MetricID // gauge: logged-in sessions
+	sessionsQueued host.MetricID // gauge: sessions waiting for a slot
+	sessionsPinned host.MetricID // gauge: sessions with any pin reason
+	pinnedBy       [numPinReasons]host.MetricID
+	pinEvents      [numPinReasons]host.MetricID
+
+	slotGranted   host.MetricID // counters: acquires by outcome, and releases
+	slotTimedOut  host.MetricID
+	slotQueueFull host.MetricID
+	slotRefused   host.MetricID
+	slotCancelled host.MetricID
+	slotFallback  host.MetricID
+	slotReleased  host.MetricID
+	queueWaitMs   host.MetricID // histogram
+
+	loginOK     host.MetricID // counter
+	loginFailed host.MetricID // counter: the backend refused the login
+	loginMs     host.MetricID // histogram: PRELOGIN to LOGINACK
+
+	rxBytes, txBytes    host.MetricID // counters
+	rxPackets           host.MetricID // counter: client → server packets (relay)
+	requestsByType      map[tds.PacketType]host.MetricID
+	requestsOther       host.MetricID
+	responses           host.MetricID // counter: complete responses
+	requestUs           host.MetricID // histogram: request → end of its response
+	serverErrors        host.MetricID // counter: ERROR tokens from the backend
+	resets              host.MetricID // counter: RESETCONNECTION acknowledged
+	inspectStopped      host.MetricID // counter: sessions whose stream could not be followed
+	fallbackActive      host.MetricID // gauge 0/1
+	queueFleet          host.MetricID // gauge: fleet-wide waiters as Redis last reported
+	leasesRenewed       host.MetricID // counter
+	leasesExpired       host.MetricID // counter
+	coordinatorAcquires host.MetricID // counter: grants as the coordinator saw them
 }
 
 type metricDefiner struct {
@@ -52,22 +93,70 @@ func (d *metricDefiner) define(name string, f func(string) (host.MetricID, error
 }
 
 func defineGlobalStats(d *metricDefiner) globalStats {
-	return globalStats{
+	g := globalStats{
 		connectionsTotal:  d.counter("connections_total"),
 		connectionsActive: d.gauge("connections_active"),
 		noRoute:           d.counter("no_route_total"),
 		routeFailed:       d.counter("route_failed_total"),
+		refusedPolicy:     d.counter("refused_policy_total"),
+		protocolErrors:    d.counter("protocol_errors_total"),
+		loginTimeouts:     d.counter("login_timeouts_total"),
+		rxBytesLogin:      d.counter("login_rx_bytes_total"),
+		tlsNone:           d.counter("tls_none_total"),
+		redisCalls:        d.counter("redis_calls_total"),
+		redisErrors:       d.counter("redis_errors_total"),
+		redisLatencyUs:    d.histogram("redis_latency_us"),
+		releasedOnDestroy: d.counter("slot_released_on_destroy_total"),
 	}
+	for k := range g.errorsByKind {
+		g.errorsByKind[k] = d.counter("client_errors_" + errorKind(k).String() + "_total")
+	}
+	return g
 }
 
 func defineBucketStats(d *metricDefiner, bucket string) bucketStats {
 	p := "bucket." + bucket + "."
-	return bucketStats{
-		sessionsTotal:  d.counter(p + "sessions_total"),
-		sessionsActive: d.gauge(p + "sessions_active"),
-		rxBytes:        d.counter(p + "rx_bytes_total"),
-		txBytes:        d.counter(p + "tx_bytes_total"),
-		rxPackets:      d.counter(p + "rx_packets_total"),
-		txPackets:      d.counter(p + "tx_packets_total"),
+	s := bucketStats{
+		sessionsTotal:       d.counter(p + "sessions_total"),
+		sessionsActive:      d.gauge(p + "sessions_active"),
+		sessionsQueued:      d.gauge(p + "sessions_queued"),
+		sessionsPinned:      d.gauge(p + "sessions_pinned"),
+		slotGranted:         d.counter(p + "slot_granted_total"),
+		slotTimedOut:        d.counter(p + "slot_timed_out_total"),
+		slotQueueFull:       d.counter(p + "slot_queue_full_total"),
+		slotRefused:         d.counter(p + "slot_refused_total"),
+		slotCancelled:       d.counter(p + "slot_cancelled_total"),
+		slotFallback:        d.counter(p + "slot_fallback_total"),
+		slotReleased:        d.counter(p + "slot_released_total"),
+		queueWaitMs:         d.histogram(p + "queue_wait_ms"),
+		loginOK:             d.counter(p + "login_ok_total"),
+		loginFailed:         d.counter(p + "login_failed_total"),
+		loginMs:             d.histogram(p + "login_ms"),
+		rxBytes:             d.counter(p + "rx_bytes_total"),
+		txBytes:             d.counter(p + "tx_bytes_total"),
+		rxPackets:           d.counter(p + "rx_packets_total"),
+		requestsOther:       d.counter(p + "requests_other_total"),
+		responses:           d.counter(p + "responses_total"),
+		requestUs:           d.histogram(p + "request_duration_us"),
+		serverErrors:        d.counter(p + "server_errors_total"),
+		resets:              d.counter(p + "resets_total"),
+		inspectStopped:      d.counter(p + "inspect_stopped_total"),
+		fallbackActive:      d.gauge(p + "fallback_active"),
+		queueFleet:          d.gauge(p + "queue_fleet"),
+		leasesRenewed:       d.counter(p + "leases_renewed_total"),
+		leasesExpired:       d.counter(p + "leases_expired_total"),
+		coordinatorAcquires: d.counter(p + "coordinator_acquires_total"),
+		requestsByType:      map[tds.PacketType]host.MetricID{},
 	}
+	for r := pinReason(0); r < numPinReasons; r++ {
+		s.pinnedBy[r] = d.gauge(p + "pinned_" + pinReasonNames[r])
+		s.pinEvents[r] = d.counter(p + "pin_" + pinReasonNames[r] + "_total")
+	}
+	for typ, name := range map[tds.PacketType]string{
+		tds.PacketSQLBatch: "sql_batch", tds.PacketRPC: "rpc", tds.PacketAttention: "attention",
+		tds.PacketTransMgr: "transaction_manager", tds.PacketBulkLoad: "bulk_load",
+	} {
+		s.requestsByType[typ] = d.counter(p + "requests_" + name + "_total")
+	}
+	return s
 }

@@ -1,87 +1,362 @@
 package filter
 
 import (
+	"errors"
 	"fmt"
+	"time"
 
 	"github.com/tdspool/tdspool/envoy/host"
+	"github.com/tdspool/tdspool/tds"
 )
 
-// session is one client connection.
-//
-// Lifecycle:
-//  1. OnNewConnection: answer StopIteration so tcp_proxy does not connect yet.
-//  2. First OnRead: choose the bucket, hand its cluster to tcp_proxy through the typed filter
-//     state, and let the chain continue; tcp_proxy connects and forwards the buffered bytes.
-//  3. Relay: count bytes and TDS packets both ways without copying.
-//  4. Close event: gauges back down (OnDestroy may not touch the connection any more).
-type session struct {
-	f        *Factory
-	conn     host.Conn
-	bucket   *bucketState
-	routed   bool
-	closed   bool
-	finished bool
+// phase is where a session is in its life (DESIGN.md §2).
+type phase uint8
 
-	rxPackets, txPackets packetCounter
+const (
+	phPrelogin        phase = iota // waiting for the client's PRELOGIN; the filter answers it
+	phLogin                        // waiting for LOGIN7
+	phWaitSlot                     // LOGIN7 read and routed; waiting for a bucket slot
+	phBackendPrelogin              // tcp_proxy connecting; our PRELOGIN sent to the backend
+	phBackendLogin                 // LOGIN7 forwarded; the backend's login response flows to the client
+	phRelay                        // logged in: bytes flow both ways under inspection
+	phClosed                       // refused, failed or closed; nothing more flows
+)
+
+var phaseNames = [...]string{"prelogin", "login", "wait_slot", "backend_prelogin", "backend_login", "relay", "closed"}
+
+func (p phase) String() string { return phaseNames[p] }
+
+// session is one client connection, driven by Envoy's callbacks on one worker thread.
+//
+// Lifecycle (each step's trigger in brackets):
+//  1. [OnNewConnection] StopIteration: tcp_proxy must not connect before we know the bucket.
+//  2. [OnRead] collect PRELOGIN, answer it ourselves (encryption per listener policy).
+//  3. [OnRead] collect LOGIN7, route it to a bucket, check the bucket's allow-lists.
+//  4. Ask for a slot; the answer arrives on a coordinator goroutine and is posted back to
+//     the worker. Refusal → ERROR + close.
+//  5. [slot granted] name the bucket's cluster in the envoy.tcp_proxy.cluster filter state,
+//     put our own PRELOGIN in the read buffer and continue: tcp_proxy connects and sends it.
+//  6. [OnWrite] swallow the backend's PRELOGIN reply, inject the client's LOGIN7 upstream.
+//  7. [OnWrite] let the login response through to the client, watching for LOGINACK.
+//  8. [OnRead/OnWrite] relay, counting requests and reading the response token stream for
+//     transaction state and errors.
+//  9. [OnEvent close] release the slot (idempotent), settle the gauges.
+//
+// Every client-visible refusal is a TDS ERROR + DONE message followed by a close.
+type session struct {
+	f    *Factory
+	conn host.Conn
+	ph   phase
+
+	clientIn tds.Reassembler // client bytes before relay (PRELOGIN, LOGIN7)
+	login7   []byte          // the client's LOGIN7 message, as framed by the client
+	facts    loginFacts
+	bucket   *bucketState
+	pktSize  int // packet size for messages we frame to the client
+
+	cancelAcquire func() bool
+	release       func()
+	acquiredAt    time.Time
+	loginStarted  time.Time
+	timer         *time.Timer
+	timerSeq      uint64
+
+	backendIn tds.Reassembler // backend PRELOGIN reply
+	loginResp tds.ResponseScanner
+	loginAck  bool
+
+	relay relayState
+
+	finished bool
 }
 
 func (s *session) OnNewConnection() host.Status {
 	s.conn.IncCounter(s.f.stats.connectionsTotal, 1)
 	s.conn.IncGauge(s.f.stats.connectionsActive, 1)
+	s.f.coordStats.flush(s.conn)
+	s.pktSize = tds.MinPacketSize * 8 // 4096: what clients use before LOGIN7 negotiates
+	s.clientIn.MaxMessageSize = tds.MaxLogin7Size
+	s.loginStarted = s.f.now()
+	s.armTimer(s.f.loginTimeout, "login_timeout")
 	return host.StopIteration
 }
 
 func (s *session) OnRead(size int, endStream bool) host.Status {
-	if s.closed {
+	switch s.ph {
+	case phPrelogin, phLogin:
+		if s.ph == phPrelogin && s.clientIn.Buffered() == 0 && !s.firstByteOK() {
+			return host.StopIteration
+		}
+		for _, chunk := range s.conn.ReadBuffer() {
+			s.clientIn.Feed(chunk)
+		}
+		s.conn.DrainRead(size)
+		s.conn.IncCounter(s.f.stats.rxBytesLogin, uint64(size))
+		s.advanceHandshake()
+		return host.StopIteration
+	case phRelay:
+		s.relayClientBytes(size)
+		return host.Continue
+	case phClosed:
+		s.conn.DrainRead(size)
+		return host.StopIteration
+	default:
+		// A well-behaved client sends nothing between LOGIN7 and the login response; keep
+		// what arrives in Envoy's buffer until the relay starts.
 		return host.StopIteration
 	}
-	if !s.routed {
-		if size == 0 {
-			return host.StopIteration
-		}
-		if !s.route() {
-			return host.StopIteration
-		}
-	}
-	// Only the bytes that arrived since the last call are new: Envoy drains the read buffer
-	// after tcp_proxy forwards it, so the buffer holds exactly the unseen bytes here.
-	s.conn.IncCounter(s.bucket.stats.rxBytes, uint64(size))
-	if n := countChunks(&s.rxPackets, s.conn.ReadBuffer()); n > 0 {
-		s.conn.IncCounter(s.bucket.stats.rxPackets, uint64(n))
-	}
-	return host.Continue
 }
 
-// route picks the bucket for this connection and points tcp_proxy at its cluster.
-func (s *session) route() bool {
-	name := s.f.cfg.DefaultBucket
-	b := s.f.buckets[name]
-	if b == nil {
-		s.conn.IncCounter(s.f.stats.noRoute, 1)
-		s.closeWith("tdspool_no_route")
-		return false
+// firstByteOK rejects at once a client that does not start with a PRELOGIN packet (HTTP, a
+// TLS ClientHello on a TDS 7 chain, garbage) instead of waiting for a packet length that
+// will never arrive.
+func (s *session) firstByteOK() bool {
+	for _, chunk := range s.conn.ReadBuffer() {
+		if len(chunk) == 0 {
+			continue
+		}
+		if tds.PacketType(chunk[0]) != tds.PacketPrelogin {
+			s.protocolFailure(fmt.Sprintf("first byte 0x%02x is not a TDS PRELOGIN", chunk[0]))
+			return false
+		}
+		return true
 	}
-	if !s.conn.SetFilterStateTyped(ClusterFilterStateKey, b.cfg.Cluster) {
-		s.conn.IncCounter(s.f.stats.routeFailed, 1)
-		s.conn.Log(host.LogError, fmt.Sprintf("bucket %s: Envoy refused cluster %q as %s", name, b.cfg.Cluster, ClusterFilterStateKey))
-		s.closeWith("tdspool_route_failed")
-		return false
-	}
-	s.bucket, s.routed = b, true
-	s.conn.IncCounter(b.stats.sessionsTotal, 1)
-	s.conn.IncGauge(b.stats.sessionsActive, 1)
 	return true
 }
 
-func (s *session) OnWrite(size int, endStream bool) host.Status {
-	if s.bucket == nil {
-		return host.Continue
+// advanceHandshake consumes whole client messages while in PRELOGIN/LOGIN7.
+func (s *session) advanceHandshake() {
+	for s.ph == phPrelogin || s.ph == phLogin {
+		msg, err := s.clientIn.Next()
+		if errors.Is(err, tds.ErrShortBuffer) {
+			return
+		}
+		if err != nil {
+			s.protocolFailure(fmt.Sprintf("reading %s: %v", s.ph, err))
+			return
+		}
+		switch {
+		case s.ph == phPrelogin && msg.Type == tds.PacketPrelogin:
+			s.onClientPrelogin(msg.Payload)
+		case s.ph == phLogin && msg.Type == tds.PacketLogin7:
+			s.onClientLogin7(msg)
+		default:
+			s.protocolFailure(fmt.Sprintf("unexpected %s message during %s", msg.Type, s.ph))
+		}
 	}
-	s.conn.IncCounter(s.bucket.stats.txBytes, uint64(size))
-	if n := countChunks(&s.txPackets, s.conn.WriteBuffer()); n > 0 {
-		s.conn.IncCounter(s.bucket.stats.txPackets, uint64(n))
+}
+
+func (s *session) onClientPrelogin(payload []byte) {
+	pre, err := tds.DecodePrelogin(payload)
+	if err != nil {
+		s.protocolFailure(fmt.Sprintf("PRELOGIN: %v", err))
+		return
+	}
+	client := tds.EncryptOff
+	if pre.HasEncryption {
+		client = pre.Encryption
+	}
+	reply, result := tds.NegotiateEncryption(client, s.f.announce)
+	out := tds.ServerPreloginReply(s.f.version, reply).AppendPrelogin(nil)
+	s.conn.WriteToClient(tds.AppendPackets(nil, tds.PacketReply, 0, out, s.pktSize), false)
+	switch result {
+	case tds.EncryptionNone:
+		s.conn.IncCounter(s.f.stats.tlsNone, 1)
+		s.ph = phLogin
+	case tds.EncryptionRefuse:
+		// The client (or we) cannot satisfy the listener's encryption policy; the client
+		// aborts on its own after this reply, so only count and close.
+		s.conn.IncCounter(s.f.stats.refusedPolicy, 1)
+		s.finishWith(host.FlushWrite, "tdspool_encryption_refused")
+	default:
+		// TLS termination for TDS 7.x is not wired into the session yet: refuse rather than
+		// pretend. The reply above never offers TLS unless a certificate is configured.
+		s.conn.IncCounter(s.f.stats.refusedPolicy, 1)
+		s.refuse(policyRefused("this listener cannot terminate TLS yet; connect with encryption disabled"))
+	}
+}
+
+func (s *session) onClientLogin7(msg tds.Message) {
+	login, err := tds.DecodeLogin7(msg.Payload)
+	if err != nil {
+		s.protocolFailure(fmt.Sprintf("LOGIN7: %v", err))
+		return
+	}
+	// Keep the client's own framing: with the same packet size on both legs the backend's
+	// answer is already framed for the client.
+	s.login7 = tds.AppendPackets(nil, tds.PacketLogin7, 0, msg.Payload, s.pktSize)
+	s.facts = loginFacts{ServerName: serverNameOf(login.ServerName), Database: login.Database, User: login.UserName}
+	if sni := s.conn.RequestedServerName(); sni != "" {
+		s.facts.ServerName = sni
+	}
+	name := s.f.router.route(s.facts)
+	b := s.f.buckets[name]
+	if b == nil {
+		s.conn.IncCounter(s.f.stats.noRoute, 1)
+		s.refuse(noRoute(s.facts))
+		return
+	}
+	s.bucket = b
+	if !allowed(b.cfg.AllowedUsers, login.UserName) || (login.Database != "" && !allowed(b.cfg.AllowedDatabases, login.Database)) {
+		s.conn.IncCounter(s.f.stats.refusedPolicy, 1)
+		s.refuse(policyRefused(fmt.Sprintf("user '%s' / database '%s' is not allowed on bucket '%s'",
+			login.UserName, login.Database, b.cfg.Name)))
+		return
+	}
+	s.ph = phWaitSlot
+	s.conn.IncGauge(b.stats.sessionsQueued, 1)
+	s.acquiredAt = s.f.now()
+	deadline := s.acquiredAt.Add(b.cfg.QueueTimeout.AsDuration())
+	conn := s.conn
+	s.cancelAcquire = s.f.slots.Acquire(b.cfg.Name, deadline, func(r SlotResult) {
+		// Coordinator goroutine: hop onto the worker. If the connection is gone, the
+		// slot must not leak.
+		if !conn.Post(func() { s.onSlot(r) }) && r.Granted {
+			r.Release()
+		}
+	})
+}
+
+// onSlot runs on the worker with the coordinator's answer.
+func (s *session) onSlot(r SlotResult) {
+	b := s.bucket
+	if s.ph != phWaitSlot {
+		// The client left (or timed out) while the answer was in flight.
+		if r.Granted {
+			r.Release()
+		}
+		return
+	}
+	s.cancelAcquire = nil
+	s.conn.DecGauge(b.stats.sessionsQueued, 1)
+	s.conn.RecordHistogram(b.stats.queueWaitMs, uint64(s.f.now().Sub(s.acquiredAt).Milliseconds()))
+	s.f.coordStats.flush(s.conn)
+	if !r.Granted {
+		switch r.Outcome {
+		case "timed_out":
+			s.conn.IncCounter(b.stats.slotTimedOut, 1)
+		case "queue_full":
+			s.conn.IncCounter(b.stats.slotQueueFull, 1)
+		default:
+			s.conn.IncCounter(b.stats.slotRefused, 1)
+		}
+		s.refuse(poolExhausted(b.cfg.Name, s.f.now().Sub(s.acquiredAt), b.cfg.MaxConnections, r.Outcome == "queue_full"))
+		return
+	}
+	s.conn.IncCounter(b.stats.slotGranted, 1)
+	if r.Fallback {
+		s.conn.IncCounter(b.stats.slotFallback, 1)
+	}
+	s.release = r.Release
+	if !s.conn.SetFilterStateTyped(ClusterFilterStateKey, b.cfg.Cluster) {
+		s.conn.IncCounter(s.f.stats.routeFailed, 1)
+		s.refuse(backendUnavailable(b.cfg.Name, "Envoy refused cluster "+b.cfg.Cluster))
+		return
+	}
+	s.ph = phBackendPrelogin
+	// Our PRELOGIN goes first on the new upstream connection; tcp_proxy buffers it until
+	// the connection is up (max_early_data_bytes).
+	pre := tds.Prelogin{HasVersion: true, Version: s.f.version, HasEncryption: true, Encryption: tds.EncryptNotSup,
+		HasInstance: true, HasThreadID: true, HasMARS: true}
+	s.conn.AppendRead(tds.AppendPackets(nil, tds.PacketPrelogin, 0, pre.AppendPrelogin(nil), s.pktSize))
+	s.conn.ContinueReading()
+}
+
+func (s *session) OnWrite(size int, endStream bool) host.Status {
+	switch s.ph {
+	case phBackendPrelogin:
+		for _, chunk := range s.conn.WriteBuffer() {
+			s.backendIn.Feed(chunk)
+		}
+		s.conn.DrainWrite(size)
+		s.onBackendPreloginBytes()
+		return host.StopIteration
+	case phBackendLogin:
+		s.onBackendLoginBytes(size)
+		return host.Continue
+	case phRelay:
+		s.relayServerBytes(size)
+		return host.Continue
+	case phClosed:
+		s.conn.DrainWrite(size)
+		return host.StopIteration
 	}
 	return host.Continue
+}
+
+func (s *session) onBackendPreloginBytes() {
+	msg, err := s.backendIn.Next()
+	if errors.Is(err, tds.ErrShortBuffer) {
+		return
+	}
+	if err == nil && msg.Type != tds.PacketReply {
+		err = fmt.Errorf("unexpected %s message", msg.Type)
+	}
+	var pre *tds.Prelogin
+	if err == nil {
+		pre, err = tds.DecodePrelogin(msg.Payload)
+	}
+	if err != nil {
+		s.refuse(backendUnavailable(s.bucket.cfg.Name, "bad PRELOGIN reply from the backend"))
+		s.conn.Log(host.LogWarn, fmt.Sprintf("bucket %s: backend PRELOGIN reply: %v", s.bucket.cfg.Name, err))
+		return
+	}
+	if pre.HasEncryption && pre.Encryption.Base() == tds.EncryptReq {
+		s.refuse(backendUnavailable(s.bucket.cfg.Name, "the backend requires TLS and backend_encryption is PLAINTEXT"))
+		return
+	}
+	s.ph = phBackendLogin
+	s.loginResp.MaxPacketSize = tds.MaxPacketSize
+	s.conn.InjectToUpstream(s.login7, false)
+	s.login7 = nil
+}
+
+// onBackendLoginBytes watches the login response as it passes to the client.
+func (s *session) onBackendLoginBytes(size int) {
+	s.conn.IncCounter(s.bucket.stats.txBytes, uint64(size))
+	for _, chunk := range s.conn.WriteBuffer() {
+		events, err := s.loginResp.Feed(chunk)
+		for _, ev := range events {
+			switch ev.Token {
+			case tds.TokenLoginAck:
+				s.loginAck = true
+			case tds.TokenEnvChange:
+				if n, ok := ev.EnvChange.PacketSize(); ok && ev.EnvChange.Type == tds.EnvPacketSize {
+					s.pktSize = n
+				}
+			case tds.TokenEndOfMessage:
+				s.onLoginResponseDone()
+				return
+			}
+		}
+		if err != nil {
+			// The client still gets the bytes; we only lose the ability to follow them.
+			s.conn.Log(host.LogWarn, fmt.Sprintf("bucket %s: login response not parseable: %v", s.bucket.cfg.Name, err))
+			s.onLoginResponseDone()
+			return
+		}
+	}
+}
+
+func (s *session) onLoginResponseDone() {
+	b := s.bucket
+	s.stopTimer()
+	if !s.loginAck {
+		// The backend refused the login (wrong password, unknown database...). Its ERROR is
+		// on its way to the client; the backend closes the connection and we follow.
+		s.conn.IncCounter(b.stats.loginFailed, 1)
+		s.finishWith(host.FlushWrite, "tdspool_backend_login_failed")
+		return
+	}
+	s.conn.IncCounter(b.stats.loginOK, 1)
+	s.conn.RecordHistogram(b.stats.loginMs, uint64(s.f.now().Sub(s.loginStarted).Milliseconds()))
+	s.conn.IncCounter(b.stats.sessionsTotal, 1)
+	s.conn.IncGauge(b.stats.sessionsActive, 1)
+	s.ph = phRelay
+	s.relay.start(s)
+	if s.conn.ReadBufferLen() > 0 {
+		s.conn.ContinueReading()
+	}
 }
 
 func (s *session) OnEvent(event host.ConnectionEvent) {
@@ -92,29 +367,102 @@ func (s *session) OnEvent(event host.ConnectionEvent) {
 
 func (s *session) OnWatermark(above bool) {}
 
-func (s *session) OnDestroy() {}
+func (s *session) OnDestroy() {
+	// Defensive: a connection destroyed without a close event must not keep its slot.
+	// Only Go state is touched here; the Envoy connection is gone.
+	s.stopTimer()
+	if s.cancelAcquire != nil {
+		s.cancelAcquire()
+		s.cancelAcquire = nil
+	}
+	if s.release != nil {
+		s.release()
+		s.release = nil
+		s.f.coordStats.releasedOnDestroy.Add(1)
+	}
+}
 
-// finish runs once, on the first close event, while the connection is still usable.
+// refuse sends a client-visible error and closes.
+func (s *session) refuse(e clientError) {
+	s.conn.IncCounter(s.f.stats.errorsByKind[e.kind], 1)
+	s.conn.WriteToClient(e.message(s.f.cfg.ErrorNumbers, s.pktSize), false)
+	s.finishWith(host.FlushWrite, "tdspool_"+e.kind.String())
+}
+
+func (s *session) protocolFailure(detail string) {
+	s.conn.IncCounter(s.f.stats.protocolErrors, 1)
+	s.conn.Log(host.LogInfo, "closing: "+detail)
+	s.finishWith(host.NoFlush, "tdspool_protocol_error")
+}
+
+// finishWith closes the connection after settling the session's accounts.
+func (s *session) finishWith(how host.CloseType, details string) {
+	s.finish()
+	s.conn.Close(how, details)
+}
+
+// finish runs once: release the slot, stop timers, settle gauges. It runs on the first close
+// event or when the filter itself closes, while the connection is still usable.
 func (s *session) finish() {
 	if s.finished {
 		return
 	}
 	s.finished = true
-	if s.bucket != nil {
-		s.conn.DecGauge(s.bucket.stats.sessionsActive, 1)
+	prev := s.ph
+	s.ph = phClosed
+	s.stopTimer()
+	b := s.bucket
+	if s.cancelAcquire != nil {
+		if s.cancelAcquire() {
+			s.conn.DecGauge(b.stats.sessionsQueued, 1)
+			s.conn.IncCounter(b.stats.slotCancelled, 1)
+		} else if prev == phWaitSlot {
+			// The answer is already posted; onSlot releases a grant (phase is closed).
+			s.conn.DecGauge(b.stats.sessionsQueued, 1)
+		}
+		s.cancelAcquire = nil
+	}
+	if s.release != nil {
+		s.release()
+		s.release = nil
+		s.conn.IncCounter(b.stats.slotReleased, 1)
+	}
+	if prev == phRelay {
+		s.relay.finish(s)
+		s.conn.DecGauge(b.stats.sessionsActive, 1)
 	}
 	s.conn.DecGauge(s.f.stats.connectionsActive, 1)
+	s.f.coordStats.flush(s.conn)
 }
 
-func (s *session) closeWith(details string) {
-	s.closed = true
-	s.conn.Close(host.FlushWrite, details)
-}
-
-func countChunks(p *packetCounter, chunks [][]byte) int {
-	n := 0
-	for _, c := range chunks {
-		n += p.feed(c)
+// armTimer bounds a phase; on expiry the session is closed (with an error when the client
+// can still read one).
+func (s *session) armTimer(d time.Duration, why string) {
+	s.stopTimer()
+	if d <= 0 {
+		return
 	}
-	return n
+	s.timerSeq++
+	seq := s.timerSeq
+	s.timer = time.AfterFunc(d, func() {
+		s.conn.Post(func() {
+			if s.timerSeq != seq || s.finished {
+				return
+			}
+			s.conn.IncCounter(s.f.stats.loginTimeouts, 1)
+			s.conn.Log(host.LogInfo, fmt.Sprintf("closing: %s after %s in phase %s", why, d, s.ph))
+			if s.ph == phWaitSlot {
+				return // the slot wait has its own, shorter bound
+			}
+			s.finishWith(host.NoFlush, "tdspool_"+why)
+		})
+	})
+}
+
+func (s *session) stopTimer() {
+	if s.timer != nil {
+		s.timer.Stop()
+		s.timer = nil
+		s.timerSeq++
+	}
 }

@@ -3,13 +3,10 @@ package integration
 import (
 	"bufio"
 	"fmt"
-	"io"
-	"net"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -17,60 +14,13 @@ import (
 	"github.com/tdspool/tdspool/internal/stack"
 )
 
-// tagEcho is a TCP backend that echoes every read prefixed with its tag, so a test can tell
-// which bucket answered.
-type tagEcho struct {
-	l    net.Listener
-	tag  string
-	wg   sync.WaitGroup
-	port int
-}
-
-func startTagEcho(t *testing.T, tag string) *tagEcho {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	e := &tagEcho{l: l, tag: tag, port: l.Addr().(*net.TCPAddr).Port}
-	e.wg.Add(1)
-	go func() {
-		defer e.wg.Done()
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			e.wg.Add(1)
-			go func() {
-				defer e.wg.Done()
-				defer c.Close()
-				buf := make([]byte, 64<<10)
-				for {
-					n, err := c.Read(buf)
-					if n > 0 {
-						if _, werr := c.Write(append([]byte(e.tag), buf[:n]...)); werr != nil {
-							return
-						}
-					}
-					if err != nil {
-						return
-					}
-				}
-			}()
-		}
-	}()
-	t.Cleanup(func() { l.Close(); e.wg.Wait() })
-	return e
-}
-
 type spineEnv struct {
 	envoy    *stack.Envoy
 	listener string
 }
 
 // startSpine starts Envoy with two buckets whose clusters reach the two echo backends.
-func startSpine(t *testing.T, moduleDir, defaultBucket, fallbackCluster string, b1, b2 *tagEcho) *spineEnv {
+func startSpine(t *testing.T, moduleDir, defaultBucket, fallbackCluster string, b1, b2 *scriptedBackend) *spineEnv {
 	t.Helper()
 	listenPort, _ := stack.FreePort()
 	adminPort, _ := stack.FreePort()
@@ -119,46 +69,28 @@ func assertABIMatched(t *testing.T, log string) {
 	t.Logf("envoy: %s", line)
 }
 
-// roundTrip sends msg and reads the echo of len(tag)+len(msg) bytes.
-func roundTrip(t *testing.T, c net.Conn, msg string, tagLen int) string {
-	t.Helper()
-	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-	if _, err := c.Write([]byte(msg)); err != nil {
-		t.Fatalf("write: %v", err)
-	}
-	buf := make([]byte, tagLen+len(msg))
-	if _, err := io.ReadFull(c, buf); err != nil {
-		t.Fatalf("read echo: %v", err)
-	}
-	return string(buf)
-}
-
 func TestRelaysThroughTheClusterTheFilterChose(t *testing.T) {
-	b1, b2 := startTagEcho(t, "B1:"), startTagEcho(t, "B2:")
+	b1, b2 := startScriptedBackend(t, "bucket-one"), startScriptedBackend(t, "bucket-two")
 	for _, tc := range []struct {
 		defaultBucket, fallback, wantTag string
 	}{
 		// tcp_proxy's own cluster points at the other bucket each time: only the filter's
 		// choice can explain which backend answers.
-		{"bucket-002", "bucket_001", "B2:"},
-		{"bucket-001", "bucket_002", "B1:"},
+		{"bucket-002", "bucket_001", "bucket-two"},
+		{"bucket-001", "bucket_002", "bucket-one"},
 	} {
 		t.Run(tc.defaultBucket, func(t *testing.T) {
 			env := startSpine(t, "", tc.defaultBucket, tc.fallback, b1, b2)
-			c, err := net.Dial("tcp", env.listener)
-			if err != nil {
-				t.Fatal(err)
+			rc := dialRaw(t, env.listener)
+			if evs := rc.login(t, "app", ""); !hasLoginAck(evs) {
+				t.Fatalf("no LOGINACK through the proxy: %v", evs)
 			}
-			// A TDS-framed first message (PRELOGIN header + 4 bytes), then plain bytes back.
-			first := "\x12\x01\x00\x0c\x00\x00\x01\x00ping"
-			if got := roundTrip(t, c, first, 3); got != tc.wantTag+first {
-				t.Fatalf("first echo = %q, want tag %q", got, tc.wantTag)
+			for i := 0; i < 3; i++ {
+				if got := rc.batch(t, fmt.Sprintf("select %d", i)); got != tc.wantTag {
+					t.Fatalf("batch %d answered by %q, want %q", i, got, tc.wantTag)
+				}
 			}
-			second := "\x01\x01\x00\x0e\x00\x00\x01\x00second" // a SQL_BATCH-typed packet
-			if got := roundTrip(t, c, second, 3); got != tc.wantTag+second {
-				t.Fatalf("second echo = %q", got)
-			}
-			c.Close()
+			rc.c.Close()
 
 			bucket := tc.defaultBucket
 			waitStat(t, env.envoy, "tdspool.connections_active", 0)
@@ -167,13 +99,15 @@ func TestRelaysThroughTheClusterTheFilterChose(t *testing.T) {
 				t.Fatal(err)
 			}
 			for name, want := range map[string]uint64{
-				"tdspool.connections_total":                      1,
-				"tdspool.bucket." + bucket + ".sessions_total":   1,
-				"tdspool.bucket." + bucket + ".sessions_active":  0,
-				"tdspool.bucket." + bucket + ".rx_bytes_total":   uint64(len(first) + len(second)),
-				"tdspool.bucket." + bucket + ".tx_bytes_total":   uint64(2*3 + len(first) + len(second)),
-				"tdspool.bucket." + bucket + ".rx_packets_total": 2,
-				"tdspool.panics_total":                           0,
+				"tdspool.connections_total":                              1,
+				"tdspool.bucket." + bucket + ".sessions_total":           1,
+				"tdspool.bucket." + bucket + ".sessions_active":          0,
+				"tdspool.bucket." + bucket + ".slot_granted_total":       1,
+				"tdspool.bucket." + bucket + ".slot_released_total":      1,
+				"tdspool.bucket." + bucket + ".requests_sql_batch_total": 3,
+				"tdspool.bucket." + bucket + ".responses_total":          3,
+				"tdspool.bucket." + bucket + ".login_ok_total":           1,
+				"tdspool.panics_total":                                   0,
 			} {
 				if got, ok := stats[name]; !ok || got != want {
 					t.Errorf("%s = %d (present=%v), want %d", name, got, ok, want)
@@ -183,7 +117,7 @@ func TestRelaysThroughTheClusterTheFilterChose(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			series := regexp.MustCompile(`(?m)^\S*tdspool_bucket_rx_bytes_total\{[^}]*bucket="` + bucket + `"[^}]*\} \d+`).FindString(prom)
+			series := regexp.MustCompile(`(?m)^\S*tdspool_bucket_rx_bytes_total\{[^}]*bucket="` + bucket + `"[^}]*\} [1-9]\d*`).FindString(prom)
 			if series == "" {
 				t.Fatalf("no per-bucket tdspool series in /stats/prometheus:\n%s", grepLines(prom, "tdspool"))
 			}
@@ -201,34 +135,25 @@ func TestPanicInFilterClosesOnlyThatConnection(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(panicDir, "libtdspool.so")); err != nil {
 		t.Fatalf("panic-test module missing (make build-panictest): %v", err)
 	}
-	b1, b2 := startTagEcho(t, "B1:"), startTagEcho(t, "B2:")
+	b1, b2 := startScriptedBackend(t, "bucket-one"), startScriptedBackend(t, "bucket-two")
 	env := startSpine(t, panicDir, "bucket-001", "bucket_001", b1, b2)
 
 	for i := 0; i < 3; i++ {
-		c, err := net.Dial("tcp", env.listener)
-		if err != nil {
+		rc := dialRaw(t, env.listener)
+		if _, err := rc.c.Write([]byte("TDSPOOL-PANIC")); err != nil {
 			t.Fatal(err)
 		}
-		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-		if _, err := c.Write([]byte("TDSPOOL-PANIC")); err != nil {
-			t.Fatal(err)
-		}
-		// The connection must end (EOF or reset), not hang and not echo.
-		n, err := c.Read(make([]byte, 16))
-		if n != 0 || err == nil || isTimeout(err) {
-			t.Fatalf("panicking connection: read n=%d err=%v, want closed", n, err)
-		}
-		c.Close()
+		rc.expectClosed(t)
 
 		// Envoy is alive and the next connection is served.
-		c2, err := net.Dial("tcp", env.listener)
-		if err != nil {
-			t.Fatalf("Envoy stopped accepting after a panic: %v", err)
+		next := dialRaw(t, env.listener)
+		if evs := next.login(t, "app", ""); !hasLoginAck(evs) {
+			t.Fatalf("login after a panic failed: %v", evs)
 		}
-		if got := roundTrip(t, c2, "after", 3); got != "B1:after" {
-			t.Fatalf("echo after panic = %q", got)
+		if got := next.batch(t, "select 1"); got != "bucket-one" {
+			t.Fatalf("batch after panic answered by %q", got)
 		}
-		c2.Close()
+		next.c.Close()
 	}
 	if exited, err := env.envoy.Exited(); exited {
 		t.Fatalf("Envoy exited: %v", err)
@@ -290,11 +215,6 @@ func waitStat(t *testing.T, e *stack.Envoy, name string, want uint64) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	t.Fatalf("%s = %d, want %d", name, got, want)
-}
-
-func isTimeout(err error) bool {
-	ne, ok := err.(net.Error)
-	return ok && ne.Timeout()
 }
 
 func grepLines(s, sub string) string {

@@ -113,8 +113,11 @@ func (c *Conn) DrainRead(n int) bool {
 	c.Read = c.Read[n:]
 	return true
 }
-func (c *Conn) PrependRead(d []byte) bool { c.Read = append(append([]byte(nil), d...), c.Read...); return true }
-func (c *Conn) AppendRead(d []byte) bool  { c.Read = append(c.Read, d...); return true }
+func (c *Conn) PrependRead(d []byte) bool {
+	c.Read = append(append([]byte(nil), d...), c.Read...)
+	return true
+}
+func (c *Conn) AppendRead(d []byte) bool { c.Read = append(c.Read, d...); return true }
 
 func (c *Conn) WriteBuffer() [][]byte {
 	if len(c.Write) == 0 {

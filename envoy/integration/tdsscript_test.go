@@ -1,0 +1,238 @@
+package integration
+
+import (
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tdspool/tdspool/tds"
+)
+
+// scriptedBackend is a minimal TDS server for the Envoy-path tests that must not depend on
+// the full test backend: it answers PRELOGIN and LOGIN7 like SQL Server does and replies to
+// every SQL_BATCH with an INFO token carrying its tag, so a test can tell which bucket
+// answered. Real-driver tests use tds/tdstest instead.
+type scriptedBackend struct {
+	l    net.Listener
+	tag  string
+	port int
+	wg   sync.WaitGroup
+	mu   sync.Mutex
+	open int
+}
+
+func startScriptedBackend(t *testing.T, tag string) *scriptedBackend {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &scriptedBackend{l: l, tag: tag, port: l.Addr().(*net.TCPAddr).Port}
+	b.wg.Add(1)
+	go func() {
+		defer b.wg.Done()
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			b.wg.Add(1)
+			go func() {
+				defer b.wg.Done()
+				b.mu.Lock()
+				b.open++
+				b.mu.Unlock()
+				defer func() { b.mu.Lock(); b.open--; b.mu.Unlock() }()
+				b.serve(c)
+			}()
+		}
+	}()
+	t.Cleanup(func() { l.Close(); b.wg.Wait() })
+	return b
+}
+
+func (b *scriptedBackend) openConns() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.open
+}
+
+func (b *scriptedBackend) serve(c net.Conn) {
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(30 * time.Second))
+	var r tds.Reassembler
+	buf := make([]byte, 32<<10)
+	next := func() (tds.Message, error) {
+		for {
+			msg, err := r.Next()
+			if !errors.Is(err, tds.ErrShortBuffer) {
+				return msg, err
+			}
+			n, err := c.Read(buf)
+			if err != nil {
+				return tds.Message{}, err
+			}
+			r.Feed(buf[:n])
+		}
+	}
+	reply := func(payload []byte) error {
+		_, err := c.Write(tds.AppendPackets(nil, tds.PacketReply, 0, payload, 4096))
+		return err
+	}
+	for {
+		msg, err := next()
+		if err != nil {
+			return
+		}
+		switch msg.Type {
+		case tds.PacketPrelogin:
+			err = reply(tds.ServerPreloginReply(0x10000000, tds.EncryptNotSup).AppendPrelogin(nil))
+		case tds.PacketLogin7:
+			var p []byte
+			p = tds.EnvChangeDatabase("master", "master").AppendEnvChange(p)
+			p = tds.LoginAck{Interface: 1, TDSVersion: tds.TDSVersion74, ProgName: "Microsoft SQL Server", ProgVersion: 0x10000000}.AppendLoginAck(p)
+			p = tds.Done{Token: tds.TokenDone}.AppendDone(p)
+			err = reply(p)
+		case tds.PacketSQLBatch:
+			p := tds.ServerMessage{Token: tds.TokenInfo, Number: 50000, Class: 0, Text: b.tag, Server: b.tag}.AppendMessage(nil)
+			p = tds.Done{Token: tds.TokenDone}.AppendDone(p)
+			err = reply(p)
+		default:
+			return
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// rawClient speaks just enough TDS to log in through the proxy and run batches.
+type rawClient struct {
+	c net.Conn
+	r tds.Reassembler
+}
+
+func dialRaw(t *testing.T, addr string) *rawClient {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	t.Cleanup(func() { c.Close() })
+	return &rawClient{c: c}
+}
+
+func (rc *rawClient) send(typ tds.PacketType, payload []byte) error {
+	_, err := rc.c.Write(tds.AppendPackets(nil, typ, 0, payload, 4096))
+	return err
+}
+
+func (rc *rawClient) recv() (tds.Message, error) {
+	buf := make([]byte, 32<<10)
+	for {
+		msg, err := rc.r.Next()
+		if !errors.Is(err, tds.ErrShortBuffer) {
+			if err == nil {
+				msg.Payload = append([]byte(nil), msg.Payload...)
+			}
+			return msg, err
+		}
+		n, err := rc.c.Read(buf)
+		if err != nil {
+			return tds.Message{}, err
+		}
+		rc.r.Feed(buf[:n])
+	}
+}
+
+// events decodes a reply's tokens.
+func events(t *testing.T, msg tds.Message) []tds.Event {
+	t.Helper()
+	var sc tds.Scanner
+	evs, err := sc.Feed(msg.Payload)
+	if err != nil {
+		t.Fatalf("reply does not parse: %v", err)
+	}
+	return append([]tds.Event(nil), evs...)
+}
+
+// login runs PRELOGIN and LOGIN7; it returns the login reply's events.
+func (rc *rawClient) login(t *testing.T, user, db string) []tds.Event {
+	t.Helper()
+	pre := tds.Prelogin{HasVersion: true, Version: 0x0C000000, HasEncryption: true, Encryption: tds.EncryptNotSup,
+		HasInstance: true, HasThreadID: true, HasMARS: true}
+	if err := rc.send(tds.PacketPrelogin, pre.AppendPrelogin(nil)); err != nil {
+		t.Fatal(err)
+	}
+	msg, err := rc.recv()
+	if err != nil {
+		t.Fatalf("PRELOGIN reply: %v", err)
+	}
+	if _, err := tds.DecodePrelogin(msg.Payload); err != nil {
+		t.Fatalf("PRELOGIN reply: %v", err)
+	}
+	l := tds.Login7{TDSVersion: tds.TDSVersion74, PacketSize: 4096, UserName: user, Password: tds.NewPassword("pw"),
+		Database: db, ServerName: "proxy", AppName: "integration", HostName: "h", CltIntName: "raw"}
+	if err := rc.send(tds.PacketLogin7, l.AppendLogin7(nil)); err != nil {
+		t.Fatal(err)
+	}
+	msg, err = rc.recv()
+	if err != nil {
+		t.Fatalf("login reply: %v", err)
+	}
+	return events(t, msg)
+}
+
+// batch sends a SQL_BATCH and returns the text of the first INFO/ERROR in the reply.
+func (rc *rawClient) batch(t *testing.T, sql string) string {
+	t.Helper()
+	if err := rc.send(tds.PacketSQLBatch, []byte(sql)); err != nil {
+		t.Fatal(err)
+	}
+	msg, err := rc.recv()
+	if err != nil {
+		t.Fatalf("batch reply: %v", err)
+	}
+	for _, ev := range events(t, msg) {
+		if ev.Token == tds.TokenInfo || ev.Token == tds.TokenError {
+			return ev.Message.Text
+		}
+	}
+	return ""
+}
+
+func hasLoginAck(evs []tds.Event) bool {
+	for _, ev := range evs {
+		if ev.Token == tds.TokenLoginAck {
+			return true
+		}
+	}
+	return false
+}
+
+func firstError(evs []tds.Event) (tds.ServerMessage, bool) {
+	for _, ev := range evs {
+		if ev.Token == tds.TokenError {
+			return ev.Message, true
+		}
+	}
+	return tds.ServerMessage{}, false
+}
+
+// expectClosed asserts the server closes the connection (EOF or reset) soon.
+func (rc *rawClient) expectClosed(t *testing.T) {
+	t.Helper()
+	_ = rc.c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_, err := rc.c.Read(make([]byte, 1))
+	var ne net.Error
+	if err == nil || (errors.As(err, &ne) && ne.Timeout()) {
+		t.Fatalf("connection still open: %v", err)
+	}
+	if !errors.Is(err, io.EOF) {
+		t.Logf("closed with %v", err)
+	}
+}

@@ -1,0 +1,135 @@
+package filter
+
+import (
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tdspool/tdspool/coordinator"
+	"github.com/tdspool/tdspool/envoy/host"
+)
+
+// coordStats collects the coordinator's measurements, which arrive on coordinator
+// goroutines, and hands them to Envoy from the next connection callback on a worker: this
+// ABI only lets a filter touch stats through a live connection. Counters are flushed as
+// deltas, gauges as their latest value. A quiet proxy therefore shows coordinator stats
+// late, never wrong.
+type coordStats struct {
+	f       *Factory
+	mu      sync.Mutex
+	buckets map[string]*coordBucketStats
+
+	redisCalls, redisErrors atomic.Uint64
+	releasedOnDestroy       atomic.Uint64
+
+	latMu     sync.Mutex
+	latencies []uint64 // µs, bounded
+}
+
+type coordBucketStats struct {
+	acquires, renewed, expired atomic.Uint64
+	fallback                   atomic.Int64 // 0/1, -1 unknown
+	fleetQueue                 atomic.Int64
+}
+
+var _ coordinator.Metrics = (*coordStats)(nil)
+
+const maxBufferedLatencies = 4096
+
+func newCoordStats(f *Factory, buckets []string) *coordStats {
+	c := &coordStats{f: f, buckets: map[string]*coordBucketStats{}}
+	for _, b := range buckets {
+		bs := &coordBucketStats{}
+		bs.fallback.Store(-1)
+		bs.fleetQueue.Store(-1)
+		c.buckets[b] = bs
+	}
+	return c
+}
+
+func (c *coordStats) bucket(name string) *coordBucketStats { return c.buckets[name] }
+
+func (c *coordStats) AcquireDone(bucket string, o coordinator.Outcome, fallback bool, waited time.Duration) {
+	if b := c.bucket(bucket); b != nil {
+		b.acquires.Add(1)
+	}
+}
+
+func (c *coordStats) QueueLength(bucket string, local, fleet int) {
+	if b := c.bucket(bucket); b != nil {
+		b.fleetQueue.Store(int64(fleet))
+	}
+}
+
+func (c *coordStats) RedisCall(bucket, op string, d time.Duration, err error) {
+	c.redisCalls.Add(1)
+	if err != nil {
+		c.redisErrors.Add(1)
+	}
+	c.latMu.Lock()
+	if len(c.latencies) < maxBufferedLatencies {
+		c.latencies = append(c.latencies, uint64(d.Microseconds()))
+	}
+	c.latMu.Unlock()
+}
+
+func (c *coordStats) FallbackActive(bucket string, active bool) {
+	if b := c.bucket(bucket); b != nil {
+		v := int64(0)
+		if active {
+			v = 1
+		}
+		b.fallback.Store(v)
+	}
+}
+
+func (c *coordStats) LeasesRenewed(bucket string, renewed, reasserted int) {
+	if b := c.bucket(bucket); b != nil {
+		b.renewed.Add(uint64(renewed))
+	}
+}
+
+func (c *coordStats) LeasesExpired(bucket string, n int) {
+	if b := c.bucket(bucket); b != nil {
+		b.expired.Add(uint64(n))
+	}
+}
+
+// flush moves what accumulated into Envoy stats through conn (worker thread).
+func (c *coordStats) flush(conn host.Conn) {
+	g := &c.f.stats
+	if n := c.redisCalls.Swap(0); n > 0 {
+		conn.IncCounter(g.redisCalls, n)
+	}
+	if n := c.redisErrors.Swap(0); n > 0 {
+		conn.IncCounter(g.redisErrors, n)
+	}
+	if n := c.releasedOnDestroy.Swap(0); n > 0 {
+		conn.IncCounter(g.releasedOnDestroy, n)
+	}
+	c.latMu.Lock()
+	lat := c.latencies
+	c.latencies = nil
+	c.latMu.Unlock()
+	for _, us := range lat {
+		conn.RecordHistogram(g.redisLatencyUs, us)
+	}
+	for name, b := range c.buckets {
+		st := &c.f.buckets[name].stats
+		if n := b.acquires.Swap(0); n > 0 {
+			conn.IncCounter(st.coordinatorAcquires, n)
+		}
+		if n := b.renewed.Swap(0); n > 0 {
+			conn.IncCounter(st.leasesRenewed, n)
+		}
+		if n := b.expired.Swap(0); n > 0 {
+			conn.IncCounter(st.leasesExpired, n)
+		}
+		if v := b.fallback.Swap(-1); v >= 0 {
+			conn.SetGauge(st.fallbackActive, uint64(v))
+		}
+		if v := b.fleetQueue.Swap(-1); v >= 0 {
+			conn.SetGauge(st.queueFleet, uint64(v))
+		}
+	}
+}

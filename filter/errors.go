@@ -1,0 +1,69 @@
+package filter
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/tdspool/tdspool/proto/tdspoolpb"
+	"github.com/tdspool/tdspool/tds"
+)
+
+// clientError is a refusal the client sees as a real TDS ERROR + DONE (DESIGN.md §6). The
+// default numbers are the ones driver retry logic treats as transient (or, for policy and
+// routing, deliberately not); `error_numbers: SEED` keeps the original system's 50001..50004.
+type clientError struct {
+	kind  errorKind
+	text  string
+	class uint8
+}
+
+type errorKind uint8
+
+const (
+	errPoolExhausted errorKind = iota
+	errNoRoute
+	errBackendUnavailable
+	errPolicy
+	errProtocol
+)
+
+var errorKindNames = [...]string{"pool_exhausted", "no_route", "backend_unavailable", "policy", "protocol"}
+
+func (k errorKind) String() string { return errorKindNames[k] }
+
+// number maps a kind to the configured numbering (notes/tds-protocol.md §10).
+func (k errorKind) number(set tdspoolpb.ErrorNumbers) int32 {
+	if set == tdspoolpb.ErrorNumbers_SEED {
+		return [...]int32{50001, 50002, 50003, 50004, 50005}[k]
+	}
+	return [...]int32{10928, 40532, 40613, 18456, 40613}[k]
+}
+
+func poolExhausted(bucket string, waited time.Duration, cap uint32, queueFull bool) clientError {
+	why := fmt.Sprintf("no connection slot became free within %s", waited.Round(time.Millisecond))
+	if queueFull {
+		why = "its wait queue is full"
+	}
+	return clientError{kind: errPoolExhausted, class: 20, text: fmt.Sprintf(
+		"tdspool: pool exhausted for bucket '%s' (cap %d connections): %s. Retry the connection later.", bucket, cap, why)}
+}
+
+func noRoute(f loginFacts) clientError {
+	return clientError{kind: errNoRoute, class: 20, text: fmt.Sprintf(
+		"tdspool: no route for server '%s', database '%s', user '%s'. The login failed.", f.ServerName, f.Database, f.User)}
+}
+
+func backendUnavailable(bucket, reason string) clientError {
+	return clientError{kind: errBackendUnavailable, class: 20, text: fmt.Sprintf(
+		"tdspool: bucket '%s' is not currently available (%s). Please retry the connection later.", bucket, reason)}
+}
+
+func policyRefused(requirement string) clientError {
+	return clientError{kind: errPolicy, class: 14, text: "tdspool: login refused by policy: " + requirement + "."}
+}
+
+// message frames the error as one reply message (ERROR then DONE with the error bit).
+func (e clientError) message(set tdspoolpb.ErrorNumbers, packetSize int) []byte {
+	payload := tds.ErrorMessage(e.kind.number(set), 1, e.class, e.text, "tdspool", "", 1)
+	return tds.AppendPackets(nil, tds.PacketReply, 0, payload, packetSize)
+}

@@ -1,0 +1,355 @@
+package filter
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tdspool/tdspool/envoy/host"
+	"github.com/tdspool/tdspool/envoy/host/hosttest"
+	"github.com/tdspool/tdspool/proto/tdspoolpb"
+	"github.com/tdspool/tdspool/tds"
+)
+
+const testConfig = `{
+  "listener": {"encryption": "OFF_ALLOWED"},
+  "buckets": [
+    {"name": "b1", "cluster": "c1", "max_connections": 1, "queue_timeout": "0.2s"},
+    {"name": "b2", "cluster": "c2", "max_connections": 5, "allowed_users": ["app"]}
+  ],
+  "routes": [{"database": "tenant_b", "bucket": "b2"}],
+  "default_bucket": "b1"
+}`
+
+type harness struct {
+	t       *testing.T
+	f       *Factory
+	metrics *hosttest.Metrics
+}
+
+func newHarness(t *testing.T, jsonCfg string) *harness {
+	t.Helper()
+	cfg, err := tdspoolpb.Load([]byte(jsonCfg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := hosttest.NewMetrics()
+	f, err := newFactory(cfg, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.slots, err = newSlots(cfg, f.coordStats); err != nil {
+		t.Fatal(err)
+	}
+	return &harness{t: t, f: f, metrics: m}
+}
+
+// client is one simulated connection: the fake Envoy connection plus the filter.
+type client struct {
+	h    *harness
+	conn *hosttest.Conn
+	s    host.Filter
+}
+
+func (h *harness) connect() *client {
+	c := hosttest.NewConn(h.metrics)
+	s := h.f.NewFilter(c)
+	if st := s.OnNewConnection(); st != host.StopIteration {
+		h.t.Fatalf("OnNewConnection = %s, want StopIteration", st)
+	}
+	return &client{h: h, conn: c, s: s}
+}
+
+// fromClient delivers client bytes the way Envoy does: appended to the read buffer.
+func (c *client) fromClient(b []byte) host.Status {
+	c.conn.Read = append(c.conn.Read, b...)
+	return c.s.OnRead(len(c.conn.Read), false)
+}
+
+// fromBackend delivers backend bytes to OnWrite and returns what reaches the client.
+func (c *client) fromBackend(b []byte) []byte {
+	c.conn.Write = append([]byte(nil), b...)
+	if st := c.s.OnWrite(len(c.conn.Write), false); st == host.Continue {
+		out := c.conn.Write
+		c.conn.Write = nil
+		return out
+	}
+	return nil
+}
+
+// waitPosted runs posted callbacks until at least one ran or the deadline passes.
+func (c *client) waitPosted(d time.Duration) {
+	c.h.t.Helper()
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		if c.conn.RunPosted() > 0 {
+			return
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	c.h.t.Fatalf("nothing posted within %s", d)
+}
+
+func preloginMsg(enc tds.EncryptOption) []byte {
+	p := tds.Prelogin{HasVersion: true, Version: 0x0C000000, HasEncryption: true, Encryption: enc,
+		HasInstance: true, HasThreadID: true, ThreadID: 42, HasMARS: true}
+	return tds.AppendPackets(nil, tds.PacketPrelogin, 0, p.AppendPrelogin(nil), 4096)
+}
+
+func login7Msg(user, db, server string) []byte {
+	l := tds.Login7{TDSVersion: tds.TDSVersion74, PacketSize: 4096, UserName: user, Password: tds.NewPassword("s3cret!"),
+		Database: db, ServerName: server, AppName: "test", HostName: "h", CltIntName: "go-test"}
+	return tds.AppendPackets(nil, tds.PacketLogin7, 0, l.AppendLogin7(nil), 4096)
+}
+
+func loginResponse(ok bool) []byte {
+	var p []byte
+	if ok {
+		p = tds.EnvChangeDatabase("master", "master").AppendEnvChange(p)
+		p = tds.LoginAck{Interface: 1, TDSVersion: tds.TDSVersion74, ProgName: "Microsoft SQL Server", ProgVersion: 0x10000000}.AppendLoginAck(p)
+		p = tds.Done{Token: tds.TokenDone}.AppendDone(p)
+	} else {
+		p = tds.ErrorMessage(18456, 1, 14, "Login failed for user 'app'.", "backend", "", 1)
+	}
+	return tds.AppendPackets(nil, tds.PacketReply, 0, p, 4096)
+}
+
+func backendPreloginReply() []byte {
+	return tds.AppendPackets(nil, tds.PacketReply, 0, tds.ServerPreloginReply(0x10000000, tds.EncryptNotSup).AppendPrelogin(nil), 4096)
+}
+
+// login drives a client through PRELOGIN, LOGIN7, slot and backend handshake.
+func (c *client) login(t *testing.T, user, db string) {
+	t.Helper()
+	c.fromClient(preloginMsg(tds.EncryptOff))
+	if len(c.conn.ToClient) == 0 {
+		t.Fatal("no PRELOGIN reply")
+	}
+	c.fromClient(login7Msg(user, db, "proxy"))
+	c.waitPosted(time.Second)
+	if c.conn.Closed {
+		t.Fatalf("closed during login: %s", c.conn.CloseDetails)
+	}
+	if c.conn.Continued != 1 {
+		t.Fatalf("ContinueReading calls = %d, want 1", c.conn.Continued)
+	}
+	// The read buffer now holds our PRELOGIN for the backend (tcp_proxy sends it).
+	if len(c.conn.Read) == 0 || c.conn.Read[0] != byte(tds.PacketPrelogin) {
+		t.Fatalf("no PRELOGIN queued for the backend: % x", c.conn.Read)
+	}
+	c.conn.Read = nil
+	if out := c.fromBackend(backendPreloginReply()); len(out) != 0 {
+		t.Fatalf("backend PRELOGIN reply leaked to the client: % x", out)
+	}
+	if len(c.conn.ToUpstream) == 0 || c.conn.ToUpstream[0] != byte(tds.PacketLogin7) {
+		t.Fatalf("LOGIN7 not injected upstream")
+	}
+	resp := loginResponse(true)
+	if out := c.fromBackend(resp); !bytes.Equal(out, resp) {
+		t.Fatalf("login response altered on its way to the client")
+	}
+}
+
+func TestSessionRoutesByDatabaseAndRelays(t *testing.T) {
+	h := newHarness(t, testConfig)
+	c := h.connect()
+	c.login(t, "app", "tenant_b")
+	if got := c.conn.FilterState[ClusterFilterStateKey]; got != "c2" {
+		t.Fatalf("cluster = %q, want c2", got)
+	}
+	if v := h.metrics.Value("bucket.b2.sessions_active"); v != 1 {
+		t.Fatalf("sessions_active = %d", v)
+	}
+	// A transaction pins the session until it ends.
+	batch := tds.AppendPackets(nil, tds.PacketSQLBatch, 0, []byte("begin tran"), 4096)
+	if st := c.fromClient(batch); st != host.Continue {
+		t.Fatalf("relay OnRead = %s", st)
+	}
+	var p []byte
+	p = tds.EnvChangeBeginTran(7).AppendEnvChange(p)
+	p = tds.Done{Token: tds.TokenDone}.AppendDone(p)
+	c.fromBackend(tds.AppendPackets(nil, tds.PacketReply, 0, p, 4096))
+	if v := h.metrics.Value("bucket.b2.pinned_transaction"); v != 1 {
+		t.Fatalf("pinned_transaction = %d after BEGIN TRAN", v)
+	}
+	p = tds.EnvChangeCommitTran(7).AppendEnvChange(nil)
+	p = tds.Done{Token: tds.TokenDone}.AppendDone(p)
+	c.fromBackend(tds.AppendPackets(nil, tds.PacketReply, 0, p, 4096))
+	if v := h.metrics.Value("bucket.b2.pinned_transaction"); v != 0 {
+		t.Fatalf("pinned_transaction = %d after COMMIT", v)
+	}
+	if v := h.metrics.Value("bucket.b2.requests_sql_batch_total"); v != 1 {
+		t.Fatalf("requests_sql_batch_total = %d", v)
+	}
+	c.s.OnEvent(host.RemoteClose)
+	for name, want := range map[string]uint64{
+		"bucket.b2.slot_granted_total": 1, "bucket.b2.slot_released_total": 1,
+		"bucket.b2.sessions_active": 0, "connections_active": 0, "bucket.b2.sessions_pinned": 0,
+	} {
+		if got := h.metrics.Value(name); got != want {
+			t.Errorf("%s = %d, want %d", name, got, want)
+		}
+	}
+}
+
+func TestSessionRefusals(t *testing.T) {
+	tests := []struct {
+		name, user, db string
+		wantNumber     string
+		wantText       string
+	}{
+		{"allow-list", "intruder", "tenant_b", "18456", "not allowed on bucket 'b2'"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t, testConfig)
+			c := h.connect()
+			c.fromClient(preloginMsg(tds.EncryptOff))
+			c.conn.ToClient = nil
+			c.fromClient(login7Msg(tt.user, tt.db, "proxy"))
+			assertClientError(t, c.conn, tt.wantText)
+		})
+	}
+}
+
+func TestSessionNoRouteWithoutDefault(t *testing.T) {
+	h := newHarness(t, `{"listener": {"encryption": "OFF_ALLOWED"},
+	  "buckets": [{"name": "b1", "cluster": "c1", "max_connections": 1}],
+	  "routes": [{"database": "only_this", "bucket": "b1"}]}`)
+	c := h.connect()
+	c.fromClient(preloginMsg(tds.EncryptOff))
+	c.conn.ToClient = nil
+	c.fromClient(login7Msg("app", "elsewhere", "proxy"))
+	assertClientError(t, c.conn, "no route for server 'proxy', database 'elsewhere'")
+	if h.metrics.Value("no_route_total") != 1 {
+		t.Fatal("no_route_total not counted")
+	}
+}
+
+func TestSessionPoolExhaustedAfterQueueTimeoutAndSlotsBalance(t *testing.T) {
+	h := newHarness(t, testConfig)
+	first := h.connect()
+	first.login(t, "app", "") // b1, cap 1
+	second := h.connect()
+	second.fromClient(preloginMsg(tds.EncryptOff))
+	second.conn.ToClient = nil
+	second.fromClient(login7Msg("app", "", "proxy"))
+	if v := h.metrics.Value("bucket.b1.sessions_queued"); v != 1 {
+		t.Fatalf("sessions_queued = %d", v)
+	}
+	second.waitPosted(2 * time.Second) // queue_timeout is 0.2s
+	assertClientError(t, second.conn, "pool exhausted for bucket 'b1' (cap 1 connections)")
+
+	// A third waits and gets the slot when the first leaves.
+	third := h.connect()
+	third.fromClient(preloginMsg(tds.EncryptOff))
+	third.fromClient(login7Msg("app", "", "proxy"))
+	first.s.OnEvent(host.RemoteClose)
+	third.waitPosted(time.Second)
+	if third.conn.Closed || third.conn.FilterState[ClusterFilterStateKey] != "c1" {
+		t.Fatalf("third session not admitted after release (closed=%v %s)", third.conn.Closed, third.conn.CloseDetails)
+	}
+	third.s.OnEvent(host.LocalClose)
+	second.s.OnEvent(host.LocalClose)
+	granted, released := h.metrics.Value("bucket.b1.slot_granted_total"), h.metrics.Value("bucket.b1.slot_released_total")
+	if granted != 2 || released != 2 {
+		t.Fatalf("granted=%d released=%d, want 2/2", granted, released)
+	}
+}
+
+func TestSessionClientLeavesWhileQueuedReleasesNothingTwice(t *testing.T) {
+	h := newHarness(t, testConfig)
+	first := h.connect()
+	first.login(t, "app", "")
+	waiter := h.connect()
+	waiter.fromClient(preloginMsg(tds.EncryptOff))
+	waiter.fromClient(login7Msg("app", "", "proxy"))
+	waiter.s.OnEvent(host.RemoteClose) // gives up while queued
+	first.s.OnEvent(host.RemoteClose)
+	// The slot must be free again: a new client gets it at once.
+	next := h.connect()
+	next.login(t, "app", "")
+	next.s.OnEvent(host.RemoteClose)
+	if q := h.metrics.Value("bucket.b1.sessions_queued"); q != 0 {
+		t.Fatalf("sessions_queued = %d", q)
+	}
+	if c := h.metrics.Value("bucket.b1.slot_cancelled_total"); c != 1 {
+		t.Fatalf("slot_cancelled_total = %d", c)
+	}
+}
+
+func TestSessionBackendLoginFailureReachesClientAndReleases(t *testing.T) {
+	h := newHarness(t, testConfig)
+	c := h.connect()
+	c.fromClient(preloginMsg(tds.EncryptOff))
+	c.fromClient(login7Msg("app", "", "proxy"))
+	c.waitPosted(time.Second)
+	c.conn.Read = nil
+	c.fromBackend(backendPreloginReply())
+	resp := loginResponse(false)
+	if out := c.fromBackend(resp); !bytes.Equal(out, resp) {
+		t.Fatal("the backend's login error must reach the client unchanged")
+	}
+	if !c.conn.Closed || h.metrics.Value("bucket.b1.slot_released_total") != 1 || h.metrics.Value("bucket.b1.login_failed_total") != 1 {
+		t.Fatalf("closed=%v released=%d failed=%d", c.conn.Closed,
+			h.metrics.Value("bucket.b1.slot_released_total"), h.metrics.Value("bucket.b1.login_failed_total"))
+	}
+}
+
+func TestSessionMalformedInputClosesWithoutSlot(t *testing.T) {
+	for name, input := range map[string][]byte{
+		"garbage":          []byte("GET / HTTP/1.1\r\n\r\n"),
+		"login7 first":     login7Msg("app", "", "x"),
+		"truncated login7": append(preloginMsg(tds.EncryptOff), tds.AppendPackets(nil, tds.PacketLogin7, 0, []byte{1, 2, 3}, 4096)...),
+	} {
+		t.Run(name, func(t *testing.T) {
+			h := newHarness(t, testConfig)
+			c := h.connect()
+			c.fromClient(input)
+			if !c.conn.Closed {
+				t.Fatal("malformed input did not close the connection")
+			}
+			if h.metrics.Value("bucket.b1.slot_granted_total") != 0 || h.metrics.Value("protocol_errors_total") != 1 {
+				t.Fatalf("granted=%d protocol_errors=%d", h.metrics.Value("bucket.b1.slot_granted_total"), h.metrics.Value("protocol_errors_total"))
+			}
+			c.s.OnEvent(host.LocalClose)
+			if v := h.metrics.Value("connections_active"); v != 0 {
+				t.Fatalf("connections_active = %d", v)
+			}
+		})
+	}
+}
+
+func assertClientError(t *testing.T, c *hosttest.Conn, wantText string) {
+	t.Helper()
+	if !c.Closed {
+		t.Fatal("connection not closed after a refusal")
+	}
+	var r tds.Reassembler
+	r.Feed(c.ToClient)
+	msg, err := r.Next()
+	if err != nil || msg.Type != tds.PacketReply {
+		t.Fatalf("no reply message to the client: %v", err)
+	}
+	var sc tds.Scanner
+	events, err := sc.Feed(msg.Payload)
+	if err != nil {
+		t.Fatalf("error message does not parse: %v", err)
+	}
+	var sawError, sawDoneError bool
+	for _, ev := range events {
+		switch ev.Token {
+		case tds.TokenError:
+			sawError = true
+			if !strings.Contains(ev.Message.Text, wantText) {
+				t.Errorf("error text %q lacks %q", ev.Message.Text, wantText)
+			}
+		case tds.TokenDone:
+			sawDoneError = ev.Done.Status&tds.DoneError != 0
+		}
+	}
+	if !sawError || !sawDoneError {
+		t.Fatalf("want ERROR then DONE(error): %v", events)
+	}
+}

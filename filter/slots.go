@@ -1,0 +1,145 @@
+package filter
+
+import (
+	"container/list"
+	"sync"
+	"time"
+
+	"github.com/tdspool/tdspool/coordinator"
+)
+
+// Slots hands out bucket slots. Acquire never blocks: done is called exactly once, later, on
+// some goroutine (never inside Acquire), unless cancel returns true first. Release functions
+// are idempotent.
+type Slots interface {
+	Acquire(bucket string, deadline time.Time, done func(SlotResult)) (cancel func() bool)
+	Close() error
+}
+
+// SlotResult is the outcome of one Acquire.
+type SlotResult struct {
+	Granted  bool
+	Release  func() // non-nil when Granted; idempotent
+	Outcome  string // granted, queue_full, timed_out, refused
+	Waited   time.Duration
+	Fallback bool // decided by the local quota while Redis was unreachable
+	Err      error
+}
+
+// coordinatorSlots adapts the Redis coordinator.
+type coordinatorSlots struct{ c *coordinator.Coordinator }
+
+func (s coordinatorSlots) Acquire(bucket string, deadline time.Time, done func(SlotResult)) func() bool {
+	t := s.c.Acquire(bucket, deadline, func(r coordinator.Result) {
+		res := SlotResult{Granted: r.Outcome == coordinator.Granted, Outcome: r.Outcome.String(),
+			Waited: r.Waited, Fallback: r.Fallback, Err: r.Err}
+		if res.Granted {
+			lease := r.Lease
+			var once sync.Once
+			res.Release = func() { once.Do(func() { s.c.Release(lease) }) }
+		}
+		done(res)
+	})
+	return func() bool { return s.c.Cancel(t) }
+}
+
+func (s coordinatorSlots) Close() error { return s.c.Close() }
+
+// localSlots enforces caps inside this process only: used when no Redis is configured (one
+// proxy, or a test). FIFO per bucket, bounded queue, every wait bounded by its deadline.
+type localSlots struct {
+	mu      sync.Mutex
+	buckets map[string]*localBucket
+}
+
+type localBucket struct {
+	cap, held, maxQueue int
+	waiters             list.List // of *localWaiter
+}
+
+type localWaiter struct {
+	done   func(SlotResult)
+	start  time.Time
+	timer  *time.Timer
+	elem   *list.Element
+	b      *localBucket
+	closed bool
+}
+
+func newLocalSlots(caps map[string][2]int) *localSlots {
+	s := &localSlots{buckets: map[string]*localBucket{}}
+	for name, c := range caps {
+		s.buckets[name] = &localBucket{cap: c[0], maxQueue: c[1]}
+	}
+	return s
+}
+
+func (s *localSlots) Acquire(bucket string, deadline time.Time, done func(SlotResult)) func() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	b := s.buckets[bucket]
+	start := time.Now()
+	switch {
+	case b == nil:
+		go done(SlotResult{Outcome: "refused", Err: coordinator.ErrUnknownBucket})
+		return func() bool { return false }
+	case b.held < b.cap && b.waiters.Len() == 0:
+		b.held++
+		go done(SlotResult{Granted: true, Outcome: "granted", Release: s.releaser(b)})
+		return func() bool { return false }
+	case b.waiters.Len() >= b.maxQueue:
+		go done(SlotResult{Outcome: "queue_full"})
+		return func() bool { return false }
+	}
+	w := &localWaiter{done: done, start: start, b: b}
+	w.elem = b.waiters.PushBack(w)
+	w.timer = time.AfterFunc(time.Until(deadline), func() {
+		s.mu.Lock()
+		if w.closed {
+			s.mu.Unlock()
+			return
+		}
+		w.closed = true
+		b.waiters.Remove(w.elem)
+		s.mu.Unlock()
+		done(SlotResult{Outcome: "timed_out", Waited: time.Since(start)})
+	})
+	return func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if w.closed {
+			return false
+		}
+		w.closed = true
+		w.timer.Stop()
+		b.waiters.Remove(w.elem)
+		return true
+	}
+}
+
+func (s *localSlots) releaser(b *localBucket) func() {
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			s.mu.Lock()
+			b.held--
+			var grant *localWaiter
+			if b.held < b.cap {
+				if front := b.waiters.Front(); front != nil {
+					grant = front.Value.(*localWaiter)
+					b.waiters.Remove(front)
+					grant.closed = true
+					grant.timer.Stop()
+					b.held++
+				}
+			}
+			s.mu.Unlock()
+			if grant != nil {
+				go grant.done(SlotResult{Granted: true, Outcome: "granted", Release: s.releaser(b),
+					Waited: time.Since(grant.start)})
+			}
+		})
+	}
+}
+
+func (s *localSlots) Close() error { return nil }
