@@ -227,7 +227,7 @@ func (b *bucket) finishLocked(t *Ticket, r Result) {
 	}
 	delete(b.byID, t.id)
 	if r.Outcome == Granted {
-		l := &Lease{b: b, id: t.id, fallback: r.Fallback}
+		l := &Lease{b: b, id: t.id}
 		b.held[t.id] = l
 		r.Lease = l
 		if !r.Fallback {

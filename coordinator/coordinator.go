@@ -103,9 +103,8 @@ type Result struct {
 // Lease is one held slot. Release it exactly when the session ends; more
 // calls are no-ops.
 type Lease struct {
-	b        *bucket
-	id       string
-	fallback bool
+	b  *bucket
+	id string
 }
 
 // ID is the lease id in Redis ("<proxyId>:<n>").
