@@ -236,7 +236,9 @@ func timeLen(scale uint8) int {
 // appendDate appends days since 0001-01-01 in 3 bytes.
 func appendDate(dst []byte, t time.Time) []byte {
 	y, m, d := t.Date()
-	days := time.Date(y, m, d, 0, 0, 0, 0, time.UTC).Sub(time.Date(1, 1, 1, 0, 0, 0, 0, time.UTC)) / (24 * time.Hour)
+	// Not time.Sub: a Duration overflows after ~292 years.
+	const unixEpochDays = 719162 // days from 0001-01-01 to 1970-01-01
+	days := time.Date(y, m, d, 0, 0, 0, 0, time.UTC).Unix()/86400 + unixEpochDays
 	return append(dst, byte(days), byte(days>>8), byte(days>>16))
 }
 
