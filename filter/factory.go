@@ -1,6 +1,7 @@
 package filter
 
 import (
+	"crypto/tls"
 	"fmt"
 	"time"
 
@@ -29,6 +30,7 @@ type Factory struct {
 	slots        Slots
 	coordStats   *coordStats
 	announce     tds.EncryptOption // what our PRELOGIN reply offers by default
+	tlsConfig    *tls.Config       // listener certificate for TDS 7.x TLS; nil: no TLS offered
 	version      uint32
 	loginTimeout time.Duration
 	now          func() time.Time
@@ -77,14 +79,22 @@ func newFactory(cfg *tdspoolpb.Config, m host.Metrics) (*Factory, error) {
 		return nil, fmt.Errorf("defining stats: %w", d.err)
 	}
 	f.coordStats = newCoordStats(f, names)
-	switch cfg.Listener.Encryption {
-	case tdspoolpb.EncryptionPolicy_REQUIRE:
-		f.announce = tds.EncryptReq
-	case tdspoolpb.EncryptionPolicy_LOGIN_ONLY_ALLOWED:
-		f.announce = tds.EncryptOff
-	default:
-		// OFF_ALLOWED: plaintext for everyone who accepts it.
+	if l := cfg.Listener; l.TlsCertFile != "" {
+		tc, err := loadServerTLS(l.TlsCertFile, l.TlsKeyFile)
+		if err != nil {
+			return nil, err
+		}
+		f.tlsConfig = tc
+	}
+	switch {
+	case f.tlsConfig == nil:
+		// Only possible with OFF_ALLOWED (validation requires a certificate otherwise).
 		f.announce = tds.EncryptNotSup
+	case cfg.Listener.Encryption == tdspoolpb.EncryptionPolicy_REQUIRE:
+		f.announce = tds.EncryptReq
+	default:
+		// OFF: clients that can encrypt get at least an encrypted LOGIN7.
+		f.announce = tds.EncryptOff
 	}
 	return f, nil
 }

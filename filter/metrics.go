@@ -23,6 +23,9 @@ type globalStats struct {
 	loginTimeouts     host.MetricID // counter: PRELOGIN..LOGINACK took longer than login_timeout
 	rxBytesLogin      host.MetricID // counter: client bytes read before a bucket was chosen
 	tlsNone           host.MetricID // counter: sessions without TLS
+	tlsLoginOnly      host.MetricID // counter: TDS 7 login-only TLS handshakes started
+	tlsFull           host.MetricID // counter: TDS 7 full TLS handshakes started
+	tlsFailed         host.MetricID // counter: client TLS handshakes that failed
 	errorsByKind      [5]host.MetricID
 
 	// From the coordinator (flushed by connections; see coordStats).
@@ -103,6 +106,9 @@ func defineGlobalStats(d *metricDefiner) globalStats {
 		loginTimeouts:     d.counter("login_timeouts_total"),
 		rxBytesLogin:      d.counter("login_rx_bytes_total"),
 		tlsNone:           d.counter("tls_none_total"),
+		tlsLoginOnly:      d.counter("tls_login_only_total"),
+		tlsFull:           d.counter("tls_full_total"),
+		tlsFailed:         d.counter("tls_failed_total"),
 		redisCalls:        d.counter("redis_calls_total"),
 		redisErrors:       d.counter("redis_errors_total"),
 		redisLatencyUs:    d.histogram("redis_latency_us"),

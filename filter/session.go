@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/tdspool/tdspool/envoy/host"
+	"github.com/tdspool/tdspool/proto/tdspoolpb"
 	"github.com/tdspool/tdspool/tds"
 )
 
@@ -14,6 +15,7 @@ type phase uint8
 
 const (
 	phPrelogin        phase = iota // waiting for the client's PRELOGIN; the filter answers it
+	phClientTLS                    // TDS 7.x TLS handshake with the client, inside PRELOGIN packets
 	phLogin                        // waiting for LOGIN7
 	phWaitSlot                     // LOGIN7 read and routed; waiting for a bucket slot
 	phBackendPrelogin              // tcp_proxy connecting; our PRELOGIN sent to the backend
@@ -22,7 +24,7 @@ const (
 	phClosed                       // refused, failed or closed; nothing more flows
 )
 
-var phaseNames = [...]string{"prelogin", "login", "wait_slot", "backend_prelogin", "backend_login", "relay", "closed"}
+var phaseNames = [...]string{"prelogin", "client_tls", "login", "wait_slot", "backend_prelogin", "backend_login", "relay", "closed"}
 
 func (p phase) String() string { return phaseNames[p] }
 
@@ -49,6 +51,7 @@ type session struct {
 	ph   phase
 
 	clientIn tds.Reassembler // client bytes before relay (PRELOGIN, LOGIN7)
+	tls      *clientTLS      // nil without client TLS
 	login7   []byte          // the client's LOGIN7 message, as framed by the client
 	facts    loginFacts
 	bucket   *bucketState
@@ -87,14 +90,38 @@ func (s *session) OnRead(size int, endStream bool) host.Status {
 		if s.ph == phPrelogin && s.clientIn.Buffered() == 0 && !s.firstByteOK() {
 			return host.StopIteration
 		}
+		s.conn.IncCounter(s.f.stats.rxBytesLogin, uint64(size))
+		if s.tls != nil {
+			var b []byte
+			for _, chunk := range s.conn.ReadBuffer() {
+				b = append(b, chunk...)
+			}
+			s.conn.DrainRead(size)
+			s.decryptClient(b)
+			return host.StopIteration
+		}
 		for _, chunk := range s.conn.ReadBuffer() {
 			s.clientIn.Feed(chunk)
 		}
 		s.conn.DrainRead(size)
-		s.conn.IncCounter(s.f.stats.rxBytesLogin, uint64(size))
 		s.advanceHandshake()
 		return host.StopIteration
+	case phClientTLS:
+		s.conn.IncCounter(s.f.stats.rxBytesLogin, uint64(size))
+		var b []byte
+		for _, chunk := range s.conn.ReadBuffer() {
+			b = append(b, chunk...)
+		}
+		s.conn.DrainRead(size)
+		s.feedHandshake(b)
+		return host.StopIteration
 	case phRelay:
+		if s.fullTLS() {
+			if !s.decryptReadBuffer(size) {
+				return host.StopIteration
+			}
+			size = s.conn.ReadBufferLen()
+		}
 		s.relayClientBytes(size)
 		return host.Continue
 	case phClosed:
@@ -161,18 +188,24 @@ func (s *session) onClientPrelogin(payload []byte) {
 	s.conn.WriteToClient(tds.AppendPackets(nil, tds.PacketReply, 0, out, s.pktSize), false)
 	switch result {
 	case tds.EncryptionNone:
+		if s.f.cfg.Listener.Encryption != tdspoolpb.EncryptionPolicy_OFF_ALLOWED {
+			s.conn.IncCounter(s.f.stats.refusedPolicy, 1)
+			s.refuse(policyRefused("this listener requires an encrypted login; connect with encryption enabled"))
+			return
+		}
 		s.conn.IncCounter(s.f.stats.tlsNone, 1)
 		s.ph = phLogin
 	case tds.EncryptionRefuse:
-		// The client (or we) cannot satisfy the listener's encryption policy; the client
-		// aborts on its own after this reply, so only count and close.
+		// The client cannot satisfy the listener's encryption policy (or asks for TLS we
+		// cannot offer); it aborts on its own after this reply, so only count and close.
 		s.conn.IncCounter(s.f.stats.refusedPolicy, 1)
 		s.finishWith(host.FlushWrite, "tdspool_encryption_refused")
-	default:
-		// TLS termination for TDS 7.x is not wired into the session yet: refuse rather than
-		// pretend. The reply above never offers TLS unless a certificate is configured.
-		s.conn.IncCounter(s.f.stats.refusedPolicy, 1)
-		s.refuse(policyRefused("this listener cannot terminate TLS yet; connect with encryption disabled"))
+	case tds.EncryptionLoginOnly:
+		s.startClientTLS(tds.TLSModeLoginOnly)
+		s.ph = phClientTLS
+	case tds.EncryptionFull:
+		s.startClientTLS(tds.TLSModeFull)
+		s.ph = phClientTLS
 	}
 }
 
@@ -273,9 +306,15 @@ func (s *session) OnWrite(size int, endStream bool) host.Status {
 		return host.StopIteration
 	case phBackendLogin:
 		s.onBackendLoginBytes(size)
+		if s.fullTLS() {
+			s.encryptWriteBuffer(size)
+		}
 		return host.Continue
 	case phRelay:
 		s.relayServerBytes(size)
+		if s.fullTLS() {
+			s.encryptWriteBuffer(size)
+		}
 		return host.Continue
 	case phClosed:
 		s.conn.DrainWrite(size)
@@ -385,7 +424,7 @@ func (s *session) OnDestroy() {
 // refuse sends a client-visible error and closes.
 func (s *session) refuse(e clientError) {
 	s.conn.IncCounter(s.f.stats.errorsByKind[e.kind], 1)
-	s.conn.WriteToClient(e.message(s.f.cfg.ErrorNumbers, s.pktSize), false)
+	s.toClient(e.message(s.f.cfg.ErrorNumbers, s.pktSize))
 	s.finishWith(host.FlushWrite, "tdspool_"+e.kind.String())
 }
 
@@ -411,6 +450,7 @@ func (s *session) finish() {
 	prev := s.ph
 	s.ph = phClosed
 	s.stopTimer()
+	s.closeTLS()
 	b := s.bucket
 	if s.cancelAcquire != nil {
 		if s.cancelAcquire() {
