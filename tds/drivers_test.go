@@ -27,6 +27,7 @@ type miniServer struct {
 	ln     net.Listener
 	policy EncryptOption
 	cert   tls.Certificate
+	maxTLS uint16
 
 	mu       sync.Mutex
 	prelogin [][]byte
@@ -141,7 +142,7 @@ func (s *miniServer) serve(c net.Conn) error {
 		if res == EncryptionLoginOnly {
 			mode = TLSModeLoginOnly
 		}
-		sc.tlsA = NewTLSServer(&tls.Config{Certificates: []tls.Certificate{s.cert}}, mode, DefaultPacketSize)
+		sc.tlsA = NewTLSServer(&tls.Config{Certificates: []tls.Certificate{s.cert}, MaxVersion: s.maxTLS}, mode, DefaultPacketSize)
 		defer sc.tlsA.Close()
 	}
 	m, err = sc.next()
@@ -422,13 +423,18 @@ func TestGoMssqldbPlaintextCapture(t *testing.T) {
 }
 
 func TestGoMssqldbFullEncryption(t *testing.T) {
-	s := startMiniServer(t, EncryptOff)
-	db := openMssql(t, s, "encrypt=true&TrustServerCertificate=true")
-	exerciseDriver(t, db)
-	db.Close()
-	s.check(t)
-	if s.results[0] != EncryptionFull {
-		t.Fatalf("negotiated %s", s.results[0])
+	for _, ver := range []uint16{tls.VersionTLS12, tls.VersionTLS13} {
+		t.Run(tls.VersionName(ver), func(t *testing.T) {
+			s := startMiniServer(t, EncryptOff)
+			s.maxTLS = ver
+			db := openMssql(t, s, "encrypt=true&TrustServerCertificate=true")
+			exerciseDriver(t, db)
+			db.Close()
+			s.check(t)
+			if s.results[0] != EncryptionFull {
+				t.Fatalf("negotiated %s", s.results[0])
+			}
+		})
 	}
 }
 
@@ -436,6 +442,7 @@ func TestGoMssqldbLoginOnlyEncryption(t *testing.T) {
 	// go-mssqldb's default (encrypt=false) sends OFF; an OFF server makes
 	// it encrypt only the first LOGIN7 packet.
 	s := startMiniServer(t, EncryptOff)
+	s.maxTLS = tls.VersionTLS13 // login-only works with 1.3 for go-mssqldb
 	db := openMssql(t, s, "encrypt=false&TrustServerCertificate=true")
 	exerciseDriver(t, db)
 	db.Close()

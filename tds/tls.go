@@ -90,8 +90,17 @@ var ErrHandshakeInProgress = errors.New("tds: TLS handshake in progress")
 // wrapping has stopped, and one TLS record per TDS packet is enforced by
 // disabling dynamic record sizing (SQL Server expects that layout).
 // packetSize is used to split handshake flights (DefaultPacketSize if 0).
+//
+// If cfg.MaxVersion is 0 it is capped at TLS 1.2: SQL Server only speaks
+// TLS 1.3 in TDS 8 (strict), and FreeTDS with TLS 1.3 over the 7.x
+// wrapping sends its ChangeCipherSpec wrapped but never a readable client
+// Finished (observed with freetds-bin 1.3 / GnuTLS: the next record is
+// already application data), so the handshake cannot complete.
 func NewTLSServer(cfg *tls.Config, mode TLSMode, packetSize int) *TLSAdapter {
 	c := cfg.Clone()
+	if c.MaxVersion == 0 {
+		c.MaxVersion = tls.VersionTLS12
+	}
 	c.SessionTicketsDisabled = true
 	c.DynamicRecordSizingDisabled = true
 	a := newTLSAdapter(mode, packetSize, false)
@@ -205,6 +214,23 @@ func (a *TLSAdapter) Feed(wire []byte) error {
 	a.wireIn = append(a.wireIn, wire...)
 	for len(a.wireIn) > 0 && a.err == nil && !a.done {
 		if !a.handshook {
+			// FreeTDS (TLS 1.3) stops wrapping once it has the server's
+			// Finished, so its own Finished arrives as a bare record
+			// (outer type 0x17). TDS has no packet types 0x14-0x17, so a
+			// TLS record header is unambiguous here.
+			if len(a.wireIn) >= 2 && a.wireIn[0] >= 0x14 && a.wireIn[0] <= 0x17 && a.wireIn[1] == 0x03 {
+				if len(a.wireIn) < 5 {
+					break
+				}
+				n := 5 + (int(a.wireIn[3])<<8 | int(a.wireIn[4]))
+				if len(a.wireIn) < n {
+					break
+				}
+				rec := a.wireIn[:n]
+				a.wireIn = a.wireIn[n:]
+				a.push(rec)
+				continue
+			}
 			// Handshake: one PRELOGIN packet at a time, so no byte after
 			// the final handshake packet is taken for handshake data.
 			h, err := DecodeHeader(a.wireIn)
