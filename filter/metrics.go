@@ -57,20 +57,21 @@ type bucketStats struct {
 	loginFailed host.MetricID // counter: the backend refused the login
 	loginMs     host.MetricID // histogram: PRELOGIN to LOGINACK
 
-	rxBytes, txBytes    host.MetricID // counters
-	rxPackets           host.MetricID // counter: client → server packets (relay)
-	requestsByType      map[tds.PacketType]host.MetricID
-	requestsOther       host.MetricID
-	responses           host.MetricID // counter: complete responses
-	requestUs           host.MetricID // histogram: request → end of its response
-	serverErrors        host.MetricID // counter: ERROR tokens from the backend
-	resets              host.MetricID // counter: RESETCONNECTION acknowledged
-	inspectStopped      host.MetricID // counter: sessions whose stream could not be followed
-	fallbackActive      host.MetricID // gauge 0/1
-	queueFleet          host.MetricID // gauge: fleet-wide waiters as Redis last reported
-	leasesRenewed       host.MetricID // counter
-	leasesExpired       host.MetricID // counter
-	coordinatorAcquires host.MetricID // counter: grants as the coordinator saw them
+	rxBytes, txBytes     host.MetricID // counters
+	rxPackets            host.MetricID // counter: client → server packets (relay)
+	requestsByType       map[tds.PacketType]host.MetricID
+	requestsOther        host.MetricID
+	requestsUnclassified host.MetricID // counter: requests whose body could not be decoded
+	responses            host.MetricID // counter: complete responses
+	requestUs            host.MetricID // histogram: request → end of its response
+	serverErrors         host.MetricID // counter: ERROR tokens from the backend
+	resets               host.MetricID // counter: RESETCONNECTION acknowledged
+	inspectStopped       host.MetricID // counter: sessions whose stream could not be followed
+	fallbackActive       host.MetricID // gauge 0/1
+	queueFleet           host.MetricID // gauge: fleet-wide waiters as Redis last reported
+	leasesRenewed        host.MetricID // counter
+	leasesExpired        host.MetricID // counter
+	coordinatorAcquires  host.MetricID // counter: grants as the coordinator saw them
 }
 
 type metricDefiner struct {
@@ -123,36 +124,37 @@ func defineGlobalStats(d *metricDefiner) globalStats {
 func defineBucketStats(d *metricDefiner, bucket string) bucketStats {
 	p := "bucket." + bucket + "."
 	s := bucketStats{
-		sessionsTotal:       d.counter(p + "sessions_total"),
-		sessionsActive:      d.gauge(p + "sessions_active"),
-		sessionsQueued:      d.gauge(p + "sessions_queued"),
-		sessionsPinned:      d.gauge(p + "sessions_pinned"),
-		slotGranted:         d.counter(p + "slot_granted_total"),
-		slotTimedOut:        d.counter(p + "slot_timed_out_total"),
-		slotQueueFull:       d.counter(p + "slot_queue_full_total"),
-		slotRefused:         d.counter(p + "slot_refused_total"),
-		slotCancelled:       d.counter(p + "slot_cancelled_total"),
-		slotFallback:        d.counter(p + "slot_fallback_total"),
-		slotReleased:        d.counter(p + "slot_released_total"),
-		queueWaitMs:         d.histogram(p + "queue_wait_ms"),
-		loginOK:             d.counter(p + "login_ok_total"),
-		loginFailed:         d.counter(p + "login_failed_total"),
-		loginMs:             d.histogram(p + "login_ms"),
-		rxBytes:             d.counter(p + "rx_bytes_total"),
-		txBytes:             d.counter(p + "tx_bytes_total"),
-		rxPackets:           d.counter(p + "rx_packets_total"),
-		requestsOther:       d.counter(p + "requests_other_total"),
-		responses:           d.counter(p + "responses_total"),
-		requestUs:           d.histogram(p + "request_duration_us"),
-		serverErrors:        d.counter(p + "server_errors_total"),
-		resets:              d.counter(p + "resets_total"),
-		inspectStopped:      d.counter(p + "inspect_stopped_total"),
-		fallbackActive:      d.gauge(p + "fallback_active"),
-		queueFleet:          d.gauge(p + "queue_fleet"),
-		leasesRenewed:       d.counter(p + "leases_renewed_total"),
-		leasesExpired:       d.counter(p + "leases_expired_total"),
-		coordinatorAcquires: d.counter(p + "coordinator_acquires_total"),
-		requestsByType:      map[tds.PacketType]host.MetricID{},
+		sessionsTotal:        d.counter(p + "sessions_total"),
+		sessionsActive:       d.gauge(p + "sessions_active"),
+		sessionsQueued:       d.gauge(p + "sessions_queued"),
+		sessionsPinned:       d.gauge(p + "sessions_pinned"),
+		slotGranted:          d.counter(p + "slot_granted_total"),
+		slotTimedOut:         d.counter(p + "slot_timed_out_total"),
+		slotQueueFull:        d.counter(p + "slot_queue_full_total"),
+		slotRefused:          d.counter(p + "slot_refused_total"),
+		slotCancelled:        d.counter(p + "slot_cancelled_total"),
+		slotFallback:         d.counter(p + "slot_fallback_total"),
+		slotReleased:         d.counter(p + "slot_released_total"),
+		queueWaitMs:          d.histogram(p + "queue_wait_ms"),
+		loginOK:              d.counter(p + "login_ok_total"),
+		loginFailed:          d.counter(p + "login_failed_total"),
+		loginMs:              d.histogram(p + "login_ms"),
+		rxBytes:              d.counter(p + "rx_bytes_total"),
+		txBytes:              d.counter(p + "tx_bytes_total"),
+		rxPackets:            d.counter(p + "rx_packets_total"),
+		requestsOther:        d.counter(p + "requests_other_total"),
+		requestsUnclassified: d.counter(p + "requests_unclassified_total"),
+		responses:            d.counter(p + "responses_total"),
+		requestUs:            d.histogram(p + "request_duration_us"),
+		serverErrors:         d.counter(p + "server_errors_total"),
+		resets:               d.counter(p + "resets_total"),
+		inspectStopped:       d.counter(p + "inspect_stopped_total"),
+		fallbackActive:       d.gauge(p + "fallback_active"),
+		queueFleet:           d.gauge(p + "queue_fleet"),
+		leasesRenewed:        d.counter(p + "leases_renewed_total"),
+		leasesExpired:        d.counter(p + "leases_expired_total"),
+		coordinatorAcquires:  d.counter(p + "coordinator_acquires_total"),
+		requestsByType:       map[tds.PacketType]host.MetricID{},
 	}
 	for r := pinReason(0); r < numPinReasons; r++ {
 		s.pinnedBy[r] = d.gauge(p + "pinned_" + pinReasonNames[r])

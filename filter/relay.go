@@ -16,17 +16,31 @@ type pinReason uint8
 
 const (
 	pinTransaction pinReason = iota // ENVCHANGE begin tran .. commit/rollback
+	pinPrepared                     // sp_prepare family: handles live in the backend session
+	pinTempTable                    // #temp tables or procs
+	pinSetOption                    // SET statements changed session options
+	pinCursor                       // server cursors
+	pinBulkLoad                     // BULK_LOAD / INSERT BULK
+	pinAppRole                      // sp_setapprole: not undone by a reset
 	pinUnparsed                     // the response stream could not be followed
 	numPinReasons
 )
 
-var pinReasonNames = [numPinReasons]string{"transaction", "unparsed"}
+var pinReasonNames = [numPinReasons]string{"transaction", "prepared", "temp_table", "set_option", "cursor",
+	"bulk_load", "app_role", "unparsed"}
+
+// maxClassifiedRequest bounds the bytes of a request kept for classification; a longer
+// request is classified on its first bytes (its keywords are almost always up front).
+const maxClassifiedRequest = 16 << 10
 
 // relayState follows a logged-in session: client messages by their packet headers, server
 // responses with the token scanner. It reads Envoy's buffers in place and copies nothing
 // beyond what the scanner must assemble.
 type relayState struct {
 	client   messageTracker
+	req      []byte // payload of the current client message, up to maxClassifiedRequest
+	reqType  tds.PacketType
+	reqStat  tds.PacketStatus
 	server   tds.ResponseScanner
 	pins     [numPinReasons]bool
 	inspect  bool // false once the server stream could not be parsed
@@ -44,15 +58,65 @@ func (s *session) relayClientBytes(size int) {
 	b := s.bucket
 	s.conn.IncCounter(b.stats.rxBytes, uint64(size))
 	for _, chunk := range s.conn.ReadBuffer() {
-		r.client.feed(chunk, func(typ tds.PacketType, status tds.PacketStatus) {
-			s.onClientMessageStart(typ, status)
-		}, func() { s.conn.IncCounter(b.stats.rxPackets, 1) })
+		r.client.feed(chunk, s)
 	}
 }
 
-func (s *session) onClientMessageStart(typ tds.PacketType, status tds.PacketStatus) {
+// onPacket, onPayload and onMessageEnd are the messageTracker's callbacks.
+func (s *session) onPacket() { s.conn.IncCounter(s.bucket.stats.rxPackets, 1) }
+
+func (s *session) onPayload(b []byte) {
+	r := &s.relay
+	if room := maxClassifiedRequest - len(r.req); room > 0 {
+		r.req = append(r.req, b[:min(room, len(b))]...)
+	}
+}
+
+func (s *session) onMessageEnd() {
+	r := &s.relay
+	msg := tds.Message{Type: r.reqType, Status: r.reqStat, Payload: r.req}
+	facts, err := tds.ClassifyRequest(&msg)
+	if err != nil && len(r.req) < maxClassifiedRequest {
+		s.conn.IncCounter(s.bucket.stats.requestsUnclassified, 1)
+	}
+	s.applyRequestFacts(&facts)
+	r.req = r.req[:0]
+}
+
+// applyRequestFacts turns what a request does into pin reasons. Transactions are left to the
+// server's ENVCHANGEs, which are authoritative.
+func (s *session) applyRequestFacts(f *tds.RequestFacts) {
+	if f.ResetConnection || f.ResetSkipTran {
+		// The backend resets the session before running the request: temp tables,
+		// prepared handles, cursors and SET options are gone.
+		for _, reason := range []pinReason{pinPrepared, pinTempTable, pinSetOption, pinCursor, pinBulkLoad} {
+			s.setPin(reason, false)
+		}
+	}
+	if f.Prepare {
+		s.setPin(pinPrepared, true)
+	}
+	if f.TempTable {
+		s.setPin(pinTempTable, true)
+	}
+	if len(f.SetOptions) > 0 {
+		s.setPin(pinSetOption, true)
+	}
+	if f.Cursor {
+		s.setPin(pinCursor, true)
+	}
+	if f.BulkLoad {
+		s.setPin(pinBulkLoad, true)
+	}
+	if f.AppRole {
+		s.setPin(pinAppRole, true)
+	}
+}
+
+func (s *session) onMessageStart(typ tds.PacketType, status tds.PacketStatus) {
 	r := &s.relay
 	b := s.bucket
+	r.reqType, r.reqStat = typ, status&^tds.StatusEOM
 	id, ok := b.stats.requestsByType[typ]
 	if !ok {
 		id = b.stats.requestsOther
@@ -163,12 +227,24 @@ type messageTracker struct {
 	lost      bool
 }
 
-func (m *messageTracker) feed(b []byte, onStart func(tds.PacketType, tds.PacketStatus), onPacket func()) {
+// messageSink receives what a messageTracker finds.
+type messageSink interface {
+	onPacket()
+	onMessageStart(tds.PacketType, tds.PacketStatus)
+	onPayload([]byte)
+	onMessageEnd()
+}
+
+func (m *messageTracker) feed(b []byte, sink messageSink) {
 	for len(b) > 0 && !m.lost {
 		if m.remaining > 0 {
 			k := min(m.remaining, len(b))
+			sink.onPayload(b[:k])
 			m.remaining -= k
 			b = b[k:]
+			if m.remaining == 0 && !m.inMessage {
+				sink.onMessageEnd()
+			}
 			continue
 		}
 		k := copy(m.hdr[m.hdrN:], b)
@@ -185,10 +261,13 @@ func (m *messageTracker) feed(b []byte, onStart func(tds.PacketType, tds.PacketS
 		}
 		m.remaining = length - tds.HeaderSize
 		typ, status := tds.PacketType(m.hdr[0]), tds.PacketStatus(m.hdr[1])
-		onPacket()
+		sink.onPacket()
 		if !m.inMessage {
-			onStart(typ, status)
+			sink.onMessageStart(typ, status)
 		}
 		m.inMessage = status&tds.StatusEOM == 0
+		if m.remaining == 0 && !m.inMessage {
+			sink.onMessageEnd() // a header-only message (ATTENTION)
+		}
 	}
 }

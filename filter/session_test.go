@@ -61,10 +61,16 @@ func (h *harness) connect() *client {
 	return &client{h: h, conn: c, s: s}
 }
 
-// fromClient delivers client bytes the way Envoy does: appended to the read buffer.
+// fromClient delivers client bytes the way Envoy does: appended to the read buffer, which
+// tcp_proxy empties when the filter lets it continue.
 func (c *client) fromClient(b []byte) host.Status {
 	c.conn.Read = append(c.conn.Read, b...)
-	return c.s.OnRead(len(c.conn.Read), false)
+	st := c.s.OnRead(len(c.conn.Read), false)
+	if st == host.Continue {
+		c.conn.ToUpstream = append(c.conn.ToUpstream, c.conn.Read...)
+		c.conn.Read = nil
+	}
+	return st
 }
 
 // fromBackend delivers backend bytes to OnWrite and returns what reaches the client.
