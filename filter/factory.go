@@ -23,17 +23,18 @@ const proxyVersion = 0x100003E8
 // the slot provider shared by the listener's connections. It is built on Envoy's main thread
 // and read (never written) by the workers.
 type Factory struct {
-	cfg          *tdspoolpb.Config
-	stats        globalStats
-	buckets      map[string]*bucketState
-	router       router
-	slots        Slots
-	coordStats   *coordStats
-	announce     tds.EncryptOption // what our PRELOGIN reply offers by default
-	tlsConfig    *tls.Config       // listener certificate for TDS 7.x TLS; nil: no TLS offered
-	version      uint32
-	loginTimeout time.Duration
-	now          func() time.Time
+	cfg            *tdspoolpb.Config
+	stats          globalStats
+	buckets        map[string]*bucketState
+	router         router
+	slots          Slots
+	coordStats     *coordStats
+	announce       tds.EncryptOption // what our PRELOGIN reply offers by default
+	tlsConfig      *tls.Config       // listener certificate for TDS 7.x TLS; nil: no TLS offered
+	version        uint32
+	loginTimeout   time.Duration
+	backendTimeout time.Duration
+	now            func() time.Time
 }
 
 type bucketState struct {
@@ -65,10 +66,11 @@ func newFactory(cfg *tdspoolpb.Config, m host.Metrics) (*Factory, error) {
 	d := &metricDefiner{m: m}
 	f := &Factory{
 		cfg: cfg, stats: defineGlobalStats(d), buckets: map[string]*bucketState{},
-		router:       router{rules: cfg.Routes, defaultBucket: cfg.DefaultBucket},
-		version:      proxyVersion,
-		loginTimeout: cfg.Timeouts.LoginTimeout.AsDuration(),
-		now:          time.Now,
+		router:         router{rules: cfg.Routes, defaultBucket: cfg.DefaultBucket},
+		version:        proxyVersion,
+		loginTimeout:   cfg.Timeouts.LoginTimeout.AsDuration(),
+		backendTimeout: cfg.Timeouts.BackendHandshakeTimeout.AsDuration(),
+		now:            time.Now,
 	}
 	var names []string
 	for _, b := range cfg.Buckets {
@@ -124,7 +126,11 @@ func newSlots(cfg *tdspoolpb.Config, metrics coordinator.Metrics) (Slots, error)
 		LeaseTTL:     r.LeaseTtl.AsDuration(),
 		Heartbeat:    r.HeartbeatInterval.AsDuration(),
 		CallTimeout:  r.CallTimeout.AsDuration(),
-		Metrics:      metrics,
+		// After Redis lost data, live proxies re-assert their leases at their next heartbeat;
+		// pausing grants longer than that only delays logins (a new bucket pays it once).
+		Grace:     r.HeartbeatInterval.AsDuration() + r.CallTimeout.AsDuration() + 250*time.Millisecond,
+		WaiterTTL: max(5*time.Second, 3*r.HeartbeatInterval.AsDuration()),
+		Metrics:   metrics,
 	}
 	if r.Tls {
 		cc.Redis.TLS = tlsConfigForRedis()

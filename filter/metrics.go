@@ -53,9 +53,10 @@ type bucketStats struct {
 	slotReleased  host.MetricID
 	queueWaitMs   host.MetricID // histogram
 
-	loginOK     host.MetricID // counter
-	loginFailed host.MetricID // counter: the backend refused the login
-	loginMs     host.MetricID // histogram: PRELOGIN to LOGINACK
+	backendUnavailable host.MetricID // counter: no backend PRELOGIN reply in time
+	loginOK            host.MetricID // counter
+	loginFailed        host.MetricID // counter: the backend refused the login
+	loginMs            host.MetricID // histogram: PRELOGIN to LOGINACK
 
 	rxBytes, txBytes     host.MetricID // counters
 	rxPackets            host.MetricID // counter: client → server packets (relay)
@@ -137,6 +138,7 @@ func defineBucketStats(d *metricDefiner, bucket string) bucketStats {
 		slotReleased:         d.counter(p + "slot_released_total"),
 		queueWaitMs:          d.histogram(p + "queue_wait_ms"),
 		loginOK:              d.counter(p + "login_ok_total"),
+		backendUnavailable:   d.counter(p + "backend_unavailable_total"),
 		loginFailed:          d.counter(p + "login_failed_total"),
 		loginMs:              d.histogram(p + "login_ms"),
 		rxBytes:              d.counter(p + "rx_bytes_total"),

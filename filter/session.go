@@ -80,7 +80,7 @@ func (s *session) OnNewConnection() host.Status {
 	s.pktSize = tds.MinPacketSize * 8 // 4096: what clients use before LOGIN7 negotiates
 	s.clientIn.MaxMessageSize = tds.MaxLogin7Size
 	s.loginStarted = s.f.now()
-	s.armTimer(s.f.loginTimeout, "login_timeout")
+	s.armTimer(s.f.loginTimeout, s.onLoginTimeout)
 	return host.StopIteration
 }
 
@@ -230,6 +230,12 @@ func (s *session) onClientLogin7(msg tds.Message) {
 		return
 	}
 	s.bucket = b
+	if reason := s.backendDown(); reason != "" {
+		// Do not queue for an instance that cannot take the session anyway.
+		s.conn.IncCounter(b.stats.backendUnavailable, 1)
+		s.refuse(backendUnavailable(b.cfg.Name, reason))
+		return
+	}
 	if !allowed(b.cfg.AllowedUsers, login.UserName) || (login.Database != "" && !allowed(b.cfg.AllowedDatabases, login.Database)) {
 		s.conn.IncCounter(s.f.stats.refusedPolicy, 1)
 		s.refuse(policyRefused(fmt.Sprintf("user '%s' / database '%s' is not allowed on bucket '%s'",
@@ -286,7 +292,13 @@ func (s *session) onSlot(r SlotResult) {
 		s.refuse(backendUnavailable(b.cfg.Name, "Envoy refused cluster "+b.cfg.Cluster))
 		return
 	}
+	if reason := s.backendDown(); reason != "" {
+		s.conn.IncCounter(b.stats.backendUnavailable, 1)
+		s.refuse(backendUnavailable(b.cfg.Name, reason))
+		return
+	}
 	s.ph = phBackendPrelogin
+	s.armTimer(s.f.backendTimeout, s.onBackendTimeout)
 	// Our PRELOGIN goes first on the new upstream connection; tcp_proxy buffers it until
 	// the connection is up (max_early_data_bytes).
 	pre := tds.Prelogin{HasVersion: true, Version: s.f.version, HasEncryption: true, Encryption: tds.EncryptNotSup,
@@ -335,6 +347,7 @@ func (s *session) onBackendPreloginBytes() {
 	if err == nil {
 		pre, err = tds.DecodePrelogin(msg.Payload)
 	}
+	s.armTimer(s.f.loginTimeout-s.f.now().Sub(s.loginStarted), s.onLoginTimeout)
 	if err != nil {
 		s.refuse(backendUnavailable(s.bucket.cfg.Name, "bad PRELOGIN reply from the backend"))
 		s.conn.Log(host.LogWarn, fmt.Sprintf("bucket %s: backend PRELOGIN reply: %v", s.bucket.cfg.Name, err))
@@ -475,9 +488,8 @@ func (s *session) finish() {
 	s.f.coordStats.flush(s.conn)
 }
 
-// armTimer bounds a phase; on expiry the session is closed (with an error when the client
-// can still read one).
-func (s *session) armTimer(d time.Duration, why string) {
+// armTimer runs onExpire on the worker after d, unless the timer is stopped or re-armed first.
+func (s *session) armTimer(d time.Duration, onExpire func()) {
 	s.stopTimer()
 	if d <= 0 {
 		return
@@ -489,14 +501,46 @@ func (s *session) armTimer(d time.Duration, why string) {
 			if s.timerSeq != seq || s.finished {
 				return
 			}
-			s.conn.IncCounter(s.f.stats.loginTimeouts, 1)
-			s.conn.Log(host.LogInfo, fmt.Sprintf("closing: %s after %s in phase %s", why, d, s.ph))
-			if s.ph == phWaitSlot {
-				return // the slot wait has its own, shorter bound
-			}
-			s.finishWith(host.NoFlush, "tdspool_"+why)
+			onExpire()
 		})
 	})
+}
+
+// onLoginTimeout bounds PRELOGIN..LOGINACK for clients that stall (hostile or broken).
+func (s *session) onLoginTimeout() {
+	s.conn.IncCounter(s.f.stats.loginTimeouts, 1)
+	s.conn.Log(host.LogInfo, fmt.Sprintf("closing: login not complete after %s (phase %s)", s.f.loginTimeout, s.ph))
+	if s.ph == phWaitSlot {
+		return // the slot wait has its own bound (queue_timeout) and answers the client
+	}
+	s.finishWith(host.NoFlush, "tdspool_login_timeout")
+}
+
+// onBackendTimeout: the backend accepted the connection but did not answer our PRELOGIN.
+func (s *session) onBackendTimeout() {
+	if s.ph != phBackendPrelogin {
+		return
+	}
+	b := s.bucket
+	s.conn.IncCounter(b.stats.backendUnavailable, 1)
+	s.refuse(backendUnavailable(b.cfg.Name, fmt.Sprintf("no PRELOGIN answer within %s", s.f.backendTimeout)))
+}
+
+// backendDown says why the bucket's cluster cannot take a connection now, or "". Envoy's
+// health checks and outlier detection decide; we ask before tcp_proxy connects because a
+// failed upstream connect makes tcp_proxy close the client at once, with no chance to send
+// it an error.
+func (s *session) backendDown() string {
+	total, healthy, ok := s.conn.ClusterHosts(s.bucket.cfg.Cluster)
+	switch {
+	case !ok:
+		return "Envoy has no cluster " + s.bucket.cfg.Cluster
+	case healthy == 0 && total > 0:
+		return fmt.Sprintf("none of its %d hosts is healthy", total)
+	case total == 0:
+		return "its cluster has no hosts"
+	}
+	return ""
 }
 
 func (s *session) stopTimer() {

@@ -359,3 +359,32 @@ func assertClientError(t *testing.T, c *hosttest.Conn, wantText string) {
 		t.Fatalf("want ERROR then DONE(error): %v", events)
 	}
 }
+
+func TestSessionBackendSilentGivesBackendUnavailable(t *testing.T) {
+	h := newHarness(t, `{"listener": {"encryption": "OFF_ALLOWED"},
+	  "buckets": [{"name": "b1", "cluster": "c1", "max_connections": 1}], "default_bucket": "b1",
+	  "timeouts": {"backend_handshake_timeout": "0.05s"}}`)
+	c := h.connect()
+	c.fromClient(preloginMsg(tds.EncryptOff))
+	c.conn.ToClient = nil
+	c.fromClient(login7Msg("app", "", "proxy"))
+	c.waitPosted(time.Second) // slot granted
+	c.waitPosted(time.Second) // backend timer
+	assertClientError(t, c.conn, "bucket 'b1' is not currently available (no PRELOGIN answer")
+	if h.metrics.Value("bucket.b1.slot_released_total") != 1 || h.metrics.Value("bucket.b1.backend_unavailable_total") != 1 {
+		t.Fatal("slot not released or failure not counted")
+	}
+}
+
+func TestSessionUnhealthyClusterRefusedBeforeQueueing(t *testing.T) {
+	h := newHarness(t, testConfig)
+	c := h.connect()
+	c.conn.UnhealthyClusters = map[string]bool{"c1": true}
+	c.fromClient(preloginMsg(tds.EncryptOff))
+	c.conn.ToClient = nil
+	c.fromClient(login7Msg("app", "", "proxy"))
+	assertClientError(t, c.conn, "bucket 'b1' is not currently available (none of its 1 hosts is healthy)")
+	if h.metrics.Value("bucket.b1.slot_granted_total") != 0 || h.metrics.Value("bucket.b1.sessions_queued") != 0 {
+		t.Fatal("queued for an unhealthy backend")
+	}
+}

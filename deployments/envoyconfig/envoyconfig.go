@@ -31,7 +31,9 @@ type Params struct {
 	FilterConfigJSON string // the tdspool filter config (proto/tdspool.proto as JSON)
 	FallbackCluster  string // tcp_proxy's static cluster, used only if the filter sets none
 	ConnectTimeout   string // e.g. "1s"
-	Buckets          []Bucket
+	// HealthCheckInterval is the TCP health check period per bucket cluster (default "2s").
+	HealthCheckInterval string
+	Buckets             []Bucket
 }
 
 var tmpl = template.Must(template.New("envoy").Funcs(template.FuncMap{
@@ -48,6 +50,9 @@ func Render(p Params) ([]byte, error) {
 	}
 	if p.ConnectTimeout == "" {
 		p.ConnectTimeout = "1s"
+	}
+	if p.HealthCheckInterval == "" {
+		p.HealthCheckInterval = "2s"
 	}
 	if p.FallbackCluster == "" && len(p.Buckets) > 0 {
 		p.FallbackCluster = p.Buckets[0].Cluster

@@ -234,6 +234,13 @@ func (c *conn) LocalAddress() (string, uint32, bool) {
 	return envoyString(addr), uint32(port), true
 }
 
+func (c *conn) ClusterHosts(cluster string) (total, healthy int, ok bool) {
+	var t, h, d C.size_t
+	res := C.envoy_dynamic_module_callback_network_filter_get_cluster_host_count(c.envoyPtr, moduleString(cluster), 0, &t, &h, &d)
+	runtime.KeepAlive(cluster)
+	return int(t), int(h), bool(res)
+}
+
 func (c *conn) RequestedServerName() string {
 	var out C.envoy_dynamic_module_type_envoy_buffer
 	if !C.envoy_dynamic_module_callback_network_filter_get_requested_server_name(c.envoyPtr, &out) {

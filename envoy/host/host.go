@@ -137,6 +137,9 @@ type Conn interface {
 
 	RemoteAddress() (addr string, port uint32, ok bool)
 	LocalAddress() (addr string, port uint32, ok bool)
+	// ClusterHosts counts a cluster's hosts at priority 0: all of them and the healthy ones
+	// (active health checks and outlier ejection both count as unhealthy).
+	ClusterHosts(cluster string) (total, healthy int, ok bool)
 	// RequestedServerName is the TLS SNI when Envoy terminated TLS (TDS 8), else "".
 	RequestedServerName() string
 	IsTLS() bool

@@ -2,6 +2,7 @@ package integration
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"sync"
@@ -163,28 +164,47 @@ func events(t *testing.T, msg tds.Message) []tds.Event {
 // login runs PRELOGIN and LOGIN7; it returns the login reply's events.
 func (rc *rawClient) login(t *testing.T, user, db string) []tds.Event {
 	t.Helper()
+	evs, err := rc.tryLogin(user, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return evs
+}
+
+// loginNoFatal is login for use from other goroutines: nil on any failure.
+func (rc *rawClient) loginNoFatal(user, db string) []tds.Event {
+	evs, _ := rc.tryLogin(user, db)
+	return evs
+}
+
+func (rc *rawClient) tryLogin(user, db string) ([]tds.Event, error) {
 	pre := tds.Prelogin{HasVersion: true, Version: 0x0C000000, HasEncryption: true, Encryption: tds.EncryptNotSup,
 		HasInstance: true, HasThreadID: true, HasMARS: true}
 	if err := rc.send(tds.PacketPrelogin, pre.AppendPrelogin(nil)); err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	msg, err := rc.recv()
 	if err != nil {
-		t.Fatalf("PRELOGIN reply: %v", err)
+		return nil, fmt.Errorf("PRELOGIN reply: %w", err)
 	}
 	if _, err := tds.DecodePrelogin(msg.Payload); err != nil {
-		t.Fatalf("PRELOGIN reply: %v", err)
+		return nil, fmt.Errorf("PRELOGIN reply: %w", err)
 	}
 	l := tds.Login7{TDSVersion: tds.TDSVersion74, PacketSize: 4096, UserName: user, Password: tds.NewPassword("pw"),
 		Database: db, ServerName: "proxy", AppName: "integration", HostName: "h", CltIntName: "raw"}
 	if err := rc.send(tds.PacketLogin7, l.AppendLogin7(nil)); err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	msg, err = rc.recv()
 	if err != nil {
-		t.Fatalf("login reply: %v", err)
+		return nil, fmt.Errorf("login reply: %w", err)
 	}
-	return events(t, msg)
+	var sc tds.Scanner
+	evs, err := sc.Feed(msg.Payload)
+	if err != nil {
+		return nil, fmt.Errorf("login reply does not parse: %w", err)
+	}
+	return append([]tds.Event(nil), evs...), nil
 }
 
 // batch sends a SQL_BATCH and returns the text of the first INFO/ERROR in the reply.

@@ -273,6 +273,9 @@ func StartEnvoy(o EnvoyOptions) (*Envoy, error) {
 		}
 	}
 	if o.LogLevel == "" {
+		o.LogLevel = os.Getenv("TDSPOOL_ENVOY_LOG") // e.g. debug, when chasing a test failure
+	}
+	if o.LogLevel == "" {
 		o.LogLevel = "info"
 	}
 	if o.ReadyWait == 0 {

@@ -19,6 +19,7 @@ const (
 	DefaultQueueTimeout      = 5 * time.Second
 	DefaultLoginTimeout      = 15 * time.Second
 	DefaultFirstByteTimeout  = 10 * time.Second
+	DefaultBackendHandshake  = 3 * time.Second
 	DefaultRedisCallTimeout  = 250 * time.Millisecond
 	DefaultLeaseTTL          = 8 * time.Second
 	DefaultHeartbeatInterval = 2 * time.Second
@@ -78,6 +79,7 @@ func ApplyDefaults(cfg *Config) {
 	setDefault(&cfg.Timeouts.QueueTimeout, DefaultQueueTimeout)
 	setDefault(&cfg.Timeouts.LoginTimeout, DefaultLoginTimeout)
 	setDefault(&cfg.Timeouts.FirstByteTimeout, DefaultFirstByteTimeout)
+	setDefault(&cfg.Timeouts.BackendHandshakeTimeout, DefaultBackendHandshake)
 	if cfg.Redis == nil {
 		cfg.Redis = &Redis{}
 	}
@@ -201,6 +203,7 @@ func Validate(cfg *Config) Problems {
 	checkDuration(add, "timeouts.queue_timeout", t.QueueTimeout, 0, time.Hour)
 	checkDuration(add, "timeouts.login_timeout", t.LoginTimeout, time.Millisecond, time.Hour)
 	checkDuration(add, "timeouts.first_byte_timeout", t.FirstByteTimeout, time.Millisecond, time.Hour)
+	checkDuration(add, "timeouts.backend_handshake_timeout", t.BackendHandshakeTimeout, 10*time.Millisecond, time.Hour)
 	return p
 }
 

@@ -86,8 +86,10 @@ type Conn struct {
 	Closed          bool
 	CloseDetails    string
 	ReadDisabled    int
-	RefuseCluster   bool // SetFilterStateTyped returns false
-	Logs            []string
+	// UnhealthyClusters makes ClusterHosts report no healthy host.
+	UnhealthyClusters map[string]bool
+	RefuseCluster     bool // SetFilterStateTyped returns false
+	Logs              []string
 
 	mu     sync.Mutex
 	posted []func()
@@ -186,9 +188,15 @@ func (c *Conn) RecordHistogram(id host.MetricID, v uint64) {
 func (c *Conn) RemoteAddress() (string, uint32, bool) { return "127.0.0.1", 50000, true }
 func (c *Conn) LocalAddress() (string, uint32, bool)  { return "127.0.0.1", 11433, true }
 func (c *Conn) RequestedServerName() string           { return c.SNI }
-func (c *Conn) IsTLS() bool                           { return c.TLS }
-func (c *Conn) WorkerIndex() uint32                   { return 0 }
-func (c *Conn) Log(level host.LogLevel, msg string)   { c.Logs = append(c.Logs, msg) }
+func (c *Conn) ClusterHosts(cluster string) (int, int, bool) {
+	if c.UnhealthyClusters[cluster] {
+		return 1, 0, true
+	}
+	return 1, 1, true
+}
+func (c *Conn) IsTLS() bool                         { return c.TLS }
+func (c *Conn) WorkerIndex() uint32                 { return 0 }
+func (c *Conn) Log(level host.LogLevel, msg string) { c.Logs = append(c.Logs, msg) }
 
 // Post queues fn; RunPosted runs the queue on the test's goroutine (the "worker").
 func (c *Conn) Post(fn func()) bool {
