@@ -44,7 +44,10 @@ type Scanner struct {
 	mdLeft   int
 	mdOff    int
 	mdActive bool
-	bitmap   []byte // NBCROW null bitmap, len = ceil(ncols/8)
+	// FEATUREEXTACK being assembled across chunks.
+	fa     []Feature
+	faOff  int
+	bitmap []byte // NBCROW null bitmap, len = ceil(ncols/8)
 
 	st       scanState
 	carry    []byte // partial structured token
@@ -402,6 +405,8 @@ func (s *Scanner) continueCarry(b []byte) (int, error) {
 		// Resume after the last complete column instead of re-parsing
 		// from the start, so a byte-at-a-time peer costs linear time.
 		n, err = s.colMetadata(s.carry, false)
+	} else if TokenType(s.carry[0]) == TokenFeatureExtAck {
+		n, err = s.featureExtAck(s.carry, false)
 	} else {
 		n, err = s.structured(s.carry)
 	}
@@ -468,15 +473,7 @@ func (s *Scanner) structured(b []byte) (int, error) {
 		s.events = append(s.events, Event{Token: t, LoginAck: a})
 		return n, nil
 	case TokenFeatureExtAck:
-		a, n, err := DecodeFeatureExtAck(b)
-		if err != nil {
-			return 0, err
-		}
-		for i := range a.Features {
-			a.Features[i].Data = clone(a.Features[i].Data)
-		}
-		s.events = append(s.events, Event{Token: t, FeatureExtAck: a})
-		return n, nil
+		return s.featureExtAck(b, true)
 	case TokenColMetadata:
 		return s.colMetadata(b, true)
 	case TokenReturnValue:
@@ -524,6 +521,38 @@ func (s *Scanner) colMetadata(b []byte, fresh bool) (int, error) {
 	s.ResultSets++
 	s.events = append(s.events, Event{Token: TokenColMetadata, Columns: len(s.md)})
 	return s.mdOff, nil
+}
+
+// featureExtAck parses FEATUREEXTACK incrementally (it has no length
+// prefix, and re-parsing it from the start for every chunk would be
+// quadratic); s.faOff is where the next feature starts.
+func (s *Scanner) featureExtAck(b []byte, fresh bool) (int, error) {
+	if fresh {
+		s.fa, s.faOff = s.fa[:0], 1
+	}
+	for {
+		if s.faOff >= len(b) {
+			return 0, ErrShortBuffer
+		}
+		id := FeatureID(b[s.faOff])
+		if id == FeatureTerminator {
+			break
+		}
+		if s.faOff+5 > len(b) {
+			return 0, ErrShortBuffer
+		}
+		n := uint64(binary.LittleEndian.Uint32(b[s.faOff+1:]))
+		if n > uint64(s.maxToken()) {
+			return 0, &LimitError{What: "FEATUREEXTACK feature", Size: int(min(n, 1<<31)), Limit: s.maxToken()}
+		}
+		if uint64(len(b)-s.faOff-5) < n {
+			return 0, ErrShortBuffer
+		}
+		s.fa = append(s.fa, Feature{ID: id, Data: clone(b[s.faOff+5 : s.faOff+5+int(n)])})
+		s.faOff += 5 + int(n)
+	}
+	s.events = append(s.events, Event{Token: TokenFeatureExtAck, FeatureExtAck: FeatureExtAck{Features: append([]Feature(nil), s.fa...)}})
+	return s.faOff + 1, nil
 }
 
 func clone(b []byte) []byte {
