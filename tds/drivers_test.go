@@ -500,3 +500,31 @@ func TestCapturedGoMssqldb(t *testing.T) {
 		}
 	}
 }
+
+// TestCapturedFreeTDS decodes the committed FreeTDS (tsql, TDS 7.4) captures.
+func TestCapturedFreeTDS(t *testing.T) {
+	dir := filepath.Join("testdata", "captures")
+	pre, err := os.ReadFile(filepath.Join(dir, "freetds-prelogin.bin"))
+	if err != nil {
+		t.Skip("no captures")
+	}
+	p, err := DecodePrelogin(pre)
+	if err != nil || p.Encryption != EncryptNotSup || !p.HasMARS {
+		t.Fatalf("%v %v", p, err)
+	}
+	if !bytes.Equal(p.AppendPrelogin(nil), pre) {
+		t.Error("PRELOGIN re-encode differs")
+	}
+	login, _ := os.ReadFile(filepath.Join(dir, "freetds-login7.bin"))
+	l, err := DecodeLogin7(login)
+	if err != nil || l.UserName != "sa" || l.Password.Reveal() != "Secret!1" || l.Database != "app" {
+		t.Fatalf("%v %v", l, err)
+	}
+	if got := l.AppendLogin7(nil); !bytes.Equal(got, login) {
+		t.Logf("FreeTDS LOGIN7 re-encodes to a different layout (%d vs %d bytes); checking semantic equality", len(got), len(login))
+		l2, err := DecodeLogin7(got)
+		if err != nil || l2.String() != l.String() || !l2.Password.Equal(l.Password) {
+			t.Fatalf("re-encoded LOGIN7 differs: %v", l2)
+		}
+	}
+}
