@@ -26,6 +26,7 @@ type globalStats struct {
 	tlsLoginOnly      host.MetricID // counter: TDS 7 login-only TLS handshakes started
 	tlsFull           host.MetricID // counter: TDS 7 full TLS handshakes started
 	tlsFailed         host.MetricID // counter: client TLS handshakes that failed
+	tlsStrict         host.MetricID // counter: TDS 8 sessions (TLS terminated by Envoy)
 	errorsByKind      [5]host.MetricID
 
 	// From the coordinator (flushed by connections; see coordStats).
@@ -111,6 +112,7 @@ func defineGlobalStats(d *metricDefiner) globalStats {
 		tlsLoginOnly:      d.counter("tls_login_only_total"),
 		tlsFull:           d.counter("tls_full_total"),
 		tlsFailed:         d.counter("tls_failed_total"),
+		tlsStrict:         d.counter("tls_strict_total"),
 		redisCalls:        d.counter("redis_calls_total"),
 		redisErrors:       d.counter("redis_errors_total"),
 		redisLatencyUs:    d.histogram("redis_latency_us"),

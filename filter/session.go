@@ -52,6 +52,7 @@ type session struct {
 
 	clientIn tds.Reassembler // client bytes before relay (PRELOGIN, LOGIN7)
 	tls      *clientTLS      // nil without client TLS
+	strict   bool            // TDS 8: Envoy terminated the client's TLS
 	login7   []byte          // the client's LOGIN7 message, as framed by the client
 	facts    loginFacts
 	bucket   *bucketState
@@ -179,6 +180,16 @@ func (s *session) onClientPrelogin(payload []byte) {
 		s.protocolFailure(fmt.Sprintf("PRELOGIN: %v", err))
 		return
 	}
+	if s.conn.IsTLS() {
+		// TDS 8 strict: Envoy terminated TLS before the first byte; the PRELOGIN ENCRYPTION
+		// value means nothing here and no second TLS layer may start.
+		s.strict = true
+		s.conn.IncCounter(s.f.stats.tlsStrict, 1)
+		out := tds.ServerPreloginReply(s.f.version, tds.EncryptNotSup).AppendPrelogin(nil)
+		s.conn.WriteToClient(tds.AppendPackets(nil, tds.PacketReply, 0, out, s.pktSize), false)
+		s.ph = phLogin
+		return
+	}
 	client := tds.EncryptOff
 	if pre.HasEncryption {
 		client = pre.Encryption
@@ -215,9 +226,15 @@ func (s *session) onClientLogin7(msg tds.Message) {
 		s.protocolFailure(fmt.Sprintf("LOGIN7: %v", err))
 		return
 	}
-	// Keep the client's own framing: with the same packet size on both legs the backend's
-	// answer is already framed for the client.
-	s.login7 = tds.AppendPackets(nil, tds.PacketLogin7, 0, msg.Payload, s.pktSize)
+	payload := msg.Payload
+	if login.TDSVersion == tds.TDSVersion80 {
+		// A TDS 8 client (its TLS ended in Envoy) talks to a backend over TDS 7.4 framing:
+		// announce 7.4 to the backend. The client accepts the 7.4 LOGINACK.
+		login.TDSVersion = tds.TDSVersion74
+		payload = login.AppendLogin7(nil)
+	}
+	// Same packet size on both legs: the backend's answers are already framed for the client.
+	s.login7 = tds.AppendPackets(nil, tds.PacketLogin7, 0, payload, s.pktSize)
 	s.facts = loginFacts{ServerName: serverNameOf(login.ServerName), Database: login.Database, User: login.UserName}
 	if sni := s.conn.RequestedServerName(); sni != "" {
 		s.facts.ServerName = sni

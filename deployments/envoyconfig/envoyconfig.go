@@ -31,6 +31,9 @@ type Params struct {
 	FilterConfigJSON string // the tdspool filter config (proto/tdspool.proto as JSON)
 	FallbackCluster  string // tcp_proxy's static cluster, used only if the filter sets none
 	ConnectTimeout   string // e.g. "1s"
+	// TDS8CertFile and TDS8KeyFile, when set, add a filter chain for TDS 8 strict clients:
+	// Envoy terminates their TLS (ALPN tds/8.0) and tdspool sees plain TDS inside.
+	TDS8CertFile, TDS8KeyFile string
 	// HealthCheckInterval is the TCP health check period per bucket cluster (default "2s").
 	HealthCheckInterval string
 	Buckets             []Bucket
