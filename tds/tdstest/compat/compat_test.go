@@ -47,3 +47,23 @@ func TestGoMssqldb(t *testing.T) {
 		})
 	}
 }
+
+func TestPytds(t *testing.T) {
+	t.Parallel()
+	python := FindPython()
+	if python == "" || !HasPythonModule(python, "pytds") {
+		t.Skip("python-tds not installed: run `make setup` (or pip install python-tds pyOpenSSL into .venv), or set TDSPOOL_PYTHON")
+	}
+	_, target := startServer(t, tdstest.EncryptionOptional)
+	for _, mode := range PytdsModes {
+		t.Run(mode, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			out, err := RunPytds(ctx, python, target, mode)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Log(out)
+		})
+	}
+}
