@@ -1,43 +1,62 @@
 package main
 
 import (
+	"flag"
+	"fmt"
+	"log"
 	"net"
+	"os"
+	"path/filepath"
 	"strconv"
-	"sync"
+	"strings"
+
+	"github.com/tdspool/tdspool/tds/tdstest"
 )
 
-// startBackend serves one demo bucket. Until the TDS test backend lands this is a TCP echo
-// server, enough to see bytes flow through Envoy and the filter.
+// Demo login and data location. The login is documented in the README.
+const (
+	demoUser     = "demo"
+	demoPassword = "Demo-Passw0rd"
+)
+
+var backendDataDir = flag.String("backend-data", filepath.Join(os.TempDir(), "tdspool-demo"),
+	"directory for the demo backends' SQLite files (one subdirectory per bucket; data survives restarts)")
+
+// startBackend serves one demo bucket with the TDS test backend
+// (tds/tdstest): SQL Server's protocol on SQLite, login demo/Demo-Passw0rd,
+// databases master and tenant_<letter> (bucket-001 → tenant_a, ...),
+// @@SERVERNAME = the bucket name, TLS optional (self-signed certificate).
 func startBackend(name string, port int) (stop func(), err error) {
-	l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+	srv, err := tdstest.New(tdstest.Config{
+		Addr:       net.JoinHostPort("127.0.0.1", strconv.Itoa(port)),
+		ServerName: name,
+		Users:      map[string]string{demoUser: demoPassword},
+		Databases:  []string{tenantDB(name)},
+		DataDir:    filepath.Join(*backendDataDir, name),
+		Encryption: tdstest.EncryptionOptional,
+		Logf:       log.New(os.Stderr, "["+name+"] ", log.LstdFlags).Printf,
+	})
 	if err != nil {
 		return nil, err
 	}
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				buf := make([]byte, 32<<10)
-				for {
-					n, err := c.Read(buf)
-					if n > 0 {
-						if _, err := c.Write(buf[:n]); err != nil {
-							return
-						}
-					}
-					if err != nil {
-						return
-					}
-				}
-			}()
-		}
-	}()
-	return func() { l.Close(); wg.Wait() }, nil
+	if err := srv.Start(); err != nil {
+		return nil, err
+	}
+	return func() { srv.Close() }, nil
+}
+
+// tenantDB derives the bucket's tenant database: bucket-001 → tenant_a,
+// bucket-002 → tenant_b, ... (bucket-027 → tenant_aa).
+func tenantDB(bucket string) string {
+	n, err := strconv.Atoi(bucket[strings.LastIndexByte(bucket, '-')+1:])
+	if err != nil || n < 1 {
+		return "tenant_" + strings.NewReplacer("-", "_").Replace(bucket)
+	}
+	s := ""
+	for n > 0 {
+		n--
+		s = string(rune('a'+n%26)) + s
+		n /= 26
+	}
+	return fmt.Sprintf("tenant_%s", s)
 }
