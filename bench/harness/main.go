@@ -1,0 +1,4 @@
+package harness
+
+// Main is `tdsbench run`.
+func Main(args []string) error { return nil }
