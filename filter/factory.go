@@ -15,6 +15,9 @@ import (
 // per connection (Envoy's PerConnectionCluster object).
 const ClusterFilterStateKey = "envoy.tcp_proxy.cluster"
 
+// idleTimeoutFilterStateKey overrides tcp_proxy's idle timeout for one connection.
+const idleTimeoutFilterStateKey = "envoy.tcp_proxy.per_connection_idle_timeout_ms"
+
 // proxyVersion is the server version tdspool announces in its PRELOGIN reply (16.0.1000, the
 // SQL Server 2022 RTM number, which every driver accepts).
 const proxyVersion = 0x100003E8
@@ -34,6 +37,7 @@ type Factory struct {
 	version        uint32
 	loginTimeout   time.Duration
 	backendTimeout time.Duration
+	idleTimeout    time.Duration
 	now            func() time.Time
 }
 
@@ -70,6 +74,7 @@ func newFactory(cfg *tdspoolpb.Config, m host.Metrics) (*Factory, error) {
 		version:        proxyVersion,
 		loginTimeout:   cfg.Timeouts.LoginTimeout.AsDuration(),
 		backendTimeout: cfg.Timeouts.BackendHandshakeTimeout.AsDuration(),
+		idleTimeout:    cfg.Timeouts.IdleTimeout.AsDuration(),
 		now:            time.Now,
 	}
 	var names []string

@@ -304,6 +304,9 @@ func (s *session) onSlot(r SlotResult) {
 		s.conn.IncCounter(b.stats.slotFallback, 1)
 	}
 	s.release = r.Release
+	if ms := s.f.idleTimeout.Milliseconds(); ms > 0 {
+		s.conn.SetFilterStateTyped(idleTimeoutFilterStateKey, fmt.Sprint(ms))
+	}
 	if !s.conn.SetFilterStateTyped(ClusterFilterStateKey, b.cfg.Cluster) {
 		s.conn.IncCounter(s.f.stats.routeFailed, 1)
 		s.refuse(backendUnavailable(b.cfg.Name, "Envoy refused cluster "+b.cfg.Cluster))

@@ -300,3 +300,24 @@ func TestMalformedClientsAreClosedAndEnvoyServesOn(t *testing.T) {
 		t.Error("no log line for the closed malformed connections")
 	}
 }
+
+func TestIdleTimeoutIsOffByDefaultAndConfigurable(t *testing.T) {
+	backend := startScriptedBackend(t, "bucket-one")
+	quiet := startProxy(t, proxyOptions{cap: 2, queueTimeout: "1s", backendPort: backend.port})
+	strict := startProxy(t, proxyOptions{cap: 2, queueTimeout: "1s", backendPort: backend.port,
+		extra: map[string]any{"timeouts": map[string]any{"idle_timeout": "0.4s"}}})
+
+	kept := dialRaw(t, quiet.listener)
+	dropped := dialRaw(t, strict.listener)
+	for _, rc := range []*rawClient{kept, dropped} {
+		if !hasLoginAck(rc.login(t, "app", "")) {
+			t.Fatal("login failed")
+		}
+	}
+	time.Sleep(1200 * time.Millisecond)
+	if got := kept.batch(t, "select 1"); got != "bucket-one" {
+		t.Fatalf("idle session without idle_timeout broke: %q", got)
+	}
+	dropped.expectClosed(t)
+	waitStat(t, strict.envoy, "tdspool.connections_active", 0)
+}

@@ -204,6 +204,7 @@ func Validate(cfg *Config) Problems {
 	checkDuration(add, "timeouts.login_timeout", t.LoginTimeout, time.Millisecond, time.Hour)
 	checkDuration(add, "timeouts.first_byte_timeout", t.FirstByteTimeout, time.Millisecond, time.Hour)
 	checkDuration(add, "timeouts.backend_handshake_timeout", t.BackendHandshakeTimeout, 10*time.Millisecond, time.Hour)
+	checkDuration(add, "timeouts.idle_timeout", t.IdleTimeout, 0, 30*24*time.Hour)
 	return p
 }
 

@@ -655,8 +655,11 @@ type Timeouts struct {
 	// From the slot grant to the backend's PRELOGIN reply (Envoy's connect included). Past it
 	// the client gets "backend unavailable". Keep it above the clusters' connect_timeout.
 	BackendHandshakeTimeout *durationpb.Duration `protobuf:"bytes,4,opt,name=backend_handshake_timeout,json=backendHandshakeTimeout,proto3" json:"backend_handshake_timeout,omitempty"` // default 3s
-	unknownFields           protoimpl.UnknownFields
-	sizeCache               protoimpl.SizeCache
+	// Closes a logged-in session with no traffic either way for this long (tcp_proxy's
+	// per-connection idle timeout). Unset or 0: never, as drivers keep pooled connections idle.
+	IdleTimeout   *durationpb.Duration `protobuf:"bytes,5,opt,name=idle_timeout,json=idleTimeout,proto3" json:"idle_timeout,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Timeouts) Reset() {
@@ -717,6 +720,13 @@ func (x *Timeouts) GetBackendHandshakeTimeout() *durationpb.Duration {
 	return nil
 }
 
+func (x *Timeouts) GetIdleTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.IdleTimeout
+	}
+	return nil
+}
+
 var File_tdspool_proto protoreflect.FileDescriptor
 
 const file_tdspool_proto_rawDesc = "" +
@@ -766,12 +776,13 @@ const file_tdspool_proto_rawDesc = "" +
 	"key_prefix\x18\x06 \x01(\tR\tkeyPrefix\x12<\n" +
 	"\fcall_timeout\x18\a \x01(\v2\x19.google.protobuf.DurationR\vcallTimeout\x126\n" +
 	"\tlease_ttl\x18\b \x01(\v2\x19.google.protobuf.DurationR\bleaseTtl\x12H\n" +
-	"\x12heartbeat_interval\x18\t \x01(\v2\x19.google.protobuf.DurationR\x11heartbeatInterval\"\xaa\x02\n" +
+	"\x12heartbeat_interval\x18\t \x01(\v2\x19.google.protobuf.DurationR\x11heartbeatInterval\"\xe8\x02\n" +
 	"\bTimeouts\x12>\n" +
 	"\rqueue_timeout\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\fqueueTimeout\x12>\n" +
 	"\rlogin_timeout\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\floginTimeout\x12G\n" +
 	"\x12first_byte_timeout\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x10firstByteTimeout\x12U\n" +
-	"\x19backend_handshake_timeout\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x17backendHandshakeTimeout*k\n" +
+	"\x19backend_handshake_timeout\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x17backendHandshakeTimeout\x12<\n" +
+	"\fidle_timeout\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\vidleTimeout*k\n" +
 	"\x10EncryptionPolicy\x12!\n" +
 	"\x1dENCRYPTION_POLICY_UNSPECIFIED\x10\x00\x12\v\n" +
 	"\aREQUIRE\x10\x01\x12\x16\n" +
@@ -831,11 +842,12 @@ var file_tdspool_proto_depIdxs = []int32{
 	9,  // 13: tdspool.v1.Timeouts.login_timeout:type_name -> google.protobuf.Duration
 	9,  // 14: tdspool.v1.Timeouts.first_byte_timeout:type_name -> google.protobuf.Duration
 	9,  // 15: tdspool.v1.Timeouts.backend_handshake_timeout:type_name -> google.protobuf.Duration
-	16, // [16:16] is the sub-list for method output_type
-	16, // [16:16] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	9,  // 16: tdspool.v1.Timeouts.idle_timeout:type_name -> google.protobuf.Duration
+	17, // [17:17] is the sub-list for method output_type
+	17, // [17:17] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_tdspool_proto_init() }
