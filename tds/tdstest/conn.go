@@ -349,6 +349,14 @@ func (c *conn) requestLoop() {
 				if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
 					c.srv.logf("tdstest %s spid %d: read: %v", c.srv.cfg.ServerName, c.spid, err)
 				}
+				// The client is gone (some drivers, e.g. pymssql on a query
+				// timeout, close instead of sending ATTENTION): stop the
+				// running request now rather than when it next writes.
+				c.mu.Lock()
+				if c.cancel != nil {
+					c.cancel()
+				}
+				c.mu.Unlock()
 				c.kill(false)
 				return
 			}

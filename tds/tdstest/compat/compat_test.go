@@ -67,3 +67,23 @@ func TestPytds(t *testing.T) {
 		})
 	}
 }
+
+func TestPymssql(t *testing.T) {
+	t.Parallel()
+	python := FindPython()
+	if python == "" || !HasPythonModule(python, "pymssql") {
+		t.Skip("pymssql not installed: run `make setup` (or pip install pymssql into .venv), or set TDSPOOL_PYTHON")
+	}
+	_, target := startServer(t, tdstest.EncryptionOptional)
+	for _, mode := range PymssqlModes {
+		t.Run(mode, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			out, err := RunPymssql(ctx, python, target, mode)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Log(out)
+		})
+	}
+}

@@ -80,8 +80,18 @@ func runScript(ctx context.Context, python string, script []byte, name string, t
 	cmd := exec.CommandContext(ctx, python, path, t.Host, strconv.Itoa(t.Port), t.User, t.Password, t.Database, mode, t.CAFile)
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), "PYTHONUNBUFFERED=1", "FREETDSCONF="+filepath.Join(dir, "freetds.conf"), "HOME="+dir)
-	// An empty freetds.conf keeps the host's configuration out of the test.
-	os.WriteFile(filepath.Join(dir, "freetds.conf"), []byte("[global]\n"), 0o644)
+	// Our own freetds.conf keeps the host's configuration out of the test
+	// and carries FreeTDS's encryption setting (pymssql has no parameter).
+	conf := "[global]\n"
+	if name == "pymssql_workload.py" {
+		conf += "\tencryption = " + mode + "\n"
+		if t.CAFile != "" {
+			conf += "\tca file = " + t.CAFile + "\n"
+		}
+	}
+	if err := os.WriteFile(filepath.Join(dir, "freetds.conf"), []byte(conf), 0o644); err != nil {
+		return "", err
+	}
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	err = cmd.Run()
