@@ -43,6 +43,7 @@ type conn struct {
 	spid uint16
 
 	rw       io.ReadWriter // transport after the handshake: raw or *tls.Conn
+	security *atomic.Int64 // the Server counter this connection's transport counts in
 	pktSize  int
 	loggedIn atomic.Bool
 	killOnce sync.Once
@@ -131,6 +132,7 @@ func (c *conn) handshake() (bool, error) {
 			return false, err
 		}
 		loginReader, afterLogin = tc, tc
+		c.security = &s.strict
 	case firstByteTDS7PRE:
 		c.rw = pc
 		pre, err := c.readPrelogin(pc)
@@ -157,6 +159,7 @@ func (c *conn) handshake() (bool, error) {
 			return false, fmt.Errorf("encryption refused (client %s, policy %s)", clientEnc, policy)
 		case tds.EncryptionNone:
 			loginReader, afterLogin = pc, pc
+			c.security = &s.plain
 		case tds.EncryptionLoginOnly, tds.EncryptionFull:
 			shim := &preloginTLSConn{Conn: pc, wrapping: true, spid: c.spid}
 			cfg := s.tlsCfg.Clone()
@@ -179,8 +182,10 @@ func (c *conn) handshake() (bool, error) {
 				afterLogin = pc
 			}
 			c.rw = tc // the login response goes out encrypted only in full mode
+			c.security = &s.fullTLS
 			if result == tds.EncryptionLoginOnly {
 				c.rw = pc
+				c.security = &s.loginOnly
 			}
 		}
 	default:
@@ -318,6 +323,7 @@ func (c *conn) login(body []byte) (bool, error) {
 	c.pktSize = size // both sides switch after the login response
 	c.loggedIn.Store(true)
 	s.logins.Add(1)
+	c.security.Add(1)
 	return true, nil
 }
 

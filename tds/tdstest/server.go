@@ -131,6 +131,8 @@ type Server struct {
 
 	// Counters for tests.
 	logins, failedLogins, resets, attentions atomic.Int64
+	// Logins by transport security, to prove which mode a driver used.
+	plain, loginOnly, fullTLS, strict atomic.Int64
 }
 
 // ErrClosed is returned by Start on a closed server.
@@ -289,12 +291,16 @@ func (s *Server) Sessions() int {
 // Stats are cumulative counters.
 type Stats struct {
 	Logins, FailedLogins, Resets, Attentions int64
+	// Successful logins by transport: no TLS, TLS for LOGIN7 only, TLS
+	// throughout (TDS 7.x wrapped handshake), TDS 8 strict.
+	Plain, LoginOnly, FullTLS, Strict int64
 }
 
 // Stats returns the cumulative counters.
 func (s *Server) Stats() Stats {
 	return Stats{Logins: s.logins.Load(), FailedLogins: s.failedLogins.Load(),
-		Resets: s.resets.Load(), Attentions: s.attentions.Load()}
+		Resets: s.resets.Load(), Attentions: s.attentions.Load(),
+		Plain: s.plain.Load(), LoginOnly: s.loginOnly.Load(), FullTLS: s.fullTLS.Load(), Strict: s.strict.Load()}
 }
 
 // SPIDs lists the SPIDs of the logged-in sessions, ascending.

@@ -2,6 +2,7 @@ package compat
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -36,14 +37,17 @@ func startServer(t *testing.T, enc tdstest.Encryption) (*tdstest.Server, Target)
 
 func TestGoMssqldb(t *testing.T) {
 	t.Parallel()
-	_, target := startServer(t, tdstest.EncryptionOptional)
+	srv, target := startServer(t, tdstest.EncryptionOptional)
+	want := map[string]string{"disable": "plain", "false": "login-only", "true": "full", "strict": "strict"}
 	for _, mode := range GoEncryptModes {
 		t.Run("encrypt="+mode, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 			defer cancel()
+			before := srv.Stats()
 			if err := RunGo(ctx, target, mode, t.Logf); err != nil {
 				t.Fatal(err)
 			}
+			expectTransport(t, before, srv.Stats(), want[mode])
 		})
 	}
 }
@@ -54,12 +58,14 @@ func TestPytds(t *testing.T) {
 	if python == "" || !HasPythonModule(python, "pytds") {
 		t.Skip("python-tds not installed: run `make setup` (or pip install python-tds pyOpenSSL into .venv), or set TDSPOOL_PYTHON")
 	}
-	_, target := startServer(t, tdstest.EncryptionOptional)
+	srv, target := startServer(t, tdstest.EncryptionOptional)
 	for _, mode := range PytdsModes {
 		t.Run(mode, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 			defer cancel()
+			before := srv.Stats()
 			out, err := RunPytds(ctx, python, target, mode)
+			defer expectTransport(t, before, srv.Stats(), map[string]string{"off": "plain", "login-only": "login-only", "full": "full"}[mode])
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -74,16 +80,76 @@ func TestPymssql(t *testing.T) {
 	if python == "" || !HasPythonModule(python, "pymssql") {
 		t.Skip("pymssql not installed: run `make setup` (or pip install pymssql into .venv), or set TDSPOOL_PYTHON")
 	}
-	_, target := startServer(t, tdstest.EncryptionOptional)
+	srv, target := startServer(t, tdstest.EncryptionOptional)
 	for _, mode := range PymssqlModes {
 		t.Run(mode, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 			defer cancel()
+			before := srv.Stats()
 			out, err := RunPymssql(ctx, python, target, mode)
+			defer expectTransport(t, before, srv.Stats(), map[string]string{"off": "plain", "request": "login-only", "require": "full"}[mode])
 			if err != nil {
 				t.Fatal(err)
 			}
 			t.Log(out)
+		})
+	}
+}
+
+// expectTransport checks that every login between two Stats snapshots used
+// the expected transport security, so a "pass" cannot hide a silent
+// fallback to plaintext.
+func expectTransport(t *testing.T, before, after tdstest.Stats, want string) {
+	t.Helper()
+	got := map[string]int64{
+		"plain":      after.Plain - before.Plain,
+		"login-only": after.LoginOnly - before.LoginOnly,
+		"full":       after.FullTLS - before.FullTLS,
+		"strict":     after.Strict - before.Strict,
+	}
+	for k, n := range got {
+		if (k == want) != (n > 0) {
+			t.Errorf("logins by transport %v, want only %s", got, want)
+			return
+		}
+	}
+}
+
+// TestGoMssqldbServerPolicies runs go-mssqldb against servers that force
+// encryption: "required" upgrades encrypt=false to full TLS and refuses
+// encrypt=disable; "strict" accepts only TDS 8.
+func TestGoMssqldbServerPolicies(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		policy tdstest.Encryption
+		mode   string
+		want   string // transport, or "" when the connection must fail
+	}{
+		{tdstest.EncryptionRequired, "false", "full"},
+		{tdstest.EncryptionRequired, "true", "full"},
+		{tdstest.EncryptionRequired, "disable", ""},
+		{tdstest.EncryptionStrict, "strict", "strict"},
+		{tdstest.EncryptionStrict, "true", ""},
+		{tdstest.EncryptionOff, "disable", "plain"},
+		{tdstest.EncryptionOff, "true", ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.policy.String()+"/encrypt="+tc.mode, func(t *testing.T) {
+			srv, target := startServer(t, tc.policy)
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			before := srv.Stats()
+			err := RunGo(ctx, target, tc.mode, nil)
+			if tc.want == "" {
+				if err == nil || !strings.Contains(err.Error(), "connect and identify") {
+					t.Fatalf("got %v, want a connection failure", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			expectTransport(t, before, srv.Stats(), tc.want)
 		})
 	}
 }
