@@ -1,0 +1,87 @@
+// Package tdstest is a TDS server that real SQL Server drivers cannot tell
+// from SQL Server where a pooler can observe it, executing a T-SQL subset on
+// SQLite (modernc.org/sqlite, pure Go). It is test and demo infrastructure:
+// the module's production code never imports it.
+//
+// # Files
+//
+//	server.go   Config (validated at once, every problem listed), Server:
+//	            Start/Close, oracle counters (OpenConnections, PeakConnections,
+//	            Sessions, SPIDs, Stats), fault injection (DropAll, ResetAll,
+//	            Kill, RefuseNew, SetDelay), the accept loop, SPID allocation.
+//	conn.go     One client connection: first-byte sniffing (0x12 PRELOGIN vs
+//	            0x16 TDS 8 ClientHello), PRELOGIN and encryption negotiation
+//	            (tds.NegotiateEncryption), TLS, LOGIN7 checks and the login
+//	            response, then the reader/executor pair and ATTENTION handling.
+//	tlsconn.go  PRELOGIN-wrapped TLS for TDS 7.x (server side), record-exact
+//	            reads after the handshake (login-only mode), message reading.
+//	cert.go     Self-signed certificate generation and PEM loading.
+//	request.go  Decoders for ALL_HEADERS, RPC (typed parameter values) and
+//	            TRANSACTION MANAGER requests — not yet in tds/.
+//	session.go  Per-session state (SQLite connection, transaction, SET
+//	            options, prepared handles), reply assembly, RESETCONNECTION,
+//	            transactions with ENVCHANGE 8/9/10, TM requests.
+//	tsql.go     T-SQL lexer and statement splitter.
+//	exec.go     Statement execution: session commands and the T-SQL → SQLite
+//	            rewrite; result sets as COLMETADATA + ROW; error mapping.
+//	rpc.go      sp_executesql, sp_prepare/sp_execute/sp_prepexec/sp_unprepare,
+//	            sp_reset_connection; T-SQL EXEC of the same procedures.
+//	types.go    SQL Server types, their SQLite storage, value conversion.
+//	store.go    One SQLite file per database (<DataDir>/<db>.sqlite).
+//	compat/     The driver compatibility workload (go-mssqldb, python-tds,
+//	            pymssql), written once with the target address as a parameter.
+//	cmd/tdsbackend  A command serving N buckets on consecutive ports.
+//
+// # Lifecycle of a connection
+//
+//  1. The accept loop counts the TCP connection (OpenConnections/Peak) and
+//     gives it the lowest free SPID from 51; every reply header carries it.
+//  2. serve reads one byte. 0x16: TLS first with ALPN "tds/8.0" (TDS 8
+//     strict), then PRELOGIN inside TLS, answered NOT_SUP so no second TLS
+//     layer starts. 0x12: PRELOGIN in clear; the answer follows the
+//     MS-TDS matrix for the server's Encryption policy; then no TLS,
+//     login-only TLS (only LOGIN7's first packet is encrypted, as drivers
+//     send it) or full TLS, the handshake wrapped in PRELOGIN packets.
+//  3. LOGIN7: SQL authentication against Config.Users, then the database,
+//     then MaxConnections. Failures are ERROR(s) + DONE(ERROR) exactly as
+//     SQL Server sends them — 18456/1/14 "Login failed for user '<u>'.",
+//     4060/1/11 then 18456 for an unknown database, 17809/3/20 over the
+//     connection limit — and the connection closes.
+//  4. The login response: ENVCHANGE database, INFO 5701, ENVCHANGE
+//     collation (SQL_Latin1_General_CP1_CI_AS), ENVCHANGE language, INFO
+//     5703, ENVCHANGE packet size, LOGINACK (TDS 7.4, "Microsoft SQL
+//     Server" 16.0.1000 = SQL Server 2022), DONE. The negotiated packet size
+//     applies from the next message on.
+//  5. A reader goroutine reads whole messages and hands them to the
+//     executor (the connection's goroutine), which runs them one at a time
+//     and writes every reply. ATTENTION is seen by the reader at once: it
+//     cancels the running request's context (WAITFOR and SQLite queries
+//     stop) and the executor answers DONE(ATTN) in place of the reply, or as
+//     a message of its own if the request had already been answered.
+//  6. The connection ends on client close, a protocol error, DropAll/Kill,
+//     or Close. A panic anywhere in the connection's goroutines is
+//     recovered, logged and closes only that connection. The session's
+//     transaction is rolled back and its temp tables dropped.
+//
+// # SQL
+//
+// Each session holds its own SQLite connection to its current database, so
+// #temp tables (SQLite TEMP tables) are private to the session and
+// BEGIN/COMMIT map onto SQLite transactions (WAL mode, 10 s busy timeout for
+// lock waits between sessions). Declared SQL Server column types are kept in
+// SQLite's schema (see types.go) so SELECT returns them. Session commands
+// (SET, USE, BEGIN/COMMIT/ROLLBACK/SAVE TRAN, WAITFOR DELAY,
+// RAISERROR/THROW, PRINT, DECLARE, IF/ELSE, EXEC sp_*) are interpreted;
+// everything else is rewritten ([x], #t, N'..', 0x.., @vars, @@vars,
+// TOP n, dbo. prefixes, GETDATE/NEWID/ISNULL/LEN/CAST/CONVERT/OBJECT_ID,
+// IDENTITY) and run by SQLite. The first error ends the batch.
+//
+// # Debugging
+//
+// Set Config.Logf to see handshake failures, protocol errors and panics
+// per connection (tagged with the server name and SPID); passwords and
+// query text are never logged. Stats counts logins by transport (plain,
+// login-only, full TLS, strict), resets and attentions, which tells which
+// path a driver took. The SQLite files under DataDir can be opened with
+// any SQLite tool while the server is stopped.
+package tdstest
