@@ -30,7 +30,7 @@ func main() {
 	printConfig := flag.Bool("print-config", false, "print the Envoy bootstrap the demo would run, and exit")
 	flag.Parse()
 	if *printConfig {
-		cfg, err := demoEnvoyConfig(*listenPort, *adminPort, fmt.Sprintf("127.0.0.1:%d", *redisPort), *firstBackend, *buckets, *maxConns)
+		cfg, err := demoEnvoyConfig(*listenPort, *adminPort, fmt.Sprintf("127.0.0.1:%d", *redisPort), *firstBackend, *buckets, *maxConns, "", "")
 		if err != nil {
 			log.Fatal(err)
 		}
@@ -66,7 +66,16 @@ func run(listenPort, adminPort, redisPort, firstBackend, nBuckets, maxConns int,
 		stopAll = append(stopAll, stop)
 		names = append(names, name)
 	}
-	cfg, err := demoEnvoyConfig(listenPort, adminPort, redis.Addr, firstBackend, nBuckets, maxConns)
+	certDir, err := os.MkdirTemp("", "tdspool-demo-tls-")
+	if err != nil {
+		return err
+	}
+	stopAll = append(stopAll, func() { os.RemoveAll(certDir) })
+	certFile, keyFile, err := writeDemoCert(certDir)
+	if err != nil {
+		return err
+	}
+	cfg, err := demoEnvoyConfig(listenPort, adminPort, redis.Addr, firstBackend, nBuckets, maxConns, certFile, keyFile)
 	if err != nil {
 		return err
 	}
@@ -84,7 +93,11 @@ func run(listenPort, adminPort, redisPort, firstBackend, nBuckets, maxConns int,
   TDS listener   127.0.0.1:%d   (connect your SQL Server client here)
   Envoy admin    http://127.0.0.1:%d   /stats  /stats/prometheus  /ready
   Redis          %s
-`, listenPort, adminPort, redis.Addr)
+  Login          %s / %s   databases tenant_a (bucket-001), tenant_b (bucket-002), tenant_c (bucket-003)
+  TLS            self-signed %s (trust it, or set TrustServerCertificate)
+  Try            go-mssqldb: sqlserver://%s:%s@127.0.0.1:%d?database=tenant_b&encrypt=disable
+                 FreeTDS:    tsql -H 127.0.0.1 -p %d -U %s -P %s -D tenant_c
+`, listenPort, adminPort, redis.Addr, demoUser, demoPassword, certFile, demoUser, demoPassword, listenPort, listenPort, demoUser, demoPassword)
 	for i, n := range names {
 		fmt.Printf("  %-13s  127.0.0.1:%d  (Envoy cluster %s, cap %d)\n", n, firstBackend+i, clusterName(n), maxConns)
 	}
@@ -112,8 +125,9 @@ func run(listenPort, adminPort, redisPort, firstBackend, nBuckets, maxConns int,
 
 func bucketName(i int) string { return fmt.Sprintf("bucket-%03d", i+1) }
 
-// demoEnvoyConfig renders the demo's Envoy bootstrap.
-func demoEnvoyConfig(listenPort, adminPort int, redisAddr string, firstBackend, nBuckets, maxConns int) ([]byte, error) {
+// demoEnvoyConfig renders the demo's Envoy bootstrap; with a certificate it also accepts
+// TDS 7 TLS (in the filter) and TDS 8 strict (in Envoy).
+func demoEnvoyConfig(listenPort, adminPort int, redisAddr string, firstBackend, nBuckets, maxConns int, certFile, keyFile string) ([]byte, error) {
 	var ebs []envoyconfig.Bucket
 	var names []string
 	for i := 0; i < nBuckets; i++ {
@@ -122,8 +136,9 @@ func demoEnvoyConfig(listenPort, adminPort int, redisAddr string, firstBackend, 
 	}
 	return envoyconfig.Render(envoyconfig.Params{
 		ListenerPort: listenPort, AdminPort: adminPort,
-		FilterConfigJSON: filterConfig(names, redisAddr, maxConns),
+		FilterConfigJSON: filterConfig(names, redisAddr, maxConns, certFile, keyFile),
 		Buckets:          ebs,
+		TDS8CertFile:     certFile, TDS8KeyFile: keyFile,
 	})
 }
 

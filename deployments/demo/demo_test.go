@@ -1,0 +1,112 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"database/sql"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	_ "github.com/microsoft/go-mssqldb"
+
+	"github.com/tdspool/tdspool/internal/stack"
+)
+
+// TestDemoServesEveryBucketAndStopsCleanly runs the demo command as `make run` does (on free
+// ports), connects with go-mssqldb to each tenant database, checks the session landed on the
+// right bucket, then stops the demo with SIGINT and checks nothing is left listening.
+func TestDemoServesEveryBucketAndStopsCleanly(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "demo")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("build demo: %v\n%s", err, out)
+	}
+	port := func() int { p, _ := stack.FreePort(); return p }
+	listen, admin, redis := port(), port(), port()
+	first := port()
+	for i := 1; i < 3; i++ { // three consecutive free ports for the buckets
+		if p := first + i; !portFree(p) {
+			t.Skipf("port %d busy", p)
+		}
+	}
+	cmd := exec.Command(bin, "-listen", fmt.Sprint(listen), "-admin", fmt.Sprint(admin), "-redis", fmt.Sprint(redis),
+		"-backend", fmt.Sprint(first), "-backend-data", t.TempDir())
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	stdout, _ := cmd.StdoutPipe()
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }()
+	ready := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		var banner strings.Builder
+		for sc.Scan() {
+			banner.WriteString(sc.Text() + "\n")
+			if strings.Contains(sc.Text(), "Ctrl-C stops everything") {
+				ready <- banner.String()
+			}
+		}
+	}()
+	select {
+	case banner := <-ready:
+		t.Logf("demo banner:\n%s", banner)
+	case <-time.After(60 * time.Second):
+		t.Fatal("demo did not come up")
+	}
+
+	for i, db := range []string{"tenant_a", "tenant_b", "tenant_c"} {
+		want := fmt.Sprintf("bucket-%03d", i+1)
+		for _, enc := range []string{"disable", "false"} {
+			dsn := fmt.Sprintf("sqlserver://demo:Demo-Passw0rd@127.0.0.1:%d?database=%s&encrypt=%s&TrustServerCertificate=true", listen, db, enc)
+			conn, err := sql.Open("sqlserver", dsn)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			var server string
+			err = conn.QueryRowContext(ctx, "SELECT @@SERVERNAME").Scan(&server)
+			cancel()
+			conn.Close()
+			if err != nil {
+				t.Fatalf("%s (encrypt=%s): %v", db, enc, err)
+			}
+			if server != want {
+				t.Fatalf("%s landed on %s, want %s", db, server, want)
+			}
+		}
+	}
+
+	_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGINT)
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("demo exited with %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("demo did not stop on SIGINT")
+	}
+	for _, p := range []int{listen, admin, redis, first, first + 1, first + 2} {
+		if !portFree(p) {
+			t.Errorf("port %d still in use after the demo stopped", p)
+		}
+	}
+}
+
+func portFree(p int) bool {
+	c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", p), 200*time.Millisecond)
+	if err != nil {
+		return true
+	}
+	c.Close()
+	return false
+}
