@@ -178,6 +178,11 @@ func (rc *rawClient) loginNoFatal(user, db string) []tds.Event {
 }
 
 func (rc *rawClient) tryLogin(user, db string) ([]tds.Event, error) {
+	return rc.tryLoginTo(user, db, "proxy")
+}
+
+// tryLoginTo logs in with server as the LOGIN7 ServerName (the name a client dialled).
+func (rc *rawClient) tryLoginTo(user, db, server string) ([]tds.Event, error) {
 	pre := tds.Prelogin{HasVersion: true, Version: 0x0C000000, HasEncryption: true, Encryption: tds.EncryptNotSup,
 		HasInstance: true, HasThreadID: true, HasMARS: true}
 	if err := rc.send(tds.PacketPrelogin, pre.AppendPrelogin(nil)); err != nil {
@@ -191,7 +196,7 @@ func (rc *rawClient) tryLogin(user, db string) ([]tds.Event, error) {
 		return nil, fmt.Errorf("PRELOGIN reply: %w", err)
 	}
 	l := tds.Login7{TDSVersion: tds.TDSVersion74, PacketSize: 4096, UserName: user, Password: tds.NewPassword("pw"),
-		Database: db, ServerName: "proxy", AppName: "integration", HostName: "h", CltIntName: "raw"}
+		Database: db, ServerName: server, AppName: "integration", HostName: "h", CltIntName: "raw"}
 	if err := rc.send(tds.PacketLogin7, l.AppendLogin7(nil)); err != nil {
 		return nil, err
 	}
