@@ -367,7 +367,7 @@ func (s *session) onBackendPreloginBytes() {
 	if err == nil {
 		pre, err = tds.DecodePrelogin(msg.Payload)
 	}
-	s.armTimer(s.f.loginTimeout-s.f.now().Sub(s.loginStarted), s.onLoginTimeout)
+	s.armTimer(max(s.f.loginTimeout-s.f.now().Sub(s.loginStarted), time.Millisecond), s.onLoginTimeout)
 	if err != nil {
 		s.refuse(backendUnavailable(s.bucket.cfg.Name, "bad PRELOGIN reply from the backend"))
 		s.conn.Log(host.LogWarn, fmt.Sprintf("bucket %s: backend PRELOGIN reply: %v", s.bucket.cfg.Name, err))

@@ -388,3 +388,40 @@ func TestSessionUnhealthyClusterRefusedBeforeQueueing(t *testing.T) {
 		t.Fatal("queued for an unhealthy backend")
 	}
 }
+
+func TestSeedErrorNumbersOption(t *testing.T) {
+	for _, tc := range []struct {
+		set  string
+		want int32
+	}{{"TRANSIENT", 40532}, {"SEED", 50002}} {
+		h := newHarness(t, `{"listener": {"encryption": "OFF_ALLOWED"}, "error_numbers": "`+tc.set+`",
+		  "buckets": [{"name": "b1", "cluster": "c1", "max_connections": 1}],
+		  "routes": [{"database": "only", "bucket": "b1"}]}`)
+		c := h.connect()
+		c.fromClient(preloginMsg(tds.EncryptOff))
+		c.conn.ToClient = nil
+		c.fromClient(login7Msg("app", "other", "proxy"))
+		var r tds.Reassembler
+		r.Feed(c.conn.ToClient)
+		msg, err := r.Next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var sc tds.Scanner
+		evs, _ := sc.Feed(msg.Payload)
+		if len(evs) == 0 || evs[0].Token != tds.TokenError || evs[0].Message.Number != tc.want {
+			t.Errorf("%s: got %v, want error %d", tc.set, evs, tc.want)
+		}
+	}
+}
+
+func TestLoginTimeoutClosesAStalledClient(t *testing.T) {
+	h := newHarness(t, `{"listener": {"encryption": "OFF_ALLOWED"}, "timeouts": {"login_timeout": "0.05s"},
+	  "buckets": [{"name": "b1", "cluster": "c1", "max_connections": 1}], "default_bucket": "b1"}`)
+	c := h.connect()
+	c.fromClient(preloginMsg(tds.EncryptOff)) // and then nothing
+	c.waitPosted(time.Second)
+	if !c.conn.Closed || h.metrics.Value("login_timeouts_total") != 1 {
+		t.Fatalf("stalled client not closed (closed=%v)", c.conn.Closed)
+	}
+}
