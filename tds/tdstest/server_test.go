@@ -47,7 +47,9 @@ func TestConfigValidationListsEveryProblem(t *testing.T) {
 	}
 }
 
-func contains(s, sub string) bool { return len(sub) == 0 || (len(s) >= len(sub) && (s[:len(sub)] == sub || contains(s[1:], sub))) }
+func contains(s, sub string) bool {
+	return len(sub) == 0 || (len(s) >= len(sub) && (s[:len(sub)] == sub || contains(s[1:], sub)))
+}
 
 // Login failures must look exactly like SQL Server's to the driver.
 func TestLoginErrors(t *testing.T) {
