@@ -241,8 +241,8 @@ func (c *conn) loginError(msgs ...tds.ServerMessage) {
 		b = m.AppendMessage(b)
 	}
 	b = tds.Done{Token: tds.TokenDone, Status: tds.DoneError}.AppendDone(b)
-	c.send(b)
 	c.srv.failedLogins.Add(1)
+	c.send(b)
 }
 
 func loginFailed(user string) tds.ServerMessage {
@@ -317,13 +317,15 @@ func (c *conn) login(body []byte) (bool, error) {
 	b = tds.EnvChangePacketSize(size, tds.DefaultPacketSize).AppendEnvChange(b)
 	b = tds.LoginAck{Interface: 1, TDSVersion: tdsVer, ProgName: progName, ProgVersion: serverVersion}.AppendLoginAck(b)
 	b = tds.Done{Token: tds.TokenDone}.AppendDone(b)
+	// Count before replying, so a test that saw its login succeed also
+	// sees the counters.
+	c.loggedIn.Store(true)
+	s.logins.Add(1)
+	c.security.Add(1)
 	if err := c.send(b); err != nil {
 		return true, err
 	}
 	c.pktSize = size // both sides switch after the login response
-	c.loggedIn.Store(true)
-	s.logins.Add(1)
-	c.security.Add(1)
 	return true, nil
 }
 
