@@ -52,17 +52,21 @@ type Server struct {
 	lastErr  atomic.Value
 }
 
-// Start listens on addr ("127.0.0.1:0" for a free port) and serves until Close.
-func Start(addr string) (*Server, error) {
-	cert, err := SelfSigned()
-	if err != nil {
-		return nil, err
+// Start listens on addr ("127.0.0.1:0" for a free port) and serves until Close. cert is the
+// TLS certificate (nil: a fresh self-signed one for localhost).
+func Start(addr string, cert *tls.Certificate) (*Server, error) {
+	if cert == nil {
+		c, err := SelfSigned()
+		if err != nil {
+			return nil, err
+		}
+		cert = &c
 	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{ln: ln, cert: cert, conns: map[net.Conn]struct{}{}}
+	s := &Server{ln: ln, cert: *cert, conns: map[net.Conn]struct{}{}}
 	s.wg.Add(1)
 	go s.accept()
 	return s, nil

@@ -24,12 +24,14 @@ const (
 	TLSDisable   = "disable" // plaintext (PRELOGIN ENCRYPT_NOT_SUP)
 	TLSFull      = "full"    // TDS 7.x, TLS for the whole session (encrypt=true)
 	TLSLoginOnly = "login"   // TDS 7.x, only LOGIN7 encrypted (encrypt=false)
+	TLSStrict    = "strict"  // TDS 8: TLS first, ALPN tds/8.0 (encrypt=strict)
 )
 
 // Config is one workload run against one address.
 type Config struct {
 	Addr        string // host:port
-	TLS         string // TLSDisable (default), TLSFull, TLSLoginOnly
+	TLS         string // TLSDisable (default), TLSFull, TLSLoginOnly, TLSStrict
+	CAFile      string // PEM certificate the server must present (verified for localhost); "" trusts any
 	Database    string // default "bench"
 	Concurrency int    // sessions / workers (default 1)
 	Duration    time.Duration
@@ -89,7 +91,7 @@ func Summarize(d []time.Duration) Percentiles {
 }
 
 // DSN builds the go-mssqldb connection string.
-func DSN(addr, tlsMode, database string, timeout time.Duration) string {
+func DSN(addr, tlsMode, caFile, database string, timeout time.Duration) string {
 	if database == "" {
 		database = "bench"
 	}
@@ -102,19 +104,27 @@ func DSN(addr, tlsMode, database string, timeout time.Duration) string {
 	switch tlsMode {
 	case TLSFull:
 		q.Set("encrypt", "true")
-		q.Set("TrustServerCertificate", "true")
 	case TLSLoginOnly:
 		q.Set("encrypt", "false")
-		q.Set("TrustServerCertificate", "true")
+	case TLSStrict:
+		q.Set("encrypt", "strict")
 	default:
 		q.Set("encrypt", "disable")
+	}
+	if tlsMode != TLSDisable && tlsMode != "" {
+		if caFile != "" {
+			q.Set("certificate", caFile)
+			q.Set("hostNameInCertificate", "localhost")
+		} else {
+			q.Set("TrustServerCertificate", "true")
+		}
 	}
 	u := url.URL{Scheme: "sqlserver", User: url.UserPassword("bench", "Bench!pw1"), Host: addr, RawQuery: q.Encode()}
 	return u.String()
 }
 
 func openDB(c *Config, timeout time.Duration) (*sql.DB, error) {
-	conn, err := mssql.NewConnector(DSN(c.Addr, c.TLS, c.Database, timeout))
+	conn, err := mssql.NewConnector(DSN(c.Addr, c.TLS, c.CAFile, c.Database, timeout))
 	if err != nil {
 		return nil, err
 	}

@@ -4,6 +4,7 @@
 package main
 
 import (
+	"crypto/tls"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -49,8 +50,19 @@ func main() {
 func serveBackend(args []string) {
 	fs := flag.NewFlagSet("backend", flag.ExitOnError)
 	addr := fs.String("addr", "127.0.0.1:0", "listen address")
+	certFile := fs.String("cert", "", "PEM certificate for TLS (default: self-signed)")
+	keyFile := fs.String("key", "", "PEM key of -cert")
 	fs.Parse(args)
-	s, err := backend.Start(*addr)
+	var cert *tls.Certificate
+	if *certFile != "" {
+		c, err := tls.LoadX509KeyPair(*certFile, *keyFile)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		cert = &c
+	}
+	s, err := backend.Start(*addr, cert)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
@@ -67,7 +79,8 @@ func runLoad(args []string) {
 	var c load.Config
 	workload := fs.String("workload", "ping", "ping | login | stream | idle | queue")
 	fs.StringVar(&c.Addr, "target", "127.0.0.1:1433", "host:port to connect to")
-	fs.StringVar(&c.TLS, "tls", load.TLSDisable, "client TLS: disable | full (TDS 7 full TLS) | login (login-only)")
+	fs.StringVar(&c.TLS, "tls", load.TLSDisable, "client TLS: disable | full (TDS 7 full TLS) | login (login-only) | strict (TDS 8)")
+	fs.StringVar(&c.CAFile, "ca", "", "PEM certificate to verify the server with (default: trust any)")
 	fs.StringVar(&c.Database, "database", "bench", "database in LOGIN7 (tdspool routes on it)")
 	fs.IntVar(&c.Concurrency, "c", 16, "concurrent sessions / workers")
 	fs.DurationVar(&c.Duration, "d", 10*time.Second, "measured duration")

@@ -1,4 +1,0 @@
-package harness
-
-// Main is `tdsbench run`.
-func Main(args []string) error { return nil }

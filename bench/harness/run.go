@@ -1,0 +1,569 @@
+package harness
+
+import (
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/tdspool/tdspool/bench/load"
+	"github.com/tdspool/tdspool/internal/stack"
+)
+
+// Plan is what one run measures.
+type Plan struct {
+	Name         string
+	Only         []string // target names to run (empty: all)
+	TLS          bool     // also the TLS targets (direct+full, envoy-tcp+full, tdspool+full, tdspool+strict)
+	Rounds       int      // each cell is measured this many times, targets in rotating order
+	Warmup       time.Duration
+	PingConc     []int
+	PingDur      time.Duration
+	LoginConc    int
+	LoginDur     time.Duration
+	StreamConc   int
+	StreamBytes  int64
+	StreamDur    time.Duration
+	StreamTLS    bool // TLS targets in the stream workload too
+	IdleSessions []int
+	IdleConc     int // parallel logins while opening idle sessions
+	IdleTLS      bool
+	QueueCap     int
+	QueueWorkers int
+	QueueHold    time.Duration
+	QueueDur     time.Duration
+	Perf         bool          // perf record Envoy (tdspool and tcp_proxy) during an extra ping run
+	PerfDur      time.Duration // length of that run
+	Out          string        // results directory
+	InProcess    bool          // run the backend inside this process (tests)
+	Progress     io.Writer
+}
+
+// QuickPlan is `make bench`: every workload, few points, a few minutes.
+func QuickPlan() Plan {
+	return Plan{Name: "quick", TLS: true, Rounds: 1, Warmup: 500 * time.Millisecond,
+		PingConc: []int{1, 16, 64}, PingDur: 3 * time.Second,
+		LoginConc: 8, LoginDur: 3 * time.Second,
+		StreamConc: 1, StreamBytes: 16 << 20, StreamDur: 4 * time.Second,
+		IdleSessions: []int{1000}, IdleConc: 32,
+		QueueCap: 8, QueueWorkers: 32, QueueHold: 10 * time.Millisecond, QueueDur: 5 * time.Second,
+		Perf: true, PerfDur: 5 * time.Second}
+}
+
+// FullPlan is `make bench-full`: the complete matrix.
+func FullPlan() Plan {
+	return Plan{Name: "full", TLS: true, Rounds: 3, Warmup: time.Second,
+		PingConc: []int{1, 4, 16, 64, 256}, PingDur: 5 * time.Second,
+		LoginConc: 8, LoginDur: 5 * time.Second,
+		StreamConc: 2, StreamBytes: 32 << 20, StreamDur: 8 * time.Second, StreamTLS: true,
+		IdleSessions: []int{1000, 5000, 9500}, IdleConc: 64, IdleTLS: true,
+		QueueCap: 8, QueueWorkers: 64, QueueHold: 10 * time.Millisecond, QueueDur: 10 * time.Second,
+		Perf: true, PerfDur: 10 * time.Second}
+}
+
+// SmokePlan is the harness test: seconds.
+func SmokePlan() Plan {
+	return Plan{Name: "smoke", Rounds: 1, Warmup: 100 * time.Millisecond,
+		PingConc: []int{2}, PingDur: 500 * time.Millisecond,
+		LoginConc: 2, LoginDur: 500 * time.Millisecond,
+		StreamConc: 1, StreamBytes: 1 << 20, StreamDur: 500 * time.Millisecond,
+		IdleSessions: []int{20}, IdleConc: 4,
+		QueueCap: 2, QueueWorkers: 6, QueueHold: 5 * time.Millisecond, QueueDur: time.Second}
+}
+
+// Cell is one measurement: a workload against a target at one load point.
+type Cell struct {
+	Workload string
+	Target   string
+	Group    string // plaintext | tls
+	Param    int    // concurrency (ping, login, stream, queue) or sessions (idle)
+	Round    int
+	Res      load.Result
+	// Proxy process CPU time per operation (µs), from /proc; 0 for direct.
+	ProxyCPUus float64
+	// idle: resident memory growth of the proxy process per session (KB), and of Envoy's
+	// own heap (tcmalloc "allocated", from /memory) per session.
+	RSSPerSessionKB  float64
+	HeapPerSessionKB float64
+	RSSBeforeKB      uint64
+	RSSHeldKB        uint64
+}
+
+// Report is everything a run produced.
+type Report struct {
+	Plan     Plan
+	Started  time.Time
+	Duration time.Duration
+	Machine  map[string]string
+	Targets  []string
+	Cells    []Cell
+	Notes    []string
+	Profiles map[string]string // target → perf report excerpt
+}
+
+// Main is `tdsbench run`.
+func Main(args []string) error {
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	mode := fs.String("plan", "quick", "quick | full")
+	out := fs.String("out", "bench/results/latest", "results directory")
+	only := fs.String("targets", "", "comma-separated target names (default all): direct,haproxy,envoy-tcp,tdspool,direct+full,envoy-tcp+full,tdspool+full,tdspool+strict")
+	noPerf := fs.Bool("no-perf", false, "skip the perf profile")
+	rounds := fs.Int("rounds", 0, "override the plan's rounds")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	var p Plan
+	switch *mode {
+	case "quick":
+		p = QuickPlan()
+	case "full":
+		p = FullPlan()
+	case "smoke":
+		p = SmokePlan()
+	default:
+		return fmt.Errorf("unknown plan %q", *mode)
+	}
+	if *only != "" {
+		p.Only = strings.Split(*only, ",")
+	}
+	if *noPerf {
+		p.Perf = false
+	}
+	if *rounds > 0 {
+		p.Rounds = *rounds
+	}
+	p.Out = *out
+	p.Progress = os.Stderr
+	rep, err := Run(p)
+	if rep != nil {
+		if werr := Write(rep, p.Out); werr != nil && err == nil {
+			err = werr
+		}
+		fmt.Fprintf(os.Stderr, "results: %s/results.md\n", p.Out)
+	}
+	return err
+}
+
+func (p *Plan) logf(format string, args ...any) {
+	if p.Progress != nil {
+		fmt.Fprintf(p.Progress, format+"\n", args...)
+	}
+}
+
+func (p *Plan) wants(name string) bool {
+	return len(p.Only) == 0 || slices.Contains(p.Only, name)
+}
+
+// Run starts the targets, measures the plan and stops everything.
+func Run(p Plan) (*Report, error) {
+	if p.Rounds <= 0 {
+		p.Rounds = 1
+	}
+	rep := &Report{Plan: p, Started: time.Now(), Machine: machine(), Profiles: map[string]string{}}
+	defer func() { rep.Duration = time.Since(rep.Started) }()
+	p.logf("== tdspool bench (%s plan)", p.Name)
+	e, err := newEnv(p.InProcess, p.Progress)
+	if err != nil {
+		return nil, err
+	}
+	defer e.close()
+	p.logf("backend %s", e.backend)
+
+	var targets []*Target
+	add := func(t *Target) {
+		if p.wants(t.Name) {
+			targets = append(targets, t)
+		}
+	}
+	add(e.direct(load.TLSDisable))
+	var hap *Target
+	if p.wants("haproxy") {
+		if hap, err = e.haproxy(p.QueueCap); err != nil {
+			rep.Notes = append(rep.Notes, "haproxy skipped: "+err.Error())
+			p.logf("haproxy skipped: %v", err)
+		} else {
+			add(hap)
+		}
+	}
+	tcp, err := e.envoyTCP()
+	if err != nil {
+		return rep, fmt.Errorf("envoy tcp_proxy: %w", err)
+	}
+	add(tcp)
+	tp, err := e.tdspool(p.QueueCap, "OFF_ALLOWED")
+	if err != nil {
+		return rep, fmt.Errorf("envoy tdspool: %w", err)
+	}
+	add(tp)
+	if p.TLS {
+		add(e.direct(load.TLSFull))
+		v := *tcp
+		v.Name, v.TLS = "envoy-tcp+full", load.TLSFull
+		add(&v)
+		f := *tp
+		f.Name, f.TLS = "tdspool+full", load.TLSFull
+		add(&f)
+		s := *tp
+		s.Name, s.TLS = "tdspool+strict", load.TLSStrict
+		add(&s)
+	}
+	for _, t := range targets {
+		rep.Targets = append(rep.Targets, t.Name)
+		if t.Kind == "tdspool" {
+			p.logf("warming %s (slot grace of new buckets)", t.Name)
+			if err := warmTdspool(t, t.TLS, e.certFile); err != nil {
+				return rep, err
+			}
+		}
+	}
+	p.logf("targets: %s", strings.Join(rep.Targets, ", "))
+
+	measure := func(workload string, param int, ts []*Target, run func(t *Target, label string) (load.Result, error)) {
+		for round := 0; round < p.Rounds; round++ {
+			for i := range ts {
+				t := ts[(i+round)%len(ts)] // rotate so no target always runs first
+				label := fmt.Sprintf("%s %s c=%d", workload, t.Name, param)
+				if p.Rounds > 1 {
+					label += fmt.Sprintf(" r%d", round+1)
+				}
+				before, _ := readProc(t.Pid)
+				res, err := run(t, label)
+				after, _ := readProc(t.Pid)
+				if err != nil {
+					p.logf("  %s: %v", label, err)
+					res.Errors++
+					res.FirstError = err.Error()
+				}
+				c := Cell{Workload: workload, Target: t.Name, Group: t.Group(), Param: param, Round: round, Res: res}
+				if t.Pid != 0 && res.Ops > 0 {
+					// The CPU window includes warm-up; scale by the measured share of the time.
+					total := res.Elapsed + p.Warmup
+					ticks := float64(after.cpuTicks - before.cpuTicks)
+					c.ProxyCPUus = ticks / clkTck * 1e6 * (res.Elapsed.Seconds() / total.Seconds()) / float64(res.Ops)
+				}
+				p.logf("  %s: %s", label, oneLine(res))
+				rep.Cells = append(rep.Cells, c)
+			}
+		}
+	}
+	cfg := func(t *Target, label string) load.Config {
+		return load.Config{Addr: t.Addr, TLS: t.TLS, CAFile: e.certFile, Warmup: p.Warmup, Label: label, Progress: p.Progress}
+	}
+	plain := func(ts []*Target) []*Target {
+		var out []*Target
+		for _, t := range ts {
+			if t.Group() == "plaintext" {
+				out = append(out, t)
+			}
+		}
+		return out
+	}
+
+	for _, c := range p.PingConc {
+		p.logf("-- ping c=%d", c)
+		measure("ping", c, targets, func(t *Target, label string) (load.Result, error) {
+			lc := cfg(t, label)
+			lc.Concurrency, lc.Duration = c, p.PingDur
+			return load.Ping(lc)
+		})
+	}
+	p.logf("-- login c=%d", p.LoginConc)
+	measure("login", p.LoginConc, targets, func(t *Target, label string) (load.Result, error) {
+		lc := cfg(t, label)
+		lc.Concurrency, lc.Duration = p.LoginConc, p.LoginDur
+		return load.Login(lc)
+	})
+	streamTargets := plain(targets)
+	if p.StreamTLS {
+		streamTargets = targets
+	}
+	p.logf("-- stream c=%d, %d MB per result", p.StreamConc, p.StreamBytes>>20)
+	measure("stream", p.StreamConc, streamTargets, func(t *Target, label string) (load.Result, error) {
+		lc := cfg(t, label)
+		lc.Concurrency, lc.Duration, lc.StreamBytes = p.StreamConc, p.StreamDur, p.StreamBytes
+		return load.Stream(lc)
+	})
+
+	var queueTargets []*Target
+	for _, t := range targets {
+		if t.QueueAddr != "" && t.Group() == "plaintext" {
+			queueTargets = append(queueTargets, t)
+		}
+	}
+	p.logf("-- queue: %d workers, cap %d, hold %s", p.QueueWorkers, p.QueueCap, p.QueueHold)
+	measure("queue", p.QueueWorkers, queueTargets, func(t *Target, label string) (load.Result, error) {
+		lc := cfg(t, label)
+		lc.Addr, lc.Database = t.QueueAddr, t.QueueDB
+		lc.Concurrency, lc.Duration, lc.Hold = p.QueueWorkers, p.QueueDur, p.QueueHold
+		return load.Queue(lc)
+	})
+
+	if err := idle(&p, e, rep); err != nil {
+		p.logf("idle: %v", err)
+		rep.Notes = append(rep.Notes, "idle: "+err.Error())
+	}
+
+	if p.Perf {
+		for _, t := range []*Target{tcp, tp} {
+			if !p.wants(t.Name) {
+				continue
+			}
+			prof, err := perfProfile(&p, t, e)
+			if err != nil {
+				rep.Notes = append(rep.Notes, fmt.Sprintf("perf %s: %v", t.Name, err))
+				p.logf("perf %s: %v", t.Name, err)
+				continue
+			}
+			rep.Profiles[t.Name] = prof
+		}
+	}
+	if e.inProc != nil {
+		if err := e.inProc.LastError(); err != nil {
+			rep.Notes = append(rep.Notes, "backend protocol error: "+err.Error())
+		}
+	}
+	return rep, nil
+}
+
+// idle opens N sessions through a fresh proxy process each time (so earlier runs do not
+// leave memory behind that the next one reuses) and records the proxy's memory growth.
+func idle(p *Plan, e *env, rep *Report) error {
+	type mk struct {
+		name  string
+		tls   string
+		start func() (*Target, error)
+	}
+	kinds := []mk{
+		{"haproxy", load.TLSDisable, func() (*Target, error) { return e.haproxy(p.QueueCap) }},
+		{"envoy-tcp", load.TLSDisable, e.envoyTCP},
+		{"tdspool", load.TLSDisable, func() (*Target, error) { return e.tdspool(p.QueueCap, "OFF_ALLOWED") }},
+	}
+	if p.IdleTLS {
+		kinds = append(kinds, mk{"tdspool+full", load.TLSFull, func() (*Target, error) { return e.tdspool(p.QueueCap, "OFF_ALLOWED") }})
+	}
+	for _, n := range p.IdleSessions {
+		p.logf("-- idle %d sessions", n)
+		for _, k := range kinds {
+			if !p.wants(k.name) {
+				continue
+			}
+			t, err := k.start()
+			if err != nil {
+				return fmt.Errorf("%s: %w", k.name, err)
+			}
+			t.Name, t.TLS = k.name, k.tls
+			if t.Kind == "tdspool" {
+				if err := warmTdspool(t, t.TLS, e.certFile); err != nil {
+					stopTarget(e, t)
+					return err
+				}
+			}
+			time.Sleep(500 * time.Millisecond)
+			before, _ := readProc(t.Pid)
+			heapBefore := envoyHeap(t)
+			var held procStat
+			var heapHeld uint64
+			label := fmt.Sprintf("idle %s n=%d", t.Name, n)
+			res, err := load.Idle(load.Config{Addr: t.Addr, TLS: t.TLS, CAFile: e.certFile, Sessions: n, Concurrency: p.IdleConc,
+				Label: label, Progress: p.Progress, WhileHeld: func() {
+					time.Sleep(time.Second)
+					held, _ = readProc(t.Pid)
+					heapHeld = envoyHeap(t)
+				}})
+			if err != nil {
+				res.FirstError = err.Error()
+			}
+			c := Cell{Workload: "idle", Target: t.Name, Group: t.Group(), Param: n, Res: res,
+				RSSBeforeKB: before.rssKB, RSSHeldKB: held.rssKB}
+			if res.Sessions > 0 && held.rssKB > before.rssKB {
+				c.RSSPerSessionKB = float64(held.rssKB-before.rssKB) / float64(res.Sessions)
+			}
+			if res.Sessions > 0 && heapHeld > heapBefore {
+				c.HeapPerSessionKB = float64(heapHeld-heapBefore) / 1024 / float64(res.Sessions)
+			}
+			p.logf("  %s: %d sessions in %s, RSS %d → %d KB (%.1f KB/session, Envoy heap %.1f KB/session)%s", label,
+				res.Sessions, res.OpenTime.Round(time.Millisecond), before.rssKB, held.rssKB, c.RSSPerSessionKB,
+				c.HeapPerSessionKB, errSuffix(res))
+			rep.Cells = append(rep.Cells, c)
+			stopTarget(e, t)
+			time.Sleep(time.Second) // sockets drain before the next proxy
+		}
+	}
+	return nil
+}
+
+func errSuffix(r load.Result) string {
+	if r.Errors == 0 && r.FirstError == "" {
+		return ""
+	}
+	return fmt.Sprintf(" errors=%d first: %s", r.Errors, r.FirstError)
+}
+
+// stopTarget stops a target started for one measurement (and forgets its stop in env).
+func stopTarget(e *env, t *Target) {
+	if len(e.stops) > 0 {
+		e.stops[len(e.stops)-1]()
+		e.stops = e.stops[:len(e.stops)-1]
+	}
+}
+
+// envoyHeap is tcmalloc's allocated bytes from Envoy's /memory (0 for non-Envoy targets).
+func envoyHeap(t *Target) uint64 {
+	if t.Envoy == nil {
+		return 0
+	}
+	body, err := t.Envoy.Admin("/memory")
+	if err != nil {
+		return 0
+	}
+	var m struct {
+		Allocated string `json:"allocated"`
+	}
+	if json.Unmarshal([]byte(body), &m) != nil {
+		return 0
+	}
+	var v uint64
+	fmt.Sscanf(m.Allocated, "%d", &v)
+	return v
+}
+
+// perfProfile runs ping at the highest concurrency against t with `perf record -g` attached
+// to the Envoy process and returns the top of `perf report`.
+func perfProfile(p *Plan, t *Target, e *env) (string, error) {
+	perf, err := exec.LookPath("perf")
+	if err != nil {
+		return "", errors.New("perf not installed (apt-get install linux-perf)")
+	}
+	if err := os.MkdirAll(p.Out, 0o755); err != nil {
+		return "", err
+	}
+	data := filepath.Join(e.dir, "perf-"+t.Name+".data")
+	conc := p.PingConc[len(p.PingConc)-1]
+	p.logf("-- perf record %s (ping c=%d, %s)", t.Name, conc, p.PerfDur)
+	rec := exec.Command(perf, "record", "-g", "-F", "999", "-p", fmt.Sprint(t.Pid), "-o", data, "--", "sleep", fmt.Sprint(p.PerfDur.Seconds()))
+	recOut, _ := os.CreateTemp(e.dir, "perf-record-*.log")
+	rec.Stdout, rec.Stderr = recOut, recOut
+	if err := rec.Start(); err != nil {
+		return "", err
+	}
+	time.Sleep(200 * time.Millisecond)
+	_, _ = load.Ping(load.Config{Addr: t.Addr, TLS: t.TLS, Concurrency: conc, Duration: p.PerfDur - 300*time.Millisecond,
+		Label: "perf " + t.Name, Progress: p.Progress})
+	if err := rec.Wait(); err != nil {
+		b, _ := os.ReadFile(recOut.Name())
+		return "", fmt.Errorf("perf record: %v: %s", err, b)
+	}
+	var sections []string
+	for _, sort := range []string{"dso", "dso,symbol"} {
+		args := []string{"report", "-i", data, "--stdio", "--no-children", "--sort", sort, "--percent-limit", "0.7", "-g", "none"}
+		out, err := exec.Command(perf, args...).Output()
+		if err != nil {
+			return "", fmt.Errorf("perf report: %v", err)
+		}
+		var keep []string
+		for _, l := range strings.Split(string(out), "\n") {
+			if strings.TrimSpace(l) == "" || strings.HasPrefix(l, "#") && !strings.HasPrefix(l, "# Samples") && !strings.HasPrefix(l, "# Event count") {
+				continue
+			}
+			keep = append(keep, strings.TrimRight(l, " "))
+		}
+		sections = append(sections, fmt.Sprintf("perf report --sort %s (Envoy pid, ping c=%d, %s):\n%s", sort, conc, p.PerfDur,
+			strings.Join(keep, "\n")))
+	}
+	// The Go part, with callers folded in, to see what inside the module costs.
+	out, err := exec.Command(perf, "report", "-i", data, "--stdio", "--children", "--sort", "symbol", "--dsos", "libtdspool.so",
+		"--percent-limit", "1.5", "-g", "none").Output()
+	if err == nil {
+		var keep []string
+		for _, l := range strings.Split(string(out), "\n") {
+			if strings.TrimSpace(l) != "" && !strings.HasPrefix(l, "#") {
+				keep = append(keep, strings.TrimRight(l, " "))
+			}
+		}
+		if len(keep) > 0 {
+			sections = append(sections, "inside libtdspool.so, children included (share of all Envoy samples):\n"+strings.Join(keep, "\n"))
+		}
+	}
+	text := strings.Join(sections, "\n\n")
+	_ = os.WriteFile(filepath.Join(p.Out, "profile-"+t.Name+".txt"), []byte(text+"\n"), 0o644)
+	return text, nil
+}
+
+func oneLine(r load.Result) string {
+	s := fmt.Sprintf("ops=%d %.0f/s", r.Ops, r.QPS)
+	if r.Lat.N > 0 {
+		s += fmt.Sprintf(" p50=%s p99=%s", d(r.Lat.P50), d(r.Lat.P99))
+	}
+	if r.MBps > 0 {
+		s += fmt.Sprintf(" %.1f MB/s", r.MBps)
+	}
+	if r.Workload == "queue" || r.Workload == "login" {
+		s += fmt.Sprintf(" login p50=%s p99=%s", d(r.LoginLat.P50), d(r.LoginLat.P99))
+	}
+	if r.Workload == "queue" {
+		s += fmt.Sprintf(" fairness=%.3f", r.Fairness)
+	}
+	return s + errSuffix(r)
+}
+
+func machine() map[string]string {
+	m := map[string]string{
+		"go":   runtime.Version(),
+		"cpus": fmt.Sprint(runtime.NumCPU()),
+		"os":   runtime.GOOS + "/" + runtime.GOARCH,
+	}
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(l, "model name"); ok {
+				m["cpu"] = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(v), ":"))
+				break
+			}
+		}
+	}
+	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		m["kernel"] = strings.TrimSpace(string(b))
+	}
+	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
+		m["memory"] = strings.TrimSpace(strings.TrimPrefix(strings.Split(string(b), "\n")[0], "MemTotal:"))
+	}
+	if bin, err := stack.EnvoyBinary(); err == nil {
+		if out, err := exec.Command(bin, "--version").Output(); err == nil {
+			s := strings.TrimSpace(string(out))
+			if i := strings.Index(s, "version: "); i >= 0 {
+				s = s[i+len("version: "):]
+			}
+			m["envoy"] = s
+		}
+	}
+	if out, err := exec.Command("haproxy", "-v").Output(); err == nil {
+		m["haproxy"] = strings.TrimSpace(strings.Split(string(out), "\n")[0])
+	} else if out, err := exec.Command("/usr/sbin/haproxy", "-v").Output(); err == nil {
+		m["haproxy"] = strings.TrimSpace(strings.Split(string(out), "\n")[0])
+	}
+	if out, err := exec.Command("redis-server", "--version").Output(); err == nil {
+		m["redis"] = strings.TrimSpace(string(out))
+	}
+	if out, err := exec.Command("git", "rev-parse", "--short", "HEAD").Output(); err == nil {
+		m["commit"] = strings.TrimSpace(string(out))
+	}
+	var lim [2]uint64
+	if b, err := os.ReadFile("/proc/self/limits"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(l, "Max open files") {
+				f := strings.Fields(l)
+				fmt.Sscanf(f[3], "%d", &lim[0])
+				fmt.Sscanf(f[4], "%d", &lim[1])
+				m["nofile"] = fmt.Sprintf("%d (hard %d)", lim[0], lim[1])
+			}
+		}
+	}
+	return m
+}
