@@ -345,8 +345,11 @@ func TestScannerTokenLimit(t *testing.T) {
 
 func FuzzScanner(f *testing.F) {
 	stream, _ := buildResponse(f, 4)
-	f.Add(stream, uint16(7))
-	f.Add(stream[:len(stream)/2], uint16(1))
+	// The full response is kept out of the seeds: with it the fuzz
+	// coordinator's exec counter stalled (the worker kept running).
+	f.Add(stream[:200], uint16(7))
+	f.Add(stream[len(stream)-300:], uint16(1))
+	f.Add(ColMetadata{Columns: allTypesColumns()}.AppendColMetadata(nil), uint16(5))
 	f.Add(ErrorMessage(1, 1, 16, "x", "s", "p", 1), uint16(3))
 	f.Add([]byte{byte(TokenColMetadata), 1, 0, 0, 0, 0, 0, 0, 0, byte(TypeText), 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, byte(TokenRow), 5}, uint16(2))
 	f.Fuzz(func(t *testing.T, b []byte, step uint16) {
