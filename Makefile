@@ -110,3 +110,14 @@ run: setup build
 
 clean:
 	rm -rf $(BIN) out tmp
+
+# Benchmarks (bench/README.md): every target started on loopback and compared in one run.
+# Results go to bench/results/latest (results.md, results.json, PNG charts, perf profiles).
+BENCH_OUT ?= bench/results/latest
+bench: setup build
+	$(GO) build -o $(BIN)/tdsbench ./bench/cmd/tdsbench
+	$(BIN)/tdsbench run -plan quick -out $(BENCH_OUT) $(BENCH_FLAGS)
+
+bench-full: setup build
+	$(GO) build -o $(BIN)/tdsbench ./bench/cmd/tdsbench
+	$(BIN)/tdsbench run -plan full -out $(BENCH_OUT) $(BENCH_FLAGS)

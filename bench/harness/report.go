@@ -359,8 +359,8 @@ func (r *Report) Markdown() string {
 		b.WriteString("## Errors (first per cell)\n\n" + strings.Join(errs, "\n") + "\n\n")
 	}
 	if len(r.Profiles) > 0 {
-		b.WriteString("## Profiles (perf record -g on the Envoy process during ping)\n\n")
-		for _, name := range []string{"envoy-tcp", "tdspool"} {
+		b.WriteString("## Profiles (perf record -g on the Envoy process)\n\n")
+		for _, name := range []string{"envoy-tcp ping", "tdspool ping", "tdspool login"} {
 			if p, ok := r.Profiles[name]; ok {
 				fmt.Fprintf(&b, "### %s\n\n```\n%s\n```\n\n", name, p)
 			}

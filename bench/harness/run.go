@@ -31,7 +31,7 @@ type Plan struct {
 	LoginDur     time.Duration
 	StreamConc   int
 	StreamBytes  int64
-	StreamDur    time.Duration
+	StreamCount  int  // results per session
 	StreamTLS    bool // TLS targets in the stream workload too
 	IdleSessions []int
 	IdleConc     int // parallel logins while opening idle sessions
@@ -52,7 +52,7 @@ func QuickPlan() Plan {
 	return Plan{Name: "quick", TLS: true, Rounds: 1, Warmup: 500 * time.Millisecond,
 		PingConc: []int{1, 16, 64}, PingDur: 3 * time.Second,
 		LoginConc: 8, LoginDur: 3 * time.Second,
-		StreamConc: 1, StreamBytes: 16 << 20, StreamDur: 4 * time.Second,
+		StreamConc: 1, StreamBytes: 16 << 20, StreamCount: 6,
 		IdleSessions: []int{1000}, IdleConc: 32,
 		QueueCap: 8, QueueWorkers: 32, QueueHold: 10 * time.Millisecond, QueueDur: 5 * time.Second,
 		Perf: true, PerfDur: 5 * time.Second}
@@ -63,7 +63,7 @@ func FullPlan() Plan {
 	return Plan{Name: "full", TLS: true, Rounds: 3, Warmup: time.Second,
 		PingConc: []int{1, 4, 16, 64, 256}, PingDur: 5 * time.Second,
 		LoginConc: 8, LoginDur: 5 * time.Second,
-		StreamConc: 2, StreamBytes: 32 << 20, StreamDur: 8 * time.Second, StreamTLS: true,
+		StreamConc: 2, StreamBytes: 32 << 20, StreamCount: 8, StreamTLS: true,
 		IdleSessions: []int{1000, 5000, 9500}, IdleConc: 64, IdleTLS: true,
 		QueueCap: 8, QueueWorkers: 64, QueueHold: 10 * time.Millisecond, QueueDur: 10 * time.Second,
 		Perf: true, PerfDur: 10 * time.Second}
@@ -74,7 +74,7 @@ func SmokePlan() Plan {
 	return Plan{Name: "smoke", Rounds: 1, Warmup: 100 * time.Millisecond,
 		PingConc: []int{2}, PingDur: 500 * time.Millisecond,
 		LoginConc: 2, LoginDur: 500 * time.Millisecond,
-		StreamConc: 1, StreamBytes: 1 << 20, StreamDur: 500 * time.Millisecond,
+		StreamConc: 1, StreamBytes: 1 << 20, StreamCount: 3,
 		IdleSessions: []int{20}, IdleConc: 4,
 		QueueCap: 2, QueueWorkers: 6, QueueHold: 5 * time.Millisecond, QueueDur: time.Second}
 }
@@ -168,7 +168,11 @@ func Run(p Plan) (*Report, error) {
 		p.Rounds = 1
 	}
 	rep := &Report{Plan: p, Started: time.Now(), Machine: machine(), Profiles: map[string]string{}}
-	defer func() { rep.Duration = time.Since(rep.Started) }()
+	rep.Machine["load average at start"] = loadavg()
+	defer func() {
+		rep.Duration = time.Since(rep.Started)
+		rep.Machine["load average at end"] = loadavg()
+	}()
 	p.logf("== tdspool bench (%s plan)", p.Name)
 	e, err := newEnv(p.InProcess, p.Progress)
 	if err != nil {
@@ -246,6 +250,9 @@ func Run(p Plan) (*Report, error) {
 				if t.Pid != 0 && res.Ops > 0 {
 					// The CPU window includes warm-up; scale by the measured share of the time.
 					total := res.Elapsed + p.Warmup
+					if workload == "stream" {
+						total = res.Elapsed + res.Elapsed/time.Duration(max(1, res.Ops)) // one warm-up result
+					}
 					ticks := float64(after.cpuTicks - before.cpuTicks)
 					c.ProxyCPUus = ticks / clkTck * 1e6 * (res.Elapsed.Seconds() / total.Seconds()) / float64(res.Ops)
 				}
@@ -288,7 +295,7 @@ func Run(p Plan) (*Report, error) {
 	p.logf("-- stream c=%d, %d MB per result", p.StreamConc, p.StreamBytes>>20)
 	measure("stream", p.StreamConc, streamTargets, func(t *Target, label string) (load.Result, error) {
 		lc := cfg(t, label)
-		lc.Concurrency, lc.Duration, lc.StreamBytes = p.StreamConc, p.StreamDur, p.StreamBytes
+		lc.Concurrency, lc.Count, lc.StreamBytes = p.StreamConc, p.StreamCount, p.StreamBytes
 		return load.Stream(lc)
 	})
 
@@ -312,17 +319,21 @@ func Run(p Plan) (*Report, error) {
 	}
 
 	if p.Perf {
-		for _, t := range []*Target{tcp, tp} {
-			if !p.wants(t.Name) {
+		for _, run := range []struct {
+			t        *Target
+			workload string
+		}{{tcp, "ping"}, {tp, "ping"}, {tp, "login"}} {
+			if !p.wants(run.t.Name) {
 				continue
 			}
-			prof, err := perfProfile(&p, t, e)
+			prof, err := perfProfile(&p, run.t, e, run.workload)
+			name := run.t.Name + " " + run.workload
 			if err != nil {
-				rep.Notes = append(rep.Notes, fmt.Sprintf("perf %s: %v", t.Name, err))
-				p.logf("perf %s: %v", t.Name, err)
+				rep.Notes = append(rep.Notes, fmt.Sprintf("perf %s: %v", name, err))
+				p.logf("perf %s: %v", name, err)
 				continue
 			}
-			rep.Profiles[t.Name] = prof
+			rep.Profiles[name] = prof
 		}
 	}
 	if e.inProc != nil {
@@ -437,7 +448,7 @@ func envoyHeap(t *Target) uint64 {
 
 // perfProfile runs ping at the highest concurrency against t with `perf record -g` attached
 // to the Envoy process and returns the top of `perf report`.
-func perfProfile(p *Plan, t *Target, e *env) (string, error) {
+func perfProfile(p *Plan, t *Target, e *env, workload string) (string, error) {
 	perf, err := exec.LookPath("perf")
 	if err != nil {
 		return "", errors.New("perf not installed (apt-get install linux-perf)")
@@ -445,9 +456,12 @@ func perfProfile(p *Plan, t *Target, e *env) (string, error) {
 	if err := os.MkdirAll(p.Out, 0o755); err != nil {
 		return "", err
 	}
-	data := filepath.Join(e.dir, "perf-"+t.Name+".data")
+	data := filepath.Join(e.dir, "perf-"+t.Name+"-"+workload+".data")
 	conc := p.PingConc[len(p.PingConc)-1]
-	p.logf("-- perf record %s (ping c=%d, %s)", t.Name, conc, p.PerfDur)
+	if workload == "login" {
+		conc = p.LoginConc
+	}
+	p.logf("-- perf record %s (%s c=%d, %s)", t.Name, workload, conc, p.PerfDur)
 	rec := exec.Command(perf, "record", "-g", "-F", "999", "-p", fmt.Sprint(t.Pid), "-o", data, "--", "sleep", fmt.Sprint(p.PerfDur.Seconds()))
 	recOut, _ := os.CreateTemp(e.dir, "perf-record-*.log")
 	rec.Stdout, rec.Stderr = recOut, recOut
@@ -455,8 +469,13 @@ func perfProfile(p *Plan, t *Target, e *env) (string, error) {
 		return "", err
 	}
 	time.Sleep(200 * time.Millisecond)
-	_, _ = load.Ping(load.Config{Addr: t.Addr, TLS: t.TLS, Concurrency: conc, Duration: p.PerfDur - 300*time.Millisecond,
-		Label: "perf " + t.Name, Progress: p.Progress})
+	lc := load.Config{Addr: t.Addr, TLS: t.TLS, Concurrency: conc, Duration: p.PerfDur - 300*time.Millisecond,
+		Label: "perf " + t.Name + " " + workload, Progress: p.Progress}
+	if workload == "login" {
+		_, _ = load.Login(lc)
+	} else {
+		_, _ = load.Ping(lc)
+	}
 	if err := rec.Wait(); err != nil {
 		b, _ := os.ReadFile(recOut.Name())
 		return "", fmt.Errorf("perf record: %v: %s", err, b)
@@ -473,9 +492,9 @@ func perfProfile(p *Plan, t *Target, e *env) (string, error) {
 			if strings.TrimSpace(l) == "" || strings.HasPrefix(l, "#") && !strings.HasPrefix(l, "# Samples") && !strings.HasPrefix(l, "# Event count") {
 				continue
 			}
-			keep = append(keep, strings.TrimRight(l, " "))
+			keep = append(keep, trimPerf(l))
 		}
-		sections = append(sections, fmt.Sprintf("perf report --sort %s (Envoy pid, ping c=%d, %s):\n%s", sort, conc, p.PerfDur,
+		sections = append(sections, fmt.Sprintf("perf report --sort %s (Envoy pid, %s c=%d, %s):\n%s", sort, workload, conc, p.PerfDur,
 			strings.Join(keep, "\n")))
 	}
 	// The Go part, with callers folded in, to see what inside the module costs.
@@ -485,7 +504,7 @@ func perfProfile(p *Plan, t *Target, e *env) (string, error) {
 		var keep []string
 		for _, l := range strings.Split(string(out), "\n") {
 			if strings.TrimSpace(l) != "" && !strings.HasPrefix(l, "#") {
-				keep = append(keep, strings.TrimRight(l, " "))
+				keep = append(keep, trimPerf(l))
 			}
 		}
 		if len(keep) > 0 {
@@ -493,8 +512,23 @@ func perfProfile(p *Plan, t *Target, e *env) (string, error) {
 		}
 	}
 	text := strings.Join(sections, "\n\n")
-	_ = os.WriteFile(filepath.Join(p.Out, "profile-"+t.Name+".txt"), []byte(text+"\n"), 0o644)
+	_ = os.WriteFile(filepath.Join(p.Out, "profile-"+t.Name+"-"+workload+".txt"), []byte(text+"\n"), 0o644)
 	return text, nil
+}
+
+// trimPerf drops perf's empty trailing columns and padding.
+func trimPerf(l string) string {
+	l = strings.TrimRight(l, " -")
+	return strings.Join(strings.Fields(l), " ")
+}
+
+func loadavg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(b))
+	return strings.Join(f[:3], " ")
 }
 
 func oneLine(r load.Result) string {

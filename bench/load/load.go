@@ -37,6 +37,7 @@ type Config struct {
 	Duration    time.Duration
 	Warmup      time.Duration // run unrecorded first (ping, login, stream)
 	StreamBytes int64         // stream: bytes per query (default 32 MB)
+	Count       int           // stream: results per session; when > 0 it replaces Duration
 	Sessions    int           // idle: sessions to hold
 	Hold        time.Duration // queue: how long each session is held after its query
 	// WhileHeld runs once the idle sessions are all open (measure memory there).
@@ -359,6 +360,11 @@ func Stream(c Config) (Result, error) {
 		defer conns[i].Close()
 	}
 	query := fmt.Sprintf("STREAM %d", c.StreamBytes)
+	if c.Count > 0 {
+		// A fixed amount of work: results take long enough that a time window would cut
+		// them off and count whole results only.
+		return counted(&c, conns, query)
+	}
 	res := timed(&c, "stream", func(ctx context.Context, w int, rec *recorder, record bool) {
 		t0 := time.Now()
 		err := readAll(conns[w], query)
@@ -375,6 +381,40 @@ func Stream(c Config) (Result, error) {
 		rec.lat[w] = append(rec.lat[w], d)
 	})
 	// Only whole results count; MB/s from completed results over the window.
+	res.Bytes = res.Ops * c.StreamBytes
+	if res.Elapsed > 0 {
+		res.MBps = float64(res.Bytes) / 1e6 / res.Elapsed.Seconds()
+	}
+	return res, nil
+}
+
+func counted(c *Config, conns []*sql.Conn, query string) (Result, error) {
+	if c.Warmup > 0 {
+		_ = readAll(conns[0], query)
+	}
+	rec := newRecorder(c.Concurrency)
+	start := time.Now()
+	stop := make(chan struct{})
+	go progress(c, rec, start, 0, stop)
+	var wg sync.WaitGroup
+	for w := range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < c.Count; i++ {
+				t0 := time.Now()
+				if err := readAll(conns[w], query); err != nil {
+					rec.fail(err)
+					return
+				}
+				rec.lat[w] = append(rec.lat[w], time.Since(t0))
+				rec.ops.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	close(stop)
+	res := rec.result(c, "stream", time.Since(start))
 	res.Bytes = res.Ops * c.StreamBytes
 	if res.Elapsed > 0 {
 		res.MBps = float64(res.Bytes) / 1e6 / res.Elapsed.Seconds()
