@@ -27,40 +27,24 @@ func TestDemoServesEveryBucketAndStopsCleanly(t *testing.T) {
 	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
 		t.Fatalf("build demo: %v\n%s", err, out)
 	}
-	port := func() int { p, _ := stack.FreePort(); return p }
-	listen, admin, redis := port(), port(), port()
-	first := port()
-	for i := 1; i < 3; i++ { // three consecutive free ports for the buckets
-		if p := first + i; !portFree(p) {
-			t.Skipf("port %d busy", p)
+	// The demo needs consecutive backend ports; other test packages run in parallel and may
+	// take one between our check and the demo's bind, so a start that fails is retried.
+	var cmd *exec.Cmd
+	var listen, admin, redis, first int
+	for attempt := 1; ; attempt++ {
+		var banner string
+		var ok bool
+		listen, admin, redis, first = freePort(t), freePort(t), freePort(t), freeRun(t, 3)
+		cmd, banner, ok = startDemo(t, bin, listen, admin, redis, first)
+		if ok {
+			t.Logf("demo banner:\n%s", banner)
+			break
 		}
-	}
-	cmd := exec.Command(bin, "-listen", fmt.Sprint(listen), "-admin", fmt.Sprint(admin), "-redis", fmt.Sprint(redis),
-		"-backend", fmt.Sprint(first), "-backend-data", t.TempDir())
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	stdout, _ := cmd.StdoutPipe()
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
+		if attempt == 3 {
+			t.Fatal("demo did not come up in 3 attempts")
+		}
 	}
 	defer func() { _ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }()
-	ready := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		var banner strings.Builder
-		for sc.Scan() {
-			banner.WriteString(sc.Text() + "\n")
-			if strings.Contains(sc.Text(), "Ctrl-C stops everything") {
-				ready <- banner.String()
-			}
-		}
-	}()
-	select {
-	case banner := <-ready:
-		t.Logf("demo banner:\n%s", banner)
-	case <-time.After(60 * time.Second):
-		t.Fatal("demo did not come up")
-	}
 
 	for i, db := range []string{"tenant_a", "tenant_b", "tenant_c"} {
 		want := fmt.Sprintf("bucket-%03d", i+1)
@@ -100,6 +84,69 @@ func TestDemoServesEveryBucketAndStopsCleanly(t *testing.T) {
 			t.Errorf("port %d still in use after the demo stopped", p)
 		}
 	}
+}
+
+// startDemo starts the demo and waits for its banner; false if it exited or hung first.
+func startDemo(t *testing.T, bin string, listen, admin, redis, first int) (*exec.Cmd, string, bool) {
+	cmd := exec.Command(bin, "-listen", fmt.Sprint(listen), "-admin", fmt.Sprint(admin), "-redis", fmt.Sprint(redis),
+		"-backend", fmt.Sprint(first), "-backend-data", t.TempDir())
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	stdout, _ := cmd.StdoutPipe()
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	ready := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		var banner strings.Builder
+		for sc.Scan() {
+			banner.WriteString(sc.Text() + "\n")
+			if strings.Contains(sc.Text(), "Ctrl-C stops everything") {
+				ready <- banner.String()
+			}
+		}
+		close(ready)
+	}()
+	select {
+	case banner, ok := <-ready:
+		if ok {
+			return cmd, banner, true
+		}
+	case <-time.After(60 * time.Second):
+	}
+	_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	_ = cmd.Wait()
+	return nil, "", false
+}
+
+func freePort(t *testing.T) int {
+	p, err := stack.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// freeRun finds n consecutive free loopback ports.
+func freeRun(t *testing.T, n int) int {
+	for i := 0; i < 50; i++ {
+		first := freePort(t)
+		ok := true
+		for j := 1; j < n; j++ {
+			l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", first+j))
+			if err != nil {
+				ok = false
+				break
+			}
+			l.Close()
+		}
+		if ok {
+			return first
+		}
+	}
+	t.Fatal("no run of free ports")
+	return 0
 }
 
 func portFree(p int) bool {
