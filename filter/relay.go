@@ -80,7 +80,11 @@ func (s *session) onMessageEnd() {
 		s.conn.IncCounter(s.bucket.stats.requestsUnclassified, 1)
 	}
 	s.applyRequestFacts(&facts)
-	r.req = r.req[:0]
+	if cap(r.req) > 4<<10 {
+		r.req = nil // do not keep a large buffer for an idle session
+	} else {
+		r.req = r.req[:0]
+	}
 }
 
 // applyRequestFacts turns what a request does into pin reasons. Transactions are left to the

@@ -425,6 +425,8 @@ func (s *session) onLoginResponseDone() {
 	s.conn.IncCounter(b.stats.sessionsTotal, 1)
 	s.conn.IncGauge(b.stats.sessionsActive, 1)
 	s.ph = phRelay
+	// The handshake buffers are done with; an idle session should hold as little as possible.
+	s.clientIn, s.backendIn, s.loginResp = tds.Reassembler{}, tds.Reassembler{}, tds.ResponseScanner{}
 	s.relay.start(s)
 	if s.conn.ReadBufferLen() > 0 {
 		s.conn.ContinueReading()
