@@ -68,6 +68,8 @@ var font5x7 = map[rune][7]string{
 	' ': {".....", ".....", ".....", ".....", ".....", ".....", "....."},
 }
 
+func init() { font5x7['Μ'] = font5x7['µ'] } // strings.ToUpper("µ") is Greek capital mu
+
 type canvas struct {
 	img *image.RGBA
 }
