@@ -44,7 +44,7 @@ type Plan struct {
 	PerfDur      time.Duration // length of that run
 	Out          string        // results directory
 	InProcess    bool          // run the backend inside this process (tests)
-	Progress     io.Writer `json:"-"`
+	Progress     io.Writer     `json:"-"`
 }
 
 // QuickPlan is `make bench`: every workload, few points, a few minutes.
