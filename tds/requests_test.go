@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"reflect"
 	"testing"
+	"time"
 )
 
 func TestAllHeadersLayout(t *testing.T) {
@@ -206,6 +207,13 @@ func TestClassifyRequest(t *testing.T) {
 func FuzzRPC(f *testing.F) {
 	stmt, _ := NewRPCParam("", 0, NVarCharType(0), "select 1")
 	f.Add((&RPCRequest{Calls: []RPCCall{{ProcID: ProcExecuteSQL, Params: []RPCParam{stmt}}, {ProcName: "p"}}}).AppendRPC(nil))
+	// Typed values for RPCParam.Decode.
+	dec, _ := NewRPCParam("@d", 0, DecimalNType(10, 2), "-1.25")
+	dt2, _ := NewRPCParam("@t", ParamByRef, DateTime2NType(3), time.Date(2020, 1, 2, 3, 4, 5, 6e6, time.UTC))
+	guid, _ := NewRPCParam("@g", 0, GUIDType(), "6F9619FF-8B86-D011-B42D-00C04FC964FF")
+	money := RPCParam{Name: "@m", Type: TypeInfo{Type: TypeMoneyN, MaxLen: 8}, Value: []byte{8, 0, 0, 0, 0, 0x10, 0x27, 0, 0}}
+	dto := RPCParam{Name: "@o", Type: TypeInfo{Type: TypeDateTimeOffsetN, Scale: 0}, Value: []byte{8, 1, 0, 0, 2, 0, 0, 0x3C, 0}}
+	f.Add((&RPCRequest{Calls: []RPCCall{{ProcName: "p", Params: []RPCParam{dec, dt2, guid, money, dto}}}}).AppendRPC(nil))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		r, err := DecodeRPC(b)
 		if err != nil {
@@ -217,6 +225,7 @@ func FuzzRPC(f *testing.F) {
 				p.String()
 				p.Int()
 				p.Bytes()
+				p.Decode()
 			}
 		}
 		r2, err := DecodeRPC(r.AppendRPC(nil))

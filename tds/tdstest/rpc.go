@@ -221,7 +221,7 @@ func bindParams(decls []paramDecl, vals []rpcParam, firstOrdinal int, vars map[s
 		}
 		used[idx] = true
 		vars[d.name] = coerceParam(vals[idx].val, d.typ)
-		if vals[idx].status&paramByRef != 0 {
+		if vals[idx].status&tds.ParamByRef != 0 {
 			outs = append(outs, outParam{ordinal: firstOrdinal + idx, p: vals[idx], varName: d.name})
 		}
 	}
@@ -296,7 +296,7 @@ func (s *session) execProc(ctx context.Context, r *resp, st []token, vars map[st
 			a = a[2:]
 		}
 		if n := len(a); n > 1 && (a[n-1].upper == "OUTPUT" || a[n-1].upper == "OUT") {
-			p.status = paramByRef
+			p.status = tds.ParamByRef
 			a = a[:n-1]
 			if len(a) == 1 && a[0].k == tkVar {
 				backs = append(backs, back{len(call.params), strings.ToLower(a[0].text)})

@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"strings"
 	"sync/atomic"
@@ -180,21 +179,21 @@ func (s *session) execute(ctx context.Context, req request) ([]byte, error) {
 	}
 	switch req.typ {
 	case tds.PacketSQLBatch:
-		_, rest, err := splitAllHeaders(req.payload)
+		q, err := tds.DecodeSQLBatch(req.payload)
 		if err != nil {
 			return nil, err
 		}
-		if len(rest)%2 != 0 {
-			return nil, errors.New("SQL_BATCH text has an odd byte count")
-		}
-		s.runBatch(ctx, r, decodeUCS2(rest), map[string]any{}, false)
+		s.runBatch(ctx, r, q.Text, map[string]any{}, false)
 		return r.finish(), nil
 	case tds.PacketRPC:
-		_, rest, err := splitAllHeaders(req.payload)
-		if err != nil {
+		if _, _, err := tds.DecodeAllHeaders(req.payload); err != nil {
 			return nil, err
 		}
-		calls, err := decodeRPC(rest)
+		req, err := tds.DecodeRPC(req.payload)
+		var calls []rpcCall
+		if err == nil {
+			calls, err = rpcCalls(req)
+		}
 		if err != nil {
 			// Malformed parameters are the client's bug, not fatal.
 			r.sqlErr(errf(8016, 1, 16, fmt.Sprintf("The incoming tabular data stream (TDS) remote procedure call (RPC) protocol stream is incorrect. %v", err)))
@@ -209,11 +208,7 @@ func (s *session) execute(ctx context.Context, req request) ([]byte, error) {
 		}
 		return r.finish(), nil
 	case tds.PacketTransMgr:
-		_, rest, err := splitAllHeaders(req.payload)
-		if err != nil {
-			return nil, err
-		}
-		tm, err := decodeTM(rest)
+		tm, err := tds.DecodeTransMgr(req.payload)
 		if err != nil {
 			return nil, err
 		}
@@ -324,28 +319,28 @@ func (s *session) saveTran(ctx context.Context, name string) *sqlError {
 func sp(name string) string { return strings.ReplaceAll(strings.ToLower(name), `"`, `""`) }
 
 // runTM answers a TRANSACTION MANAGER request [MS-TDS §2.2.6.9].
-func (s *session) runTM(ctx context.Context, r *resp, tm tmRequest) {
+func (s *session) runTM(ctx context.Context, r *resp, tm *tds.TransMgrRequest) {
 	var e *sqlError
-	switch tm.kind {
-	case tmBegin:
+	switch tm.Type {
+	case tds.TMBeginXact:
 		if s.trancount > 0 {
 			s.trancount++ // nested, as BEGIN TRAN would
 		} else {
 			e = s.beginTran(ctx, r)
 		}
-	case tmCommit, tmRollback:
-		if tm.kind == tmCommit {
+	case tds.TMCommitXact, tds.TMRollbackXact:
+		if tm.Type == tds.TMCommitXact {
 			e = s.commitTran(ctx, r, true)
 		} else {
 			e = s.rollbackTran(ctx, r, "")
 		}
-		if e == nil && tm.beginNext {
+		if e == nil && tm.BeginsTransaction() {
 			e = s.beginTran(ctx, r)
 		}
-	case tmSave:
-		e = s.saveTran(ctx, tm.name)
+	case tds.TMSaveXact:
+		e = s.saveTran(ctx, tm.Name)
 	default:
-		e = errf(8524, 1, 16, fmt.Sprintf("Transaction manager request %d is not supported by the test backend.", tm.kind))
+		e = errf(8524, 1, 16, fmt.Sprintf("Transaction manager request %d is not supported by the test backend.", uint16(tm.Type)))
 	}
 	if e != nil {
 		r.sqlErr(e)

@@ -549,7 +549,7 @@ func roundDecimal(s string, scale int) (string, error) {
 			q.Add(q, big.NewInt(1))
 		}
 	}
-	return formatScaled(q, scale), nil
+	return tds.FormatScaled(q, scale), nil
 }
 
 func (t sqlType) String() string {
