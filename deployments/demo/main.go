@@ -17,6 +17,7 @@ import (
 
 	"github.com/tdspool/tdspool/deployments/envoyconfig"
 	"github.com/tdspool/tdspool/internal/stack"
+	"github.com/tdspool/tdspool/internal/testcert"
 )
 
 func main() {
@@ -71,7 +72,7 @@ func run(listenPort, adminPort, redisPort, firstBackend, nBuckets, maxConns int,
 		return err
 	}
 	stopAll = append(stopAll, func() { os.RemoveAll(certDir) })
-	certFile, keyFile, err := writeDemoCert(certDir)
+	certFile, keyFile, err := testcert.Write(certDir)
 	if err != nil {
 		return err
 	}

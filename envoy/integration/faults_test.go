@@ -14,18 +14,29 @@ import (
 
 	"github.com/tdspool/tdspool/deployments/envoyconfig"
 	"github.com/tdspool/tdspool/internal/stack"
+	"github.com/tdspool/tdspool/internal/testcert"
 	"github.com/tdspool/tdspool/tds/tdstest"
+	"github.com/tdspool/tdspool/tds/tdstest/compat"
 )
 
-// tdsStack is Envoy + tdspool in front of one tdstest backend, optionally with Redis.
+// tdsStack is Envoy + tdspool in front of one tdstest backend (bucket-001, database
+// tenant_a, login demo / Demo-Passw0rd), optionally with Redis and client TLS.
 type tdsStack struct {
 	backend *tdstest.Server
 	envoy   *stack.Envoy
 	redis   *stack.Redis
 	port    int
+	cert    string // the listener's certificate when tls is on
 }
 
-func startTDSStack(t *testing.T, capacity int, withRedis bool, extra map[string]any) *tdsStack {
+type tdsStackOptions struct {
+	capacity int
+	redis    bool
+	tls      bool           // TDS 7 TLS in the filter and a TDS 8 chain in Envoy
+	extra    map[string]any // merged into the filter config
+}
+
+func startTDSStack(t *testing.T, o tdsStackOptions) *tdsStack {
 	t.Helper()
 	backend, err := tdstest.New(tdstest.Config{
 		ServerName: "bucket-001", Users: map[string]string{"demo": "Demo-Passw0rd"},
@@ -39,29 +50,41 @@ func startTDSStack(t *testing.T, capacity int, withRedis bool, extra map[string]
 	}
 	t.Cleanup(func() { backend.Close() })
 	s := &tdsStack{backend: backend}
+	listener := map[string]any{"encryption": "OFF_ALLOWED"}
+	params := envoyconfig.Params{Buckets: []envoyconfig.Bucket{{Cluster: "bucket_001", Port: backend.Port()}}}
+	if o.tls {
+		cert, key, err := testcert.Write(t.TempDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.cert = cert
+		listener["tls_cert_file"], listener["tls_key_file"] = cert, key
+		params.TDS8CertFile, params.TDS8KeyFile = cert, key
+	}
 	cfg := map[string]any{
-		"listener": map[string]any{"encryption": "OFF_ALLOWED"},
-		"buckets": []map[string]any{{"name": "bucket-001", "cluster": "bucket_001", "max_connections": capacity,
+		"listener": listener,
+		"buckets": []map[string]any{{"name": "bucket-001", "cluster": "bucket_001", "max_connections": o.capacity,
 			"queue_timeout": "5s"}},
 		"default_bucket": "bucket-001",
 	}
-	if withRedis {
+	if o.redis {
 		s.redis = startRedis(t)
 		cfg["redis"] = map[string]any{"addresses": []string{s.redis.Addr}, "heartbeat_interval": "0.5s",
 			"lease_ttl": "3s", "call_timeout": "0.2s"}
 	}
-	for k, v := range extra {
+	for k, v := range o.extra {
 		cfg[k] = v
 	}
 	js, _ := json.Marshal(cfg)
-	s.port, _ = stack.FreePort()
-	adminPort, _ := stack.FreePort()
-	yaml, err := envoyconfig.Render(envoyconfig.Params{ListenerPort: s.port, AdminPort: adminPort,
-		FilterConfigJSON: string(js), Buckets: []envoyconfig.Bucket{{Cluster: "bucket_001", Port: backend.Port()}}})
+	params.FilterConfigJSON = string(js)
+	params.ListenerPort, _ = stack.FreePort()
+	params.AdminPort, _ = stack.FreePort()
+	s.port = params.ListenerPort
+	yaml, err := envoyconfig.Render(params)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.envoy, err = stack.StartEnvoy(stack.EnvoyOptions{Config: yaml, AdminPort: adminPort})
+	s.envoy, err = stack.StartEnvoy(stack.EnvoyOptions{Config: yaml, AdminPort: params.AdminPort})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,6 +95,12 @@ func startTDSStack(t *testing.T, capacity int, withRedis bool, extra map[string]
 		}
 	})
 	return s
+}
+
+// target is where the compatibility workloads connect.
+func (s *tdsStack) target() compat.Target {
+	return compat.Target{Host: "127.0.0.1", Port: s.port, User: "demo", Password: "Demo-Passw0rd",
+		Database: "tenant_a", CAFile: s.cert, HostInCert: "localhost"}
 }
 
 func (s *tdsStack) db(t *testing.T, maxConns int) *sql.DB {
@@ -108,7 +137,7 @@ func (s *tdsStack) waitIdle(t *testing.T) {
 }
 
 func TestPinReasonsCountedForRealDriverTraffic(t *testing.T) {
-	s := startTDSStack(t, 4, false, nil)
+	s := startTDSStack(t, tdsStackOptions{capacity: 4})
 	db := s.db(t, 1)
 	ctx := context.Background()
 	conn, err := db.Conn(ctx)
@@ -157,7 +186,7 @@ func TestPinReasonsCountedForRealDriverTraffic(t *testing.T) {
 }
 
 func TestClientKilledMidQueryReleasesEverything(t *testing.T) {
-	s := startTDSStack(t, 2, true, nil)
+	s := startTDSStack(t, tdsStackOptions{capacity: 2, redis: true})
 	db := s.db(t, 2)
 	// Warm the bucket up in Redis (first grants wait out the coordinator's grace period).
 	if err := db.Ping(); err != nil {
@@ -190,7 +219,7 @@ func TestClientKilledMidQueryReleasesEverything(t *testing.T) {
 
 func TestRedisDownExistingSessionsContinueNewOnesWithinQuota(t *testing.T) {
 	const capacity = 4
-	s := startTDSStack(t, capacity, true, nil)
+	s := startTDSStack(t, tdsStackOptions{capacity: capacity, redis: true})
 	db := s.db(t, capacity)
 	if err := db.Ping(); err != nil { // warm-up through the grace period
 		t.Fatal(err)
