@@ -42,7 +42,8 @@ type conn struct {
 	raw  net.Conn
 	spid uint16
 
-	rw       io.ReadWriter // transport after the handshake: raw or *tls.Conn
+	rw       io.ReadWriter // transport after the handshake: raw, *tls.Conn or *tlsTDSConn
+	tlsc     *tlsTDSConn   // TDS 7.x TLS, closed with the connection
 	security *atomic.Int64 // the Server counter this connection's transport counts in
 	pktSize  int
 	loggedIn atomic.Bool
@@ -70,6 +71,9 @@ func (c *conn) serve() {
 			c.srv.logf("tdstest %s spid %d: panic: %v\n%s", c.srv.cfg.ServerName, c.spid, r, debug.Stack())
 		}
 		c.kill(false)
+		if c.tlsc != nil {
+			c.tlsc.Close()
+		}
 		if c.sess != nil {
 			c.sess.close()
 		}
@@ -161,32 +165,25 @@ func (c *conn) handshake() (bool, error) {
 			loginReader, afterLogin = pc, pc
 			c.security = &s.plain
 		case tds.EncryptionLoginOnly, tds.EncryptionFull:
-			shim := &preloginTLSConn{Conn: pc, wrapping: true, spid: c.spid}
 			cfg := s.tlsCfg.Clone()
 			// SQL Server speaks TLS 1.2 inside TDS 7.x; 1.3 would also add
 			// post-handshake messages after the wrapping has stopped.
 			cfg.MaxVersion = tls.VersionTLS12
-			cfg.SessionTicketsDisabled = true
-			tc := tls.Server(shim, cfg)
-			if err := tc.Handshake(); err != nil {
+			mode, counter := tds.TLSModeFull, &s.fullTLS
+			if result == tds.EncryptionLoginOnly {
+				// The adapter decrypts LOGIN7 (its first packet or all of
+				// it, whichever the driver encrypts) and passes everything
+				// after it, both ways, in clear.
+				mode, counter = tds.TLSModeLoginOnly, &s.loginOnly
+			}
+			tc, err := newTLSTDSConn(pc, cfg, mode)
+			if err != nil {
 				return false, fmt.Errorf("TDS 7.x TLS: %w", err)
 			}
-			if err := shim.Flush(); err != nil {
-				return false, err
-			}
-			shim.wrapping = false
-			loginReader = tc
-			if result == tds.EncryptionFull {
-				afterLogin = tc
-			} else {
-				afterLogin = pc
-			}
-			c.rw = tc // the login response goes out encrypted only in full mode
-			c.security = &s.fullTLS
-			if result == tds.EncryptionLoginOnly {
-				c.rw = pc
-				c.security = &s.loginOnly
-			}
+			c.tlsc = tc
+			loginReader, afterLogin = tc, tc
+			c.rw = tc
+			c.security = counter
 		}
 	default:
 		return false, fmt.Errorf("first byte 0x%02X is neither PRELOGIN nor a TLS ClientHello", first[0])

@@ -1,101 +1,102 @@
 package tdstest
 
 import (
-	"encoding/binary"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
+	"sync"
 
 	"github.com/tdspool/tdspool/tds"
 )
 
-// preloginTLSConn is the net.Conn handed to tls.Server for TDS 7.x
-// encryption [MS-TDS §2.2.6.5]: while wrapping, TLS handshake records
-// travel as payloads of PRELOGIN (0x12) packets; afterwards TLS records go
-// straight onto TCP.
-//
-// Flush rule (the same one go-mssqldb's tlsHandshakeConn uses on the client
-// side): writes are buffered and sent as one PRELOGIN message, with EOM on
-// its last packet, when the TLS engine next waits for the peer (Read) and
-// once more after Handshake returns.
-//
-// After the handshake, Read returns at most one TLS record per call, so
-// crypto/tls never buffers bytes beyond the record it needs. That matters
-// for login-only encryption, where the bytes after the encrypted LOGIN7
-// packet are plaintext TDS that the server must read from the raw conn.
-//
-// It is used by one goroutine at a time (the connection's handshake code);
-// it is not safe for concurrent use.
-type preloginTLSConn struct {
-	net.Conn
-	wrapping bool
-	spid     uint16
-	rbuf     []byte // unread payload of the current PRELOGIN packet
-	wbuf     []byte // handshake bytes not yet framed
-	rec      []byte // unread part of the current TLS record (after wrapping)
+// tlsTDSConn runs TLS inside TDS 7.x [MS-TDS §2.2.6.5] with blocking I/O:
+// it drives tds.TLSAdapter (sans-I/O: handshake flights wrapped in
+// PRELOGIN packets, raw TLS records afterwards, and in login-only mode the
+// switch back to plaintext after LOGIN7, sniffed per record) from the
+// connection's goroutines. Read is called by one goroutine at a time
+// (handshake, then the request reader) and Write by one (handshake, then
+// the executor); they may run concurrently. wmu keeps the adapter's output
+// in order on the socket: without it, bytes taken by the reader (handshake
+// or alert output) and by the writer could be written out of order.
+type tlsTDSConn struct {
+	raw   io.ReadWriter
+	a     *tds.TLSAdapter
+	wmu   sync.Mutex
+	plain []byte // decrypted bytes not yet returned by Read
+	rbuf  []byte
 }
 
-func (c *preloginTLSConn) Read(p []byte) (int, error) {
-	if c.wrapping {
-		if err := c.Flush(); err != nil {
-			return 0, err
-		}
-		for len(c.rbuf) == 0 {
-			var hdr [tds.HeaderSize]byte
-			if _, err := io.ReadFull(c.Conn, hdr[:]); err != nil {
-				return 0, err
-			}
-			h, err := tds.DecodeHeader(hdr[:])
-			if err != nil {
-				return 0, err
-			}
-			if h.Type != tds.PacketPrelogin {
-				return 0, fmt.Errorf("tdstest: %s packet during the TLS handshake", h.Type)
-			}
-			c.rbuf = make([]byte, int(h.Length)-tds.HeaderSize)
-			if _, err := io.ReadFull(c.Conn, c.rbuf); err != nil {
-				return 0, err
-			}
-		}
-		n := copy(p, c.rbuf)
-		c.rbuf = c.rbuf[n:]
-		return n, nil
-	}
-	if len(c.rec) == 0 {
-		var hdr [5]byte // TLS record header: type(1) version(2) length(2 BE)
-		if _, err := io.ReadFull(c.Conn, hdr[:]); err != nil {
-			return 0, err
-		}
-		n := int(binary.BigEndian.Uint16(hdr[3:]))
-		c.rec = make([]byte, 5+n)
-		copy(c.rec, hdr[:])
-		if _, err := io.ReadFull(c.Conn, c.rec[5:]); err != nil {
-			return 0, err
+// newTLSTDSConn runs the server side of the handshake on raw.
+func newTLSTDSConn(raw io.ReadWriter, cfg *tls.Config, mode tds.TLSMode) (*tlsTDSConn, error) {
+	c := &tlsTDSConn{raw: raw, a: tds.NewTLSServer(cfg, mode, tds.DefaultPacketSize), rbuf: make([]byte, 32<<10)}
+	for !c.a.HandshakeDone() {
+		if err := c.fill(); err != nil {
+			c.a.Close()
+			return nil, err
 		}
 	}
-	n := copy(p, c.rec)
-	c.rec = c.rec[n:]
+	return c, nil
+}
+
+// fill reads once from raw and feeds the adapter; whatever it has to say
+// to the peer (handshake flights) goes out at once.
+func (c *tlsTDSConn) fill() error {
+	n, err := c.raw.Read(c.rbuf)
+	if n > 0 {
+		ferr := c.a.Feed(c.rbuf[:n])
+		if werr := c.flush(); ferr == nil {
+			ferr = werr
+		}
+		if ferr != nil {
+			return ferr
+		}
+	}
+	return err
+}
+
+func (c *tlsTDSConn) flush() error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if out := c.a.TakeWire(); len(out) > 0 {
+		_, err := c.raw.Write(out)
+		return err
+	}
+	return nil
+}
+
+func (c *tlsTDSConn) Read(p []byte) (int, error) {
+	for len(c.plain) == 0 {
+		if c.plain = c.a.TakePlain(); len(c.plain) > 0 {
+			break
+		}
+		if err := c.fill(); err != nil {
+			if c.plain = c.a.TakePlain(); len(c.plain) > 0 {
+				break // return what arrived; the error comes on the next Read
+			}
+			return 0, err
+		}
+	}
+	n := copy(p, c.plain)
+	c.plain = c.plain[n:]
 	return n, nil
 }
 
-func (c *preloginTLSConn) Write(p []byte) (int, error) {
-	if c.wrapping {
-		c.wbuf = append(c.wbuf, p...)
-		return len(p), nil
+// Write encrypts (or, after a login-only LOGIN7, passes through) p.
+func (c *tlsTDSConn) Write(p []byte) (int, error) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if err := c.a.Write(p); err != nil {
+		return 0, err
 	}
-	return c.Conn.Write(p)
+	if _, err := c.raw.Write(c.a.TakeWire()); err != nil {
+		return 0, err
+	}
+	return len(p), nil
 }
 
-// Flush sends the buffered handshake bytes as one PRELOGIN message.
-func (c *preloginTLSConn) Flush() error {
-	if len(c.wbuf) == 0 {
-		return nil
-	}
-	out := tds.AppendPacketsSPID(nil, tds.PacketPrelogin, 0, c.spid, c.wbuf, tds.DefaultPacketSize)
-	c.wbuf = c.wbuf[:0]
-	_, err := c.Conn.Write(out)
-	return err
-}
+// Close stops the adapter's engine goroutine (not the socket).
+func (c *tlsTDSConn) Close() { c.a.Close() }
 
 // prefixConn replays bytes already read (the sniffed first byte) before
 // reading from the connection.
