@@ -75,9 +75,17 @@ func (s *session) onPayload(b []byte) {
 func (s *session) onMessageEnd() {
 	r := &s.relay
 	msg := tds.Message{Type: r.reqType, Status: r.reqStat, Payload: r.req}
-	facts, err := tds.ClassifyRequest(&msg)
-	if err != nil && len(r.req) < maxClassifiedRequest {
-		s.conn.IncCounter(s.bucket.stats.requestsUnclassified, 1)
+	var facts tds.RequestFacts
+	if r.reqType == tds.PacketSQLBatch && !batchMayPin(r.req) {
+		// Most batches are plain DML/queries: skip the full classification.
+		facts = tds.RequestFacts{Type: r.reqType, ResetConnection: r.reqStat&tds.StatusResetConnection != 0,
+			ResetSkipTran: r.reqStat&tds.StatusResetConnectionSkipTran != 0}
+	} else {
+		var err error
+		facts, err = tds.ClassifyRequest(&msg)
+		if err != nil && len(r.req) < maxClassifiedRequest {
+			s.conn.IncCounter(s.bucket.stats.requestsUnclassified, 1)
+		}
 	}
 	s.applyRequestFacts(&facts)
 	if cap(r.req) > 4<<10 {
@@ -274,4 +282,42 @@ func (m *messageTracker) feed(b []byte, sink messageSink) {
 			sink.onMessageEnd() // a header-only message (ATTENTION)
 		}
 	}
+}
+
+// pinWords are the ASCII fragments without which a batch cannot create pinning state: '#' for
+// temp objects, and SET (options, sp_setapprole), PREP (sp_prepare*, sp_xml_preparedocument),
+// CURSOR, BULK and DISTRIButed transactions. Local transactions are tracked from the server's ENVCHANGEs, not from text.
+var pinWords = [...]string{"set", "prep", "cursor", "bulk", "distrib"}
+
+// batchMayPin scans a SQL_BATCH payload (UCS-2LE text after ALL_HEADERS) for pinWords
+// without decoding it. False positives only cost a full classification.
+func batchMayPin(payload []byte) bool {
+	for i := 0; i+1 < len(payload); i += 2 {
+		if payload[i+1] != 0 {
+			continue
+		}
+		c := payload[i]
+		if c == '#' {
+			return true
+		}
+		c |= 0x20 // ASCII lower case
+		for _, w := range pinWords {
+			if c == w[0] && ucs2HasWordAt(payload, i, w) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func ucs2HasWordAt(b []byte, i int, w string) bool {
+	if i+2*len(w) > len(b) {
+		return false
+	}
+	for k := 0; k < len(w); k++ {
+		if b[i+2*k+1] != 0 || b[i+2*k]|0x20 != w[k] {
+			return false
+		}
+	}
+	return true
 }

@@ -4,6 +4,7 @@ package abi
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include "abi/abi.h"
 */
 import "C"
@@ -32,9 +33,11 @@ type conn struct {
 	// writingToClient marks our own WriteToClient re-entering on_write.
 	writingToClient bool
 
-	// chunk scratch, reused across calls to avoid an allocation per read.
-	chunks []C.envoy_dynamic_module_type_envoy_buffer
-	views  [][]byte
+	// Chunk descriptors live in C memory (malloc'd, grown on demand, freed on destroy): Envoy
+	// fills them, and as C memory they cost no cgo pointer check and no Go allocation.
+	chunks    *C.envoy_dynamic_module_type_envoy_buffer
+	chunksCap int
+	views     [][]byte
 }
 
 var _ host.Conn = (*conn)(nil)
@@ -49,13 +52,15 @@ func (c *conn) bufferViews(n C.size_t, fill func(*C.envoy_dynamic_module_type_en
 	if n == 0 {
 		return nil
 	}
-	if cap(c.chunks) < int(n) {
-		c.chunks = make([]C.envoy_dynamic_module_type_envoy_buffer, n)
+	if c.chunksCap < int(n) {
+		c.freeChunks()
+		c.chunksCap = max(int(n), 8)
+		c.chunks = (*C.envoy_dynamic_module_type_envoy_buffer)(C.calloc(C.size_t(c.chunksCap), C.size_t(unsafe.Sizeof(C.envoy_dynamic_module_type_envoy_buffer{}))))
 	}
-	chunks := c.chunks[:n]
-	if !fill(&chunks[0]) {
+	if !fill(c.chunks) {
 		return nil
 	}
+	chunks := unsafe.Slice(c.chunks, int(n))
 	views := c.views[:0]
 	for _, ch := range chunks {
 		if ch.length == 0 || ch.ptr == nil {
@@ -65,6 +70,13 @@ func (c *conn) bufferViews(n C.size_t, fill func(*C.envoy_dynamic_module_type_en
 	}
 	c.views = views
 	return views
+}
+
+func (c *conn) freeChunks() {
+	if c.chunks != nil {
+		C.free(unsafe.Pointer(c.chunks))
+		c.chunks, c.chunksCap = nil, 0
+	}
 }
 
 func (c *conn) ReadBuffer() [][]byte {

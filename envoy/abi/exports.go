@@ -252,6 +252,7 @@ func envoy_dynamic_module_on_network_filter_destroy(filterPtr C.envoy_dynamic_mo
 		}
 	})
 	c.destroyed = true
+	c.freeChunks()
 	defer recoverQuietly("on_destroy")
 	c.filter.OnDestroy()
 }

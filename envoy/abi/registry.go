@@ -8,46 +8,46 @@ import (
 // registry maps the opaque handles Envoy holds to Go values. Handles are small integers that
 // never alias a Go pointer; a handle that was never issued or was already removed looks up as
 // absent, so a late or duplicated Envoy call gets a safe default instead of touching freed state.
+//
+// Every Envoy callback looks its handle up, from every worker at once, so reads are lock-free
+// (sync.Map is built for keys written once and read many times).
 type registry[T any] struct {
-	mu    sync.RWMutex
 	next  atomic.Uint64
-	items map[uintptr]T
+	items sync.Map // uintptr → T
+	count atomic.Int64
 }
 
-func newRegistry[T any]() *registry[T] {
-	return &registry[T]{items: make(map[uintptr]T)}
-}
+func newRegistry[T any]() *registry[T] { return &registry[T]{} }
 
 // add stores v and returns its handle; handles start at 1 so 0 (NULL) always means "none".
 func (r *registry[T]) add(v T) uintptr {
 	h := uintptr(r.next.Add(1))
-	r.mu.Lock()
-	r.items[h] = v
-	r.mu.Unlock()
+	r.items.Store(h, v)
+	r.count.Add(1)
 	return h
 }
 
 func (r *registry[T]) get(h uintptr) (T, bool) {
-	r.mu.RLock()
-	v, ok := r.items[h]
-	r.mu.RUnlock()
-	return v, ok
+	v, ok := r.items.Load(h)
+	if !ok {
+		var zero T
+		return zero, false
+	}
+	return v.(T), true
 }
 
 // remove deletes h and returns what it held, if anything.
 func (r *registry[T]) remove(h uintptr) (T, bool) {
-	r.mu.Lock()
-	v, ok := r.items[h]
-	delete(r.items, h)
-	r.mu.Unlock()
-	return v, ok
+	v, ok := r.items.LoadAndDelete(h)
+	if !ok {
+		var zero T
+		return zero, false
+	}
+	r.count.Add(-1)
+	return v.(T), true
 }
 
-func (r *registry[T]) len() int {
-	r.mu.RLock()
-	defer r.mu.RUnlock()
-	return len(r.items)
-}
+func (r *registry[T]) len() int { return int(r.count.Load()) }
 
 // postQueue holds functions posted from any goroutine until the worker runs them. kick is
 // called (under the lock, so it cannot race with close) when the queue turns non-empty, which
