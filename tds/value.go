@@ -16,12 +16,16 @@ import (
 //	INTN/INT1..INT8      int, int8..int64, uint8..uint32
 //	BITN/BIT             bool
 //	FLTN/FLT4/FLT8       float32, float64
-//	DECIMALN/NUMERICN    *big.Int (unscaled), string ("-12.34"), int64
+//	DECIMALN/NUMERICN    Decimal, *big.Int (unscaled), string ("-12.34"), int64
 //	NVARCHAR/NCHAR       string (MAX types as PLP)
 //	BIGVARCHAR/BIGCHAR   string or []byte, bytes as-is (caller handles code page)
 //	BIGVARBINARY/BINARY  []byte (MAX as PLP)
 //	DATETIME2N/DATEN/TIMEN time.Time (wall clock is used, location ignored)
-//	GUID                 [16]byte in wire order, or a canonical string
+//	DATETIMEN/DATETIME/DATETIM4 time.Time (wall clock; DATETIME rounded to
+//	                     1/300 s, SMALLDATETIME to the minute)
+//	DATETIMEOFFSETN      time.Time (sent as UTC plus the location's offset)
+//	MONEYN/MONEY/MONEY4  Decimal, *big.Int (unscaled, scale 4), string, int64
+//	GUID                 GUID or [16]byte in wire order, or a canonical string
 //	                     "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx"
 //
 // nil encodes NULL (not allowed for fixed-length types in ROW).
@@ -161,6 +165,8 @@ func AppendValue(dst []byte, ti *TypeInfo, v any) ([]byte, error) {
 		switch x := v.(type) {
 		case [16]byte:
 			g = x
+		case GUID:
+			g = x
 		case string:
 			var err error
 			if g, err = parseGUID(x); err != nil {
@@ -170,6 +176,74 @@ func AppendValue(dst []byte, ti *TypeInfo, v any) ([]byte, error) {
 			return dst, typeErr(ti, v)
 		}
 		return append(append(dst, 16), g[:]...), nil
+	case TypeMoneyN, TypeMoney, TypeMoney4:
+		u, err := unscaledDecimal(v, 4)
+		if err != nil {
+			return dst, err
+		}
+		size := fixed
+		if kind == kindLen1 {
+			size = int(ti.MaxLen)
+			dst = append(dst, byte(size))
+		}
+		if !u.IsInt64() {
+			return dst, rangeErr(ti, v)
+		}
+		n := u.Int64()
+		switch size {
+		case 4:
+			if n < math.MinInt32 || n > math.MaxInt32 {
+				return dst, rangeErr(ti, v)
+			}
+			return binary.LittleEndian.AppendUint32(dst, uint32(n)), nil
+		case 8: // high 32 bits first
+			dst = binary.LittleEndian.AppendUint32(dst, uint32(n>>32))
+			return binary.LittleEndian.AppendUint32(dst, uint32(n)), nil
+		}
+		return dst, fmt.Errorf("tds: %s with MaxLen %d", ti.Type, ti.MaxLen)
+	case TypeDateTimeN, TypeDateTime, TypeDateTim4:
+		t, ok := v.(time.Time)
+		if !ok {
+			return dst, typeErr(ti, v)
+		}
+		size := fixed
+		if kind == kindLen1 {
+			size = int(ti.MaxLen)
+			dst = append(dst, byte(size))
+		}
+		switch size {
+		case 4:
+			days, mins, ok := smallDateTimeParts(t)
+			if !ok {
+				return dst, rangeErr(ti, v)
+			}
+			dst = binary.LittleEndian.AppendUint16(dst, days)
+			return binary.LittleEndian.AppendUint16(dst, mins), nil
+		case 8:
+			days, ticks, ok := dateTimeParts(t)
+			if !ok {
+				return dst, rangeErr(ti, v)
+			}
+			dst = binary.LittleEndian.AppendUint32(dst, uint32(days))
+			return binary.LittleEndian.AppendUint32(dst, ticks), nil
+		}
+		return dst, fmt.Errorf("tds: %s with MaxLen %d", ti.Type, ti.MaxLen)
+	case TypeDateTimeOffsetN:
+		t, ok := v.(time.Time)
+		if !ok {
+			return dst, typeErr(ti, v)
+		}
+		if ti.Scale > maxTimeScale {
+			return dst, fmt.Errorf("tds: %s scale %d", ti.Type, ti.Scale)
+		}
+		_, off := t.Zone()
+		if off%60 != 0 || off < -14*3600 || off > 14*3600 {
+			return dst, rangeErr(ti, v)
+		}
+		u := t.UTC()
+		dst = append(dst, byte(timeLen(ti.Scale)+5))
+		dst = appendDate(appendTime(dst, u, ti.Scale), u)
+		return binary.LittleEndian.AppendUint16(dst, uint16(int16(off/60))), nil
 	case TypeDateTime2N, TypeDateN, TypeTimeN:
 		t, ok := v.(time.Time)
 		if !ok {
@@ -242,6 +316,50 @@ func appendDate(dst []byte, t time.Time) []byte {
 	return append(dst, byte(days), byte(days>>8), byte(days>>16))
 }
 
+// daysSince1900 counts whole days from 1900-01-01 to t's date (wall clock).
+func daysSince1900(t time.Time) int64 {
+	y, m, d := t.Date()
+	const days1900ToUnix = 25567
+	return time.Date(y, m, d, 0, 0, 0, 0, time.UTC).Unix()/86400 + days1900ToUnix
+}
+
+// dateTimeParts splits t (wall clock) into DATETIME's days since 1900 and
+// 1/300 s ticks since midnight, rounding to the nearest tick as SQL Server
+// does. ok is false outside 1753-01-01..9999-12-31.
+func dateTimeParts(t time.Time) (days int32, ticks uint32, ok bool) {
+	ns := int64(t.Hour())*int64(time.Hour) + int64(t.Minute())*int64(time.Minute) +
+		int64(t.Second())*int64(time.Second) + int64(t.Nanosecond())
+	tk := (ns*300 + 5e8) / 1e9
+	d := daysSince1900(t)
+	if tk >= 300*86400 {
+		tk -= 300 * 86400
+		d++
+	}
+	const minDays, maxDays = -53690, 2958463 // 1753-01-01, 9999-12-31
+	if d < minDays || d > maxDays {
+		return 0, 0, false
+	}
+	return int32(d), uint32(tk), true
+}
+
+// smallDateTimeParts splits t into SMALLDATETIME's days since 1900 and
+// minutes since midnight, rounded to the nearest minute (30 s up).
+// ok is false outside 1900-01-01..2079-06-06.
+func smallDateTimeParts(t time.Time) (days, mins uint16, ok bool) {
+	ns := int64(t.Hour())*int64(time.Hour) + int64(t.Minute())*int64(time.Minute) +
+		int64(t.Second())*int64(time.Second) + int64(t.Nanosecond())
+	m := (ns + int64(30*time.Second)) / int64(time.Minute)
+	d := daysSince1900(t)
+	if m >= 24*60 {
+		m -= 24 * 60
+		d++
+	}
+	if d < 0 || d > 65535 {
+		return 0, 0, false
+	}
+	return uint16(d), uint16(m), true
+}
+
 // parseGUID converts the canonical text form into SQL Server's wire order:
 // the first three groups are little-endian.
 func parseGUID(s string) ([16]byte, error) {
@@ -260,6 +378,19 @@ func parseGUID(s string) ([16]byte, error) {
 
 func unscaledDecimal(v any, scale uint8) (*big.Int, error) {
 	switch x := v.(type) {
+	case Decimal:
+		u := x.Unscaled
+		if u == nil {
+			u = new(big.Int)
+		}
+		if x.Scale <= scale {
+			return new(big.Int).Mul(u, new(big.Int).Exp(big.NewInt(10), big.NewInt(int64(scale-x.Scale)), nil)), nil
+		}
+		q, r := new(big.Int).QuoRem(u, new(big.Int).Exp(big.NewInt(10), big.NewInt(int64(x.Scale-scale)), nil), new(big.Int))
+		if r.Sign() != 0 {
+			return nil, fmt.Errorf("tds: decimal %s has more than %d fractional digits", x, scale)
+		}
+		return q, nil
 	case *big.Int:
 		return x, nil
 	case string:
