@@ -13,11 +13,12 @@
 //	            0x16 TDS 8 ClientHello), PRELOGIN and encryption negotiation
 //	            (tds.NegotiateEncryption), TLS, LOGIN7 checks and the login
 //	            response, then the reader/executor pair and ATTENTION handling.
-//	tlsconn.go  PRELOGIN-wrapped TLS for TDS 7.x (server side), record-exact
-//	            reads after the handshake (login-only mode), message reading.
+//	tlsconn.go  TLS for TDS 7.x: a blocking io.ReadWriter around
+//	            tds.TLSAdapter (PRELOGIN-wrapped handshake, login-only
+//	            sniffing), message reading.
 //	cert.go     Self-signed certificate generation and PEM loading.
-//	request.go  Decoders for ALL_HEADERS, RPC (typed parameter values) and
-//	            TRANSACTION MANAGER requests — not yet in tds/.
+//	request.go  RPC calls from tds.DecodeRPC, parameter values from
+//	            tds.RPCParam.Decode adapted to the executor's Go values.
 //	session.go  Per-session state (SQLite connection, transaction, SET
 //	            options, prepared handles), reply assembly, RESETCONNECTION,
 //	            transactions with ENVCHANGE 8/9/10, TM requests.
@@ -40,8 +41,8 @@
 //     strict), then PRELOGIN inside TLS, answered NOT_SUP so no second TLS
 //     layer starts. 0x12: PRELOGIN in clear; the answer follows the
 //     MS-TDS matrix for the server's Encryption policy; then no TLS,
-//     login-only TLS (only LOGIN7's first packet is encrypted, as drivers
-//     send it) or full TLS, the handshake wrapped in PRELOGIN packets.
+//     login-only TLS (LOGIN7's first packet or all of it encrypted, as the
+//     driver sends it) or full TLS, the handshake wrapped in PRELOGIN packets.
 //  3. LOGIN7: SQL authentication against Config.Users, then the database,
 //     then MaxConnections. Failures are ERROR(s) + DONE(ERROR) exactly as
 //     SQL Server sends them — 18456/1/14 "Login failed for user '<u>'.",
