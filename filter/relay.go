@@ -46,24 +46,63 @@ type relayState struct {
 	inspect  bool // false once the server stream could not be parsed
 	pending  int  // requests sent and not yet answered
 	reqStart time.Time
+
+	// Hot counters are summed here and handed to Envoy at most about once a second (and when
+	// the session ends): each Envoy stat update is a C call, and a SELECT 1 round trip would
+	// otherwise pay five of them.
+	batch     counterBatch
+	lastFlush time.Time
+}
+
+// counterBatch holds counter deltas not yet given to Envoy.
+type counterBatch struct {
+	rxBytes, txBytes, rxPackets, responses uint64
+	requests                               map[host.MetricID]uint64
+}
+
+const statFlushInterval = time.Second
+
+func (s *session) flushRelayStats(now time.Time, force bool) {
+	r := &s.relay
+	if !force && now.Sub(r.lastFlush) < statFlushInterval {
+		return
+	}
+	r.lastFlush = now
+	b, st := &r.batch, &s.bucket.stats
+	for _, c := range [...]struct {
+		id host.MetricID
+		n  *uint64
+	}{{st.rxBytes, &b.rxBytes}, {st.txBytes, &b.txBytes}, {st.rxPackets, &b.rxPackets}, {st.responses, &b.responses}} {
+		if *c.n > 0 {
+			s.conn.IncCounter(c.id, *c.n)
+			*c.n = 0
+		}
+	}
+	for id, n := range b.requests {
+		if n > 0 {
+			s.conn.IncCounter(id, n)
+			b.requests[id] = 0
+		}
+	}
 }
 
 func (r *relayState) start(s *session) {
 	r.inspect = true
 	r.server.MaxPacketSize = tds.MaxPacketSize
+	r.lastFlush = s.f.now()
+	r.batch.requests = make(map[host.MetricID]uint64, 2)
 }
 
 func (s *session) relayClientBytes(size int) {
 	r := &s.relay
-	b := s.bucket
-	s.conn.IncCounter(b.stats.rxBytes, uint64(size))
+	r.batch.rxBytes += uint64(size)
 	for _, chunk := range s.conn.ReadBuffer() {
 		r.client.feed(chunk, s)
 	}
 }
 
 // onPacket, onPayload and onMessageEnd are the messageTracker's callbacks.
-func (s *session) onPacket() { s.conn.IncCounter(s.bucket.stats.rxPackets, 1) }
+func (s *session) onPacket() { s.relay.batch.rxPackets++ }
 
 func (s *session) onPayload(b []byte) {
 	r := &s.relay
@@ -133,7 +172,7 @@ func (s *session) onMessageStart(typ tds.PacketType, status tds.PacketStatus) {
 	if !ok {
 		id = b.stats.requestsOther
 	}
-	s.conn.IncCounter(id, 1)
+	r.batch.requests[id]++
 	switch typ {
 	case tds.PacketSQLBatch, tds.PacketRPC, tds.PacketTransMgr, tds.PacketBulkLoad:
 		if r.pending == 0 {
@@ -146,8 +185,10 @@ func (s *session) onMessageStart(typ tds.PacketType, status tds.PacketStatus) {
 func (s *session) relayServerBytes(size int) {
 	r := &s.relay
 	b := s.bucket
-	s.conn.IncCounter(b.stats.txBytes, uint64(size))
+	r.batch.txBytes += uint64(size)
 	if !r.inspect {
+		// No response boundaries to flush on any more: check the clock here instead.
+		s.flushRelayStats(s.f.now(), false)
 		return
 	}
 	for _, chunk := range s.conn.WriteBuffer() {
@@ -170,12 +211,14 @@ func (s *session) onServerEvent(ev *tds.Event) {
 	b := s.bucket
 	switch ev.Token {
 	case tds.TokenEndOfMessage:
-		s.conn.IncCounter(b.stats.responses, 1)
+		r.batch.responses++
+		now := s.f.now()
 		if r.pending > 0 {
 			r.pending--
-			s.conn.RecordHistogram(b.stats.requestUs, uint64(s.f.now().Sub(r.reqStart).Microseconds()))
-			r.reqStart = s.f.now()
+			s.conn.RecordHistogram(b.stats.requestUs, uint64(now.Sub(r.reqStart).Microseconds()))
+			r.reqStart = now
 		}
+		s.flushRelayStats(now, false)
 	case tds.TokenError:
 		s.conn.IncCounter(b.stats.serverErrors, 1)
 	case tds.TokenEnvChange:
@@ -222,8 +265,9 @@ func (r *relayState) pinned() bool {
 	return false
 }
 
-// finish takes the session's pins out of the gauges.
+// finish takes the session's pins out of the gauges and flushes its counters.
 func (r *relayState) finish(s *session) {
+	s.flushRelayStats(s.f.now(), true)
 	for i := range r.pins {
 		s.setPin(pinReason(i), false)
 	}

@@ -185,11 +185,10 @@ func TestSessionRoutesByDatabaseAndRelays(t *testing.T) {
 	if v := h.metrics.Value("bucket.b2.pinned_transaction"); v != 0 {
 		t.Fatalf("pinned_transaction = %d after COMMIT", v)
 	}
-	if v := h.metrics.Value("bucket.b2.requests_sql_batch_total"); v != 1 {
-		t.Fatalf("requests_sql_batch_total = %d", v)
-	}
+	// Hot counters reach Envoy in batches (about once a second) and when the session ends.
 	c.s.OnEvent(host.RemoteClose)
 	for name, want := range map[string]uint64{
+		"bucket.b2.requests_sql_batch_total": 1, "bucket.b2.responses_total": 2,
 		"bucket.b2.slot_granted_total": 1, "bucket.b2.slot_released_total": 1,
 		"bucket.b2.sessions_active": 0, "connections_active": 0, "bucket.b2.sessions_pinned": 0,
 	} {
