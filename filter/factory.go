@@ -26,19 +26,20 @@ const proxyVersion = 0x100003E8
 // the slot provider shared by the listener's connections. It is built on Envoy's main thread
 // and read (never written) by the workers.
 type Factory struct {
-	cfg            *tdspoolpb.Config
-	stats          globalStats
-	buckets        map[string]*bucketState
-	router         router
-	slots          Slots
-	coordStats     *coordStats
-	announce       tds.EncryptOption // what our PRELOGIN reply offers by default
-	tlsConfig      *tls.Config       // listener certificate for TDS 7.x TLS; nil: no TLS offered
-	version        uint32
-	loginTimeout   time.Duration
-	backendTimeout time.Duration
-	idleTimeout    time.Duration
-	now            func() time.Time
+	cfg              *tdspoolpb.Config
+	stats            globalStats
+	buckets          map[string]*bucketState
+	router           router
+	slots            Slots
+	coordStats       *coordStats
+	announce         tds.EncryptOption // what our PRELOGIN reply offers by default
+	tlsConfig        *tls.Config       // listener certificate for TDS 7.x TLS; nil: no TLS offered
+	version          uint32
+	loginTimeout     time.Duration
+	backendTimeout   time.Duration
+	idleTimeout      time.Duration
+	firstByteTimeout time.Duration
+	now              func() time.Time
 }
 
 type bucketState struct {
@@ -70,12 +71,13 @@ func newFactory(cfg *tdspoolpb.Config, m host.Metrics) (*Factory, error) {
 	d := &metricDefiner{m: m}
 	f := &Factory{
 		cfg: cfg, stats: defineGlobalStats(d), buckets: map[string]*bucketState{},
-		router:         router{rules: cfg.Routes, defaultBucket: cfg.DefaultBucket},
-		version:        proxyVersion,
-		loginTimeout:   cfg.Timeouts.LoginTimeout.AsDuration(),
-		backendTimeout: cfg.Timeouts.BackendHandshakeTimeout.AsDuration(),
-		idleTimeout:    cfg.Timeouts.IdleTimeout.AsDuration(),
-		now:            time.Now,
+		router:           router{rules: cfg.Routes, defaultBucket: cfg.DefaultBucket},
+		version:          proxyVersion,
+		loginTimeout:     cfg.Timeouts.LoginTimeout.AsDuration(),
+		backendTimeout:   cfg.Timeouts.BackendHandshakeTimeout.AsDuration(),
+		idleTimeout:      cfg.Timeouts.IdleTimeout.AsDuration(),
+		firstByteTimeout: cfg.Timeouts.FirstByteTimeout.AsDuration(),
+		now:              time.Now,
 	}
 	var names []string
 	for _, b := range cfg.Buckets {

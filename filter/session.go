@@ -58,6 +58,8 @@ type session struct {
 	bucket   *bucketState
 	pktSize  int // packet size for messages we frame to the client
 
+	gotFirstByte bool
+
 	cancelAcquire func() bool
 	release       func()
 	acquiredAt    time.Time
@@ -81,7 +83,8 @@ func (s *session) OnNewConnection() host.Status {
 	s.pktSize = tds.MinPacketSize * 8 // 4096: what clients use before LOGIN7 negotiates
 	s.clientIn.MaxMessageSize = tds.MaxLogin7Size
 	s.loginStarted = s.f.now()
-	s.armTimer(s.f.loginTimeout, s.onLoginTimeout)
+	// A client that connects and says nothing is dropped after first_byte_timeout.
+	s.armTimer(min(s.f.firstByteTimeout, s.f.loginTimeout), s.onLoginTimeout)
 	return host.StopIteration
 }
 
@@ -92,13 +95,13 @@ func (s *session) OnRead(size int, endStream bool) host.Status {
 			return host.StopIteration
 		}
 		s.conn.IncCounter(s.f.stats.rxBytesLogin, uint64(size))
+		if s.ph == phPrelogin && !s.gotFirstByte {
+			// From now on the whole login is bounded by login_timeout.
+			s.gotFirstByte = true
+			s.armTimer(max(s.f.loginTimeout-s.f.now().Sub(s.loginStarted), time.Millisecond), s.onLoginTimeout)
+		}
 		if s.tls != nil {
-			var b []byte
-			for _, chunk := range s.conn.ReadBuffer() {
-				b = append(b, chunk...)
-			}
-			s.conn.DrainRead(size)
-			s.decryptClient(b)
+			s.decryptClient(s.takeRead(size))
 			return host.StopIteration
 		}
 		for _, chunk := range s.conn.ReadBuffer() {
@@ -109,12 +112,7 @@ func (s *session) OnRead(size int, endStream bool) host.Status {
 		return host.StopIteration
 	case phClientTLS:
 		s.conn.IncCounter(s.f.stats.rxBytesLogin, uint64(size))
-		var b []byte
-		for _, chunk := range s.conn.ReadBuffer() {
-			b = append(b, chunk...)
-		}
-		s.conn.DrainRead(size)
-		s.feedHandshake(b)
+		s.feedHandshake(s.takeRead(size))
 		return host.StopIteration
 	case phRelay:
 		if s.fullTLS() {
@@ -133,6 +131,16 @@ func (s *session) OnRead(size int, endStream bool) host.Status {
 		// what arrives in Envoy's buffer until the relay starts.
 		return host.StopIteration
 	}
+}
+
+// takeRead copies and drains Envoy's read buffer (for bytes the TLS engine consumes).
+func (s *session) takeRead(size int) []byte {
+	b := make([]byte, 0, size)
+	for _, chunk := range s.conn.ReadBuffer() {
+		b = append(b, chunk...)
+	}
+	s.conn.DrainRead(size)
+	return b
 }
 
 // firstByteOK rejects at once a client that does not start with a PRELOGIN packet (HTTP, a

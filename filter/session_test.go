@@ -424,3 +424,20 @@ func TestLoginTimeoutClosesAStalledClient(t *testing.T) {
 		t.Fatalf("stalled client not closed (closed=%v)", c.conn.Closed)
 	}
 }
+
+func TestFirstByteTimeoutDropsSilentClients(t *testing.T) {
+	h := newHarness(t, `{"listener": {"encryption": "OFF_ALLOWED"}, "timeouts": {"first_byte_timeout": "0.05s"},
+	  "buckets": [{"name": "b1", "cluster": "c1", "max_connections": 1}], "default_bucket": "b1"}`)
+	silent := h.connect()
+	talker := h.connect()
+	talker.fromClient(preloginMsg(tds.EncryptOff)) // then waits for up to login_timeout (15s)
+	silent.waitPosted(time.Second)
+	if !silent.conn.Closed {
+		t.Fatal("silent client not dropped after first_byte_timeout")
+	}
+	time.Sleep(100 * time.Millisecond)
+	talker.conn.RunPosted()
+	if talker.conn.Closed {
+		t.Fatal("a client that spoke was dropped by the first-byte timer")
+	}
+}

@@ -143,12 +143,7 @@ func (s *session) encryptWriteBuffer(size int) {
 
 // decryptReadBuffer replaces TLS records in Envoy's read buffer with their plaintext.
 func (s *session) decryptReadBuffer(size int) bool {
-	var in []byte
-	for _, chunk := range s.conn.ReadBuffer() {
-		in = append(in, chunk...)
-	}
-	s.conn.DrainRead(size)
-	plain := s.decryptClient(in)
+	plain := s.decryptClient(s.takeRead(size))
 	if s.finished {
 		return false
 	}
