@@ -20,6 +20,7 @@ type coordStats struct {
 	buckets map[string]*coordBucketStats
 
 	redisCalls, redisErrors atomic.Uint64
+	capsPublished           atomic.Bool
 	releasedOnDestroy       atomic.Uint64
 
 	latMu     sync.Mutex
@@ -98,6 +99,12 @@ func (c *coordStats) LeasesExpired(bucket string, n int) {
 // flush moves what accumulated into Envoy stats through conn (worker thread).
 func (c *coordStats) flush(conn host.Conn) {
 	g := &c.f.stats
+	if c.capsPublished.CompareAndSwap(false, true) {
+		// Gauges are process-wide: publishing the configured caps once is enough.
+		for _, b := range c.f.buckets {
+			conn.SetGauge(b.stats.maxConnections, uint64(b.cfg.MaxConnections))
+		}
+	}
 	if n := c.redisCalls.Swap(0); n > 0 {
 		conn.IncCounter(g.redisCalls, n)
 	}

@@ -42,6 +42,7 @@ type bucketStats struct {
 	sessionsActive host.MetricID // gauge: logged-in sessions
 	sessionsQueued host.MetricID // gauge: sessions waiting for a slot
 	sessionsPinned host.MetricID // gauge: sessions with any pin reason
+	maxConnections host.MetricID // gauge: the bucket's configured fleet-wide cap
 	pinnedBy       [numPinReasons]host.MetricID
 	pinEvents      [numPinReasons]host.MetricID
 
@@ -131,6 +132,7 @@ func defineBucketStats(d *metricDefiner, bucket string) bucketStats {
 		sessionsActive:       d.gauge(p + "sessions_active"),
 		sessionsQueued:       d.gauge(p + "sessions_queued"),
 		sessionsPinned:       d.gauge(p + "sessions_pinned"),
+		maxConnections:       d.gauge(p + "max_connections"),
 		slotGranted:          d.counter(p + "slot_granted_total"),
 		slotTimedOut:         d.counter(p + "slot_timed_out_total"),
 		slotQueueFull:        d.counter(p + "slot_queue_full_total"),

@@ -153,15 +153,15 @@ def build():
         [(f"sum by (bucket) (envoy_tdspool_bucket_sessions_active{{{PB}}})", "{{bucket}}"),
          ('max by (bucket) (tdspool:bucket_max_connections{bucket=~"$bucket"})', "{{bucket}} cap")],
         desc="Logged-in sessions summed over the selected proxies. The dashed cap line is the "
-             "bucket's max_connections from the recording rule tdspool:bucket_max_connections "
-             "(deployments/prometheus/bucket_caps.yml); it is absent when no rule exists.",
+             "bucket's max_connections (gauge envoy_tdspool_bucket_max_connections, via the "
+             "recording rule in deployments/prometheus/bucket_caps.yml).",
         overrides=[dashed(".* cap$")]), 12, 8)
     L.add(timeseries(
         "Cap utilisation",
         [(f"sum by (bucket) (envoy_tdspool_bucket_sessions_active{{{PB}}}) "
           f"/ on (bucket) max by (bucket) (tdspool:bucket_max_connections)", "{{bucket}}")],
         unit="percentunit",
-        desc="Sessions active ÷ max_connections. Needs the cap recording rules."), 12, 8)
+        desc="Sessions active ÷ max_connections (recording rule tdspool:bucket_max_connections)."), 12, 8)
     L.add(timeseries(
         "Sessions queued / pinned per bucket",
         [(f"sum by (bucket) (envoy_tdspool_bucket_sessions_queued{{{PB}}})", "{{bucket}} queued"),

@@ -107,6 +107,7 @@ func TestRelaysThroughTheClusterTheFilterChose(t *testing.T) {
 				"tdspool.bucket." + bucket + ".requests_sql_batch_total": 3,
 				"tdspool.bucket." + bucket + ".responses_total":          3,
 				"tdspool.bucket." + bucket + ".login_ok_total":           1,
+				"tdspool.bucket." + bucket + ".max_connections":          10,
 				"tdspool.panics_total":                                   0,
 			} {
 				if got, ok := stats[name]; !ok || got != want {

@@ -160,6 +160,10 @@ func Validate(cfg *Config) Problems {
 		if b.MaxConnections == 0 {
 			add(path+".max_connections", "required: the instance's connection budget (> 0)")
 		}
+		if b.BackendEncryption != BackendEncryption_PLAINTEXT {
+			// Refuse rather than silently connect in plaintext.
+			add(path+".backend_encryption", "%s is not supported yet: only PLAINTEXT (trusted networks)", b.BackendEncryption)
+		}
 		checkDuration(add, path+".queue_timeout", b.QueueTimeout, 0, time.Hour)
 	}
 	for i, r := range cfg.Routes {

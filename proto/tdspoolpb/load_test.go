@@ -47,7 +47,7 @@ func TestLoadListsEveryProblemWithItsPath(t *testing.T) {
 			`{
 			  "listener": {"encryption": "REQUIRE", "max_packet_size": 100},
 			  "buckets": [
-			    {"name": "Bad Name", "cluster": "", "max_connections": 0},
+			    {"name": "Bad Name", "cluster": "", "max_connections": 0, "backend_encryption": "TDS7_FULL"},
 			    {"name": "b2", "cluster": "c", "max_connections": 1},
 			    {"name": "b2", "cluster": "c", "max_connections": 1}
 			  ],
@@ -61,6 +61,7 @@ func TestLoadListsEveryProblemWithItsPath(t *testing.T) {
 				`buckets[0].name: "Bad Name" must match`,
 				"buckets[0].cluster: required",
 				"buckets[0].max_connections: required",
+				"buckets[0].backend_encryption: TDS7_FULL is not supported yet",
 				`buckets[2].name: "b2" is used by another bucket`,
 				`buckets[2].cluster: "c" is also the cluster of bucket "b2"`,
 				`routes[0].bucket: "nope" is not a configured bucket`,

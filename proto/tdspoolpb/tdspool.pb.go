@@ -82,6 +82,7 @@ func (EncryptionPolicy) EnumDescriptor() ([]byte, []int) {
 	return file_tdspool_proto_rawDescGZIP(), []int{0}
 }
 
+// Only PLAINTEXT is implemented today; the others are refused by validation.
 type BackendEncryption int32
 
 const (
