@@ -234,6 +234,14 @@ func (s *Scanner) feed(b []byte) error {
 			b = b[k:]
 			if s.bmHave == len(s.bitmap) {
 				s.st, s.col, s.sub = stRow, 0, vStart
+				if len(b) == 0 {
+					// Settle now: a row whose remaining columns are all NULL ends with its
+					// bitmap, and the scanner must report a token boundary there whether or
+					// not more bytes follow in this chunk (found by FuzzScanner).
+					if _, err := s.rowSlow(nil); err != nil {
+						return err
+					}
+				}
 			}
 		case stRow:
 			n, err := s.rowSlow(b)
