@@ -234,11 +234,18 @@ func (s *session) onClientLogin7(msg tds.Message) {
 		s.protocolFailure(fmt.Sprintf("LOGIN7: %v", err))
 		return
 	}
-	payload := msg.Payload
+	payload, rewrite := msg.Payload, false
 	if login.TDSVersion == tds.TDSVersion80 {
 		// A TDS 8 client (its TLS ended in Envoy) talks to a backend over TDS 7.4 framing:
 		// announce 7.4 to the backend. The client accepts the 7.4 LOGINACK.
-		login.TDSVersion = tds.TDSVersion74
+		login.TDSVersion, rewrite = tds.TDSVersion74, true
+	}
+	if max := s.f.cfg.Listener.MaxPacketSize; login.PacketSize > max {
+		// The backend then answers with ENVCHANGE packet size = max, which the client obeys:
+		// both legs keep one packet size and no message needs re-framing.
+		login.PacketSize, rewrite = max, true
+	}
+	if rewrite {
 		payload = login.AppendLogin7(nil)
 	}
 	// Same packet size on both legs: the backend's answers are already framed for the client.

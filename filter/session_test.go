@@ -441,3 +441,29 @@ func TestFirstByteTimeoutDropsSilentClients(t *testing.T) {
 		t.Fatal("a client that spoke was dropped by the first-byte timer")
 	}
 }
+
+func TestLogin7PacketSizeCappedBeforeTheBackend(t *testing.T) {
+	h := newHarness(t, `{"listener": {"encryption": "OFF_ALLOWED", "max_packet_size": 4096},
+	  "buckets": [{"name": "b1", "cluster": "c1", "max_connections": 1}], "default_bucket": "b1"}`)
+	c := h.connect()
+	c.fromClient(preloginMsg(tds.EncryptOff))
+	l := tds.Login7{TDSVersion: tds.TDSVersion74, PacketSize: 32767, UserName: "app", Password: tds.NewPassword("x"),
+		AppName: "t", HostName: "h", CltIntName: "c"}
+	c.fromClient(tds.AppendPackets(nil, tds.PacketLogin7, 0, l.AppendLogin7(nil), 4096))
+	c.waitPosted(time.Second)
+	c.conn.Read = nil
+	c.fromBackend(backendPreloginReply())
+	var r tds.Reassembler
+	r.Feed(c.conn.ToUpstream)
+	msg, err := r.Next()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := tds.DecodeLogin7(msg.Payload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.PacketSize != 4096 || got.UserName != "app" || got.Password.Reveal() != "x" {
+		t.Fatalf("forwarded LOGIN7: packet size %d user %q", got.PacketSize, got.UserName)
+	}
+}

@@ -15,7 +15,7 @@ import (
 
 // Defaults applied by Load to fields left unset.
 const (
-	DefaultMaxPacketSize     = 4096
+	DefaultMaxPacketSize     = maxPacketSize
 	DefaultQueueTimeout      = 5 * time.Second
 	DefaultLoginTimeout      = 15 * time.Second
 	DefaultFirstByteTimeout  = 10 * time.Second

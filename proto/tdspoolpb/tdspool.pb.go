@@ -297,7 +297,8 @@ type Listener struct {
 	// PEM files for TDS 7.x in-band TLS. Required unless encryption is OFF_ALLOWED.
 	TlsCertFile string `protobuf:"bytes,2,opt,name=tls_cert_file,json=tlsCertFile,proto3" json:"tls_cert_file,omitempty"`
 	TlsKeyFile  string `protobuf:"bytes,3,opt,name=tls_key_file,json=tlsKeyFile,proto3" json:"tls_key_file,omitempty"`
-	// Largest TDS packet size offered to clients (512..32767). Default 4096.
+	// Largest TDS packet size a session may negotiate (512..32767): a LOGIN7 asking for more is
+	// rewritten to this before it reaches the backend, so both legs agree. Default 32767 (no cap).
 	MaxPacketSize uint32 `protobuf:"varint,4,opt,name=max_packet_size,json=maxPacketSize,proto3" json:"max_packet_size,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
