@@ -261,23 +261,41 @@ func timed(c *Config, workload string, body func(ctx context.Context, w int, rec
 	return rec.result(c, workload, elapsed)
 }
 
+// openSessions opens c.Concurrency sessions held for a whole workload; closeAll closes them
+// and their pool.
+func openSessions(c *Config, workload string) (conns []*sql.Conn, closeAll func(), err error) {
+	db, err := openDB(c, 15*time.Second)
+	if err != nil {
+		return nil, nil, err
+	}
+	db.SetMaxOpenConns(c.Concurrency)
+	db.SetMaxIdleConns(c.Concurrency)
+	closeAll = func() {
+		for _, cn := range conns {
+			if cn != nil {
+				cn.Close()
+			}
+		}
+		db.Close()
+	}
+	conns = make([]*sql.Conn, c.Concurrency)
+	for i := range conns {
+		if conns[i], err = db.Conn(context.Background()); err != nil {
+			closeAll()
+			return nil, nil, fmt.Errorf("%s: open session %d: %w", workload, i, err)
+		}
+	}
+	return conns, closeAll, nil
+}
+
 // Ping: Concurrency sessions each run SELECT 1 back to back.
 func Ping(c Config) (Result, error) {
 	defaults(&c)
-	db, err := openDB(&c, 15*time.Second)
+	conns, closeAll, err := openSessions(&c, "ping")
 	if err != nil {
 		return Result{}, err
 	}
-	defer db.Close()
-	db.SetMaxOpenConns(c.Concurrency)
-	db.SetMaxIdleConns(c.Concurrency)
-	conns := make([]*sql.Conn, c.Concurrency)
-	for i := range conns {
-		if conns[i], err = db.Conn(context.Background()); err != nil {
-			return Result{}, fmt.Errorf("ping: open session %d: %w", i, err)
-		}
-		defer conns[i].Close()
-	}
+	defer closeAll()
 	res := timed(&c, "ping", func(ctx context.Context, w int, rec *recorder, record bool) {
 		var v int
 		t0 := time.Now()
@@ -345,20 +363,11 @@ func Login(c Config) (Result, error) {
 // Stream: Concurrency sessions each read a StreamBytes result end to end, repeatedly.
 func Stream(c Config) (Result, error) {
 	defaults(&c)
-	db, err := openDB(&c, 15*time.Second)
+	conns, closeAll, err := openSessions(&c, "stream")
 	if err != nil {
 		return Result{}, err
 	}
-	defer db.Close()
-	db.SetMaxOpenConns(c.Concurrency)
-	db.SetMaxIdleConns(c.Concurrency)
-	conns := make([]*sql.Conn, c.Concurrency)
-	for i := range conns {
-		if conns[i], err = db.Conn(context.Background()); err != nil {
-			return Result{}, fmt.Errorf("stream: open session %d: %w", i, err)
-		}
-		defer conns[i].Close()
-	}
+	defer closeAll()
 	query := fmt.Sprintf("STREAM %d", c.StreamBytes)
 	if c.Count > 0 {
 		// A fixed amount of work: results take long enough that a time window would cut
