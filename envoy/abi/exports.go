@@ -150,6 +150,9 @@ func envoy_dynamic_module_on_network_filter_read(
 	if !ok {
 		return stopIteration
 	}
+	if c.broken {
+		return stopIteration
+	}
 	defer c.guard("on_read", &status)
 	return C.envoy_dynamic_module_type_on_network_filter_data_status(c.filter.OnRead(int(dataLength), bool(endStream)))
 }
@@ -166,6 +169,9 @@ func envoy_dynamic_module_on_network_filter_write(
 	}
 	if c.writingToClient {
 		return continueStatus // our own WriteToClient passing through the write chain
+	}
+	if c.broken {
+		return stopIteration
 	}
 	defer c.guard("on_write", &status)
 	return C.envoy_dynamic_module_type_on_network_filter_data_status(c.filter.OnWrite(int(dataLength), bool(endStream)))
@@ -220,6 +226,9 @@ func envoy_dynamic_module_on_network_filter_above_write_buffer_high_watermark(
 	if !ok {
 		return
 	}
+	if c.broken {
+		return
+	}
 	defer c.guard("on_above_high_watermark", nil)
 	c.filter.OnWatermark(true)
 }
@@ -231,6 +240,9 @@ func envoy_dynamic_module_on_network_filter_below_write_buffer_low_watermark(
 ) {
 	c, ok := lookup(envoyPtr, filterPtr)
 	if !ok {
+		return
+	}
+	if c.broken {
 		return
 	}
 	defer c.guard("on_below_low_watermark", nil)
@@ -274,7 +286,8 @@ func lookup(envoyPtr C.envoy_dynamic_module_type_network_filter_envoy_ptr, filte
 
 // guard recovers a panic from the filter: the connection is closed, the panic counted and
 // logged (the first one with its stack), and the hook returns StopIteration. A broken filter
-// gets no further calls except destroy.
+// gets no more data, watermark or scheduled calls; it still gets its close event (so it can
+// give its slot back and settle its gauges, under the same guard) and destroy.
 func (c *conn) guard(hook string, status *C.envoy_dynamic_module_type_on_network_filter_data_status) {
 	r := recover()
 	if r == nil {
