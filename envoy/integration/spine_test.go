@@ -12,6 +12,7 @@ import (
 
 	"github.com/tdspool/tdspool/deployments/envoyconfig"
 	"github.com/tdspool/tdspool/internal/stack"
+	"github.com/tdspool/tdspool/tds"
 )
 
 type spineEnv struct {
@@ -156,10 +157,24 @@ func TestPanicInFilterClosesOnlyThatConnection(t *testing.T) {
 		}
 		next.c.Close()
 	}
+	// A panic in the middle of a logged-in session (slot held) gives the slot back.
+	rc := dialRaw(t, env.listener)
+	if evs := rc.login(t, "app", ""); !hasLoginAck(evs) {
+		t.Fatalf("login failed: %v", evs)
+	}
+	if err := rc.send(tds.PacketSQLBatch, []byte("select 'TDSPOOL-PANIC'")); err != nil {
+		t.Fatal(err)
+	}
+	rc.expectClosed(t)
 	if exited, err := env.envoy.Exited(); exited {
 		t.Fatalf("Envoy exited: %v", err)
 	}
-	waitStat(t, env.envoy, "tdspool.panics_total", 3)
+	waitStat(t, env.envoy, "tdspool.panics_total", 4)
+	waitStat(t, env.envoy, "tdspool.connections_active", 0)
+	stats, _ := env.envoy.Stats()
+	if g, r := stats["tdspool.bucket.bucket-001.slot_granted_total"], stats["tdspool.bucket.bucket-001.slot_released_total"]; g != r || g == 0 {
+		t.Fatalf("after panics: slots granted %d, released %d", g, r)
+	}
 	if !strings.Contains(env.envoy.Output(), "panic in on_read") {
 		t.Errorf("panic not logged")
 	}

@@ -8,7 +8,7 @@ import (
 	"github.com/tdspool/tdspool/envoy/host"
 )
 
-// panicTrigger, sent as a client's first bytes, makes the filter panic inside on_read. Only a
+// panicTrigger, anywhere in bytes a client sends, makes the filter panic inside on_read. Only a
 // module built with -tags tdspool_panictest has this; the integration tests use it to prove
 // that a panic closes one connection and Envoy keeps serving.
 var panicTrigger = []byte("TDSPOOL-PANIC")
@@ -36,7 +36,7 @@ type panicFilter struct {
 
 func (p *panicFilter) OnRead(size int, endStream bool) host.Status {
 	for _, chunk := range p.conn.ReadBuffer() {
-		if bytes.HasPrefix(chunk, panicTrigger) {
+		if bytes.Contains(chunk, panicTrigger) {
 			panic("tdspool_panictest: trigger received")
 		}
 	}
