@@ -337,14 +337,20 @@ func connectQuery(ctx context.Context, db *sql.DB, hold time.Duration) (login, t
 // Login: Concurrency workers each connect, log in, run SELECT 1 and close, back to back.
 func Login(c Config) (Result, error) {
 	defaults(&c)
-	db, err := openDB(&c, 15*time.Second)
+	return connectLoop(&c, "login", 15*time.Second, 0)
+}
+
+// connectLoop is login and queue: each worker connects, logs in, queries, holds the session
+// for hold and closes it, back to back; connections are never reused.
+func connectLoop(c *Config, workload string, dialTimeout, hold time.Duration) (Result, error) {
+	db, err := openDB(c, dialTimeout)
 	if err != nil {
 		return Result{}, err
 	}
 	defer db.Close()
 	db.SetMaxIdleConns(-1)
-	res := timed(&c, "login", func(ctx context.Context, w int, rec *recorder, record bool) {
-		login, total, err := connectQuery(context.Background(), db, 0)
+	res := timed(c, workload, func(ctx context.Context, w int, rec *recorder, record bool) {
+		login, total, err := connectQuery(context.Background(), db, hold)
 		if !record {
 			return
 		}
@@ -526,25 +532,5 @@ func Idle(c Config) (Result, error) {
 // Jain's index over the workers' completions.
 func Queue(c Config) (Result, error) {
 	defaults(&c)
-	db, err := openDB(&c, 60*time.Second)
-	if err != nil {
-		return Result{}, err
-	}
-	defer db.Close()
-	db.SetMaxIdleConns(-1)
-	res := timed(&c, "queue", func(ctx context.Context, w int, rec *recorder, record bool) {
-		login, total, err := connectQuery(context.Background(), db, c.Hold)
-		if !record {
-			return
-		}
-		if err != nil {
-			rec.fail(err)
-			time.Sleep(10 * time.Millisecond)
-			return
-		}
-		rec.ops.Add(1)
-		rec.lat[w] = append(rec.lat[w], total)
-		rec.login[w] = append(rec.login[w], login)
-	})
-	return res, nil
+	return connectLoop(&c, "queue", 60*time.Second, c.Hold)
 }
