@@ -98,50 +98,19 @@ func lex(src string) ([]token, *sqlError) {
 				t.nchar = true
 				i++
 			}
-			start := i + 1
-			var sb strings.Builder
-			j := start
-			closed := false
-			for j < len(src) {
-				if src[j] == '\'' {
-					if j+1 < len(src) && src[j+1] == '\'' {
-						sb.WriteByte('\'')
-						j += 2
-						continue
-					}
-					closed = true
-					break
-				}
-				sb.WriteByte(src[j])
-				j++
-			}
-			if !closed {
-				return nil, errf(105, 1, 15, "Unclosed quotation mark after the character string '"+src[start:]+"'.")
-			}
-			t.k, t.text = tkString, sb.String()
-			i = j + 1
-		case c == '[':
-			j := i + 1
-			var sb strings.Builder
-			closed := false
-			for j < len(src) {
-				if src[j] == ']' {
-					if j+1 < len(src) && src[j+1] == ']' {
-						sb.WriteByte(']')
-						j += 2
-						continue
-					}
-					closed = true
-					break
-				}
-				sb.WriteByte(src[j])
-				j++
-			}
-			if !closed {
+			text, end, ok := scanDelimited(src, i+1, '\'')
+			if !ok {
 				return nil, errf(105, 1, 15, "Unclosed quotation mark after the character string '"+src[i+1:]+"'.")
 			}
-			t.k, t.text = tkQIdent, sb.String()
-			i = j + 1
+			t.k, t.text = tkString, text
+			i = end
+		case c == '[':
+			text, end, ok := scanDelimited(src, i+1, ']')
+			if !ok {
+				return nil, errf(105, 1, 15, "Unclosed quotation mark after the character string '"+src[i+1:]+"'.")
+			}
+			t.k, t.text = tkQIdent, text
+			i = end
 		case c == '"':
 			j := strings.IndexByte(src[i+1:], '"')
 			if j < 0 {
@@ -359,4 +328,24 @@ func (t token) name() (string, bool) {
 		return t.text, true
 	}
 	return "", false
+}
+
+// scanDelimited reads from start up to the closing delimiter q, where a doubled q stands for
+// one (T-SQL's rule for both 'strings' and [identifiers]). end is the index after the closing
+// delimiter; ok is false when there is none.
+func scanDelimited(src string, start int, q byte) (text string, end int, ok bool) {
+	var sb strings.Builder
+	for j := start; j < len(src); j++ {
+		if src[j] != q {
+			sb.WriteByte(src[j])
+			continue
+		}
+		if j+1 < len(src) && src[j+1] == q {
+			sb.WriteByte(q)
+			j++
+			continue
+		}
+		return sb.String(), j + 1, true
+	}
+	return "", len(src), false
 }
