@@ -60,21 +60,20 @@ type bucketStats struct {
 	loginFailed        host.MetricID // counter: the backend refused the login
 	loginMs            host.MetricID // histogram: PRELOGIN to LOGINACK
 
-	rxBytes, txBytes     host.MetricID // counters
-	rxPackets            host.MetricID // counter: client → server packets (relay)
-	requestsByType       map[tds.PacketType]host.MetricID
-	requestsOther        host.MetricID
-	requestsUnclassified host.MetricID // counter: requests whose body could not be decoded
-	responses            host.MetricID // counter: complete responses
-	requestUs            host.MetricID // histogram: request → end of its response
-	serverErrors         host.MetricID // counter: ERROR tokens from the backend
-	resets               host.MetricID // counter: RESETCONNECTION acknowledged
-	inspectStopped       host.MetricID // counter: sessions whose stream could not be followed
-	fallbackActive       host.MetricID // gauge 0/1
-	queueFleet           host.MetricID // gauge: fleet-wide waiters as Redis last reported
-	leasesRenewed        host.MetricID // counter
-	leasesExpired        host.MetricID // counter
-	coordinatorAcquires  host.MetricID // counter: grants as the coordinator saw them
+	rxBytes, txBytes     host.MetricID                  // counters
+	rxPackets            host.MetricID                  // counter: client → server packets (relay)
+	requests             [numRequestKinds]host.MetricID // counters by request kind
+	requestsUnclassified host.MetricID                  // counter: requests whose body could not be decoded
+	responses            host.MetricID                  // counter: complete responses
+	requestUs            host.MetricID                  // histogram: request → end of its response
+	serverErrors         host.MetricID                  // counter: ERROR tokens from the backend
+	resets               host.MetricID                  // counter: RESETCONNECTION acknowledged
+	inspectStopped       host.MetricID                  // counter: sessions whose stream could not be followed
+	fallbackActive       host.MetricID                  // gauge 0/1
+	queueFleet           host.MetricID                  // gauge: fleet-wide waiters as Redis last reported
+	leasesRenewed        host.MetricID                  // counter
+	leasesExpired        host.MetricID                  // counter
+	coordinatorAcquires  host.MetricID                  // counter: grants as the coordinator saw them
 }
 
 type metricDefiner struct {
@@ -148,7 +147,6 @@ func defineBucketStats(d *metricDefiner, bucket string) bucketStats {
 		rxBytes:              d.counter(p + "rx_bytes_total"),
 		txBytes:              d.counter(p + "tx_bytes_total"),
 		rxPackets:            d.counter(p + "rx_packets_total"),
-		requestsOther:        d.counter(p + "requests_other_total"),
 		requestsUnclassified: d.counter(p + "requests_unclassified_total"),
 		responses:            d.counter(p + "responses_total"),
 		requestUs:            d.histogram(p + "request_duration_us"),
@@ -160,17 +158,45 @@ func defineBucketStats(d *metricDefiner, bucket string) bucketStats {
 		leasesRenewed:        d.counter(p + "leases_renewed_total"),
 		leasesExpired:        d.counter(p + "leases_expired_total"),
 		coordinatorAcquires:  d.counter(p + "coordinator_acquires_total"),
-		requestsByType:       map[tds.PacketType]host.MetricID{},
 	}
 	for r := pinReason(0); r < numPinReasons; r++ {
 		s.pinnedBy[r] = d.gauge(p + "pinned_" + pinReasonNames[r])
 		s.pinEvents[r] = d.counter(p + "pin_" + pinReasonNames[r] + "_total")
 	}
-	for typ, name := range map[tds.PacketType]string{
-		tds.PacketSQLBatch: "sql_batch", tds.PacketRPC: "rpc", tds.PacketAttention: "attention",
-		tds.PacketTransMgr: "transaction_manager", tds.PacketBulkLoad: "bulk_load",
-	} {
-		s.requestsByType[typ] = d.counter(p + "requests_" + name + "_total")
+	for k := requestKind(0); k < numRequestKinds; k++ {
+		s.requests[k] = d.counter(p + "requests_" + requestKindNames[k] + "_total")
 	}
 	return s
+}
+
+// requestKind indexes the per-type request counters (an array, not a map: it is bumped on
+// every request).
+type requestKind uint8
+
+const (
+	reqSQLBatch requestKind = iota
+	reqRPC
+	reqAttention
+	reqTransMgr
+	reqBulkLoad
+	reqOther
+	numRequestKinds
+)
+
+var requestKindNames = [numRequestKinds]string{"sql_batch", "rpc", "attention", "transaction_manager", "bulk_load", "other"}
+
+func requestKindOf(typ tds.PacketType) requestKind {
+	switch typ {
+	case tds.PacketSQLBatch:
+		return reqSQLBatch
+	case tds.PacketRPC:
+		return reqRPC
+	case tds.PacketAttention:
+		return reqAttention
+	case tds.PacketTransMgr:
+		return reqTransMgr
+	case tds.PacketBulkLoad:
+		return reqBulkLoad
+	}
+	return reqOther
 }

@@ -57,7 +57,7 @@ type relayState struct {
 // counterBatch holds counter deltas not yet given to Envoy.
 type counterBatch struct {
 	rxBytes, txBytes, rxPackets, responses uint64
-	requests                               map[host.MetricID]uint64
+	requests                               [numRequestKinds]uint64
 }
 
 const statFlushInterval = time.Second
@@ -78,10 +78,10 @@ func (s *session) flushRelayStats(now time.Time, force bool) {
 			*c.n = 0
 		}
 	}
-	for id, n := range b.requests {
+	for k, n := range b.requests {
 		if n > 0 {
-			s.conn.IncCounter(id, n)
-			b.requests[id] = 0
+			s.conn.IncCounter(st.requests[k], n)
+			b.requests[k] = 0
 		}
 	}
 }
@@ -90,7 +90,6 @@ func (r *relayState) start(s *session) {
 	r.inspect = true
 	r.server.MaxPacketSize = tds.MaxPacketSize
 	r.lastFlush = s.f.now()
-	r.batch.requests = make(map[host.MetricID]uint64, 2)
 }
 
 func (s *session) relayClientBytes(size int) {
@@ -166,13 +165,8 @@ func (s *session) applyRequestFacts(f *tds.RequestFacts) {
 
 func (s *session) onMessageStart(typ tds.PacketType, status tds.PacketStatus) {
 	r := &s.relay
-	b := s.bucket
 	r.reqType, r.reqStat = typ, status&^tds.StatusEOM
-	id, ok := b.stats.requestsByType[typ]
-	if !ok {
-		id = b.stats.requestsOther
-	}
-	r.batch.requests[id]++
+	r.batch.requests[requestKindOf(typ)]++
 	switch typ {
 	case tds.PacketSQLBatch, tds.PacketRPC, tds.PacketTransMgr, tds.PacketBulkLoad:
 		if r.pending == 0 {

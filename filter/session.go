@@ -52,9 +52,7 @@ type session struct {
 
 	clientIn tds.Reassembler // client bytes before relay (PRELOGIN, LOGIN7)
 	tls      *clientTLS      // nil without client TLS
-	strict   bool            // TDS 8: Envoy terminated the client's TLS
 	login7   []byte          // the client's LOGIN7 message, as framed by the client
-	facts    loginFacts
 	bucket   *bucketState
 	pktSize  int // packet size for messages we frame to the client
 
@@ -191,7 +189,6 @@ func (s *session) onClientPrelogin(payload []byte) {
 	if s.conn.IsTLS() {
 		// TDS 8 strict: Envoy terminated TLS before the first byte; the PRELOGIN ENCRYPTION
 		// value means nothing here and no second TLS layer may start.
-		s.strict = true
 		s.conn.IncCounter(s.f.stats.tlsStrict, 1)
 		out := tds.ServerPreloginReply(s.f.version, tds.EncryptNotSup).AppendPrelogin(nil)
 		s.conn.WriteToClient(tds.AppendPackets(nil, tds.PacketReply, 0, out, s.pktSize), false)
@@ -250,15 +247,15 @@ func (s *session) onClientLogin7(msg tds.Message) {
 	}
 	// Same packet size on both legs: the backend's answers are already framed for the client.
 	s.login7 = tds.AppendPackets(nil, tds.PacketLogin7, 0, payload, s.pktSize)
-	s.facts = loginFacts{ServerName: serverNameOf(login.ServerName), Database: login.Database, User: login.UserName}
+	facts := loginFacts{ServerName: serverNameOf(login.ServerName), Database: login.Database, User: login.UserName}
 	if sni := s.conn.RequestedServerName(); sni != "" {
-		s.facts.ServerName = sni
+		facts.ServerName = sni
 	}
-	name := s.f.router.route(s.facts)
+	name := s.f.router.route(facts)
 	b := s.f.buckets[name]
 	if b == nil {
 		s.conn.IncCounter(s.f.stats.noRoute, 1)
-		s.refuse(noRoute(s.facts))
+		s.refuse(noRoute(facts))
 		return
 	}
 	s.bucket = b

@@ -35,8 +35,7 @@ func (s coordinatorSlots) Acquire(bucket string, deadline time.Time, done func(S
 			Waited: r.Waited, Fallback: r.Fallback, Err: r.Err}
 		if res.Granted {
 			lease := r.Lease
-			var once sync.Once
-			res.Release = func() { once.Do(func() { s.c.Release(lease) }) }
+			res.Release = func() { s.c.Release(lease) } // idempotent in the coordinator
 		}
 		done(res)
 	})
