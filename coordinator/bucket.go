@@ -86,7 +86,7 @@ func (b *bucket) loop() {
 	for {
 		select {
 		case <-b.wake:
-			b.step()
+			b.c.safely("bucket step", b.step)
 		case <-b.c.done:
 			b.flushDrops()
 			return
@@ -107,7 +107,7 @@ func (b *bucket) enqueue(t *Ticket) {
 		t.needSend = true
 		b.waitq = append(b.waitq, t)
 		b.byID[t.id] = t
-		t.timer = time.AfterFunc(time.Until(t.deadline), func() { b.expire(t) })
+		t.timer = time.AfterFunc(time.Until(t.deadline), func() { b.c.safely("expire", func() { b.expire(t) }) })
 	}
 	b.mu.Unlock()
 	if out != nil {
@@ -250,8 +250,10 @@ func (b *bucket) errIfFallback() error {
 // deliver runs callbacks; called without b.mu.
 func (b *bucket) deliver(ts []*Ticket) {
 	for _, t := range ts {
-		b.c.metrics.AcquireDone(b.name, t.res.Outcome, t.res.Fallback, t.res.Waited)
-		t.cb(t.res)
+		b.c.safely("deliver", func() {
+			b.c.metrics.AcquireDone(b.name, t.res.Outcome, t.res.Fallback, t.res.Waited)
+			t.cb(t.res)
+		})
 	}
 }
 

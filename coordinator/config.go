@@ -69,6 +69,11 @@ type Config struct {
 
 	// Metrics receives counters and gauges. Default: none.
 	Metrics Metrics
+
+	// OnPanic is told about a panic recovered inside a coordinator goroutine (the coordinator
+	// runs inside Envoy: a panic must never end the process). Default: ignored, but counted
+	// in Coordinator.Panics.
+	OnPanic func(where string, v any)
 }
 
 // BucketConfig holds one bucket's limits.

@@ -146,6 +146,7 @@ type Coordinator struct {
 	buckets map[string]*bucket
 
 	seq    atomic.Uint64
+	panics atomic.Uint64
 	closed atomic.Bool
 	done   chan struct{}
 	wg     sync.WaitGroup
@@ -377,7 +378,9 @@ func (c *Coordinator) listen() {
 				continue
 			}
 			if b := c.bucket(f[0]); b != nil {
-				b.granted([]grantInfo{{id: f[1], ticket: toInt(f[2]), seq: toInt(f[3])}})
+				c.safely("grant hint", func() {
+					b.granted([]grantInfo{{id: f[1], ticket: toInt(f[2]), seq: toInt(f[3])}})
+				})
 			}
 		}
 	}
@@ -401,10 +404,30 @@ func (c *Coordinator) tick() {
 			}
 			c.mu.Unlock()
 			for _, b := range bs {
-				b.heartbeatDue()
+				c.safely("heartbeat", b.heartbeatDue)
 			}
 		}
 	}
+}
+
+// recovered is deferred by every coordinator goroutine's unit of work: a bug must cost that
+// piece of work, never the process (the coordinator runs inside Envoy).
+func (c *Coordinator) recovered(where string) {
+	if v := recover(); v != nil {
+		c.panics.Add(1)
+		if c.cfg.OnPanic != nil {
+			c.cfg.OnPanic(where, v)
+		}
+	}
+}
+
+// Panics counts panics recovered in coordinator goroutines.
+func (c *Coordinator) Panics() uint64 { return c.panics.Load() }
+
+// safely runs f under recovered.
+func (c *Coordinator) safely(where string, f func()) {
+	defer c.recovered(where)
+	f()
 }
 
 // toInt reads an integer that Redis returned as a number or a string.

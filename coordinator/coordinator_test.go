@@ -350,3 +350,35 @@ func contains(s, sub string) bool {
 	}
 	return false
 }
+
+// A callback that panics costs that one delivery, not the process (the coordinator runs
+// inside Envoy); the coordinator keeps serving.
+func TestPanickingCallbackIsContained(t *testing.T) {
+	srv := redistest.Start(t)
+	var where []string
+	var mu sync.Mutex
+	cfg := fastConfig("p1", map[string]BucketConfig{"b": {Cap: 2}})
+	cfg.OnPanic = func(w string, v any) { mu.Lock(); where = append(where, w); mu.Unlock() }
+	c := newCoord(t, srv, cfg)
+	seed(t, srv.Client(), c.cfg, "b")
+	done := make(chan Result, 1)
+	c.Acquire("b", time.Now().Add(5*time.Second), func(Result) { panic("callback bug") })
+	c.Acquire("b", time.Now().Add(5*time.Second), func(r Result) { done <- r })
+	select {
+	case res := <-done:
+		if res.Outcome != Granted {
+			t.Fatalf("second acquire: %v", res.Outcome)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("coordinator stopped serving after a panicking callback")
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for c.Panics() == 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if c.Panics() != 1 || len(where) != 1 || where[0] != "deliver" {
+		t.Fatalf("panics=%d where=%v", c.Panics(), where)
+	}
+}

@@ -22,6 +22,7 @@ type coordStats struct {
 	redisCalls, redisErrors atomic.Uint64
 	capsPublished           atomic.Bool
 	releasedOnDestroy       atomic.Uint64
+	panics                  atomic.Uint64 // recovered in coordinator goroutines
 
 	latMu     sync.Mutex
 	latencies []uint64 // µs, bounded
@@ -113,6 +114,9 @@ func (c *coordStats) flush(conn host.Conn) {
 	}
 	if n := c.releasedOnDestroy.Swap(0); n > 0 {
 		conn.IncCounter(g.releasedOnDestroy, n)
+	}
+	if n := c.panics.Swap(0); n > 0 {
+		conn.IncCounter(g.coordinatorPanics, n)
 	}
 	c.latMu.Lock()
 	lat := c.latencies

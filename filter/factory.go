@@ -109,7 +109,7 @@ func newFactory(cfg *tdspoolpb.Config, m host.Metrics) (*Factory, error) {
 }
 
 // newSlots builds the Redis coordinator, or a process-local cap when no Redis is configured.
-func newSlots(cfg *tdspoolpb.Config, metrics coordinator.Metrics) (Slots, error) {
+func newSlots(cfg *tdspoolpb.Config, metrics *coordStats) (Slots, error) {
 	if len(cfg.Redis.Addresses) == 0 {
 		caps := map[string][2]int{}
 		for _, b := range cfg.Buckets {
@@ -138,6 +138,7 @@ func newSlots(cfg *tdspoolpb.Config, metrics coordinator.Metrics) (Slots, error)
 		Grace:     r.HeartbeatInterval.AsDuration() + r.CallTimeout.AsDuration() + 250*time.Millisecond,
 		WaiterTTL: max(5*time.Second, 3*r.HeartbeatInterval.AsDuration()),
 		Metrics:   metrics,
+		OnPanic:   func(string, any) { metrics.panics.Add(1) },
 	}
 	if r.Tls {
 		cc.Redis.TLS = tlsConfigForRedis()

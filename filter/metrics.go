@@ -34,6 +34,7 @@ type globalStats struct {
 	redisErrors       host.MetricID // counter
 	redisLatencyUs    host.MetricID // histogram
 	releasedOnDestroy host.MetricID // counter: slots released by a destroy without a close event
+	coordinatorPanics host.MetricID // counter: panics recovered inside coordinator goroutines
 }
 
 // bucketStats are one bucket's metrics.
@@ -117,6 +118,7 @@ func defineGlobalStats(d *metricDefiner) globalStats {
 		redisErrors:       d.counter("redis_errors_total"),
 		redisLatencyUs:    d.histogram("redis_latency_us"),
 		releasedOnDestroy: d.counter("slot_released_on_destroy_total"),
+		coordinatorPanics: d.counter("coordinator_panics_total"),
 	}
 	for k := range g.errorsByKind {
 		g.errorsByKind[k] = d.counter("client_errors_" + errorKind(k).String() + "_total")

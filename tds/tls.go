@@ -3,6 +3,7 @@ package tds
 import (
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"sync"
@@ -139,6 +140,18 @@ func (a *TLSAdapter) start() {
 
 // run is the engine goroutine: handshake, then decrypt until EOF/error.
 func (a *TLSAdapter) run() {
+	// The engine runs inside Envoy's process: a panic in crypto/tls or here fails this one
+	// connection (its owner sees the error from Feed), never the process.
+	defer func() {
+		if v := recover(); v != nil {
+			a.mu.Lock()
+			if a.err == nil {
+				a.err = fmt.Errorf("tds: TLS engine panic: %v", v)
+			}
+			a.mu.Unlock()
+			a.finish()
+		}
+	}()
 	err := a.conn.Handshake()
 	a.mu.Lock()
 	a.flushPending()

@@ -10,6 +10,7 @@ import (
 	"crypto/x509/pkix"
 	"math/big"
 	"net"
+	"strings"
 	"testing"
 	"time"
 )
@@ -291,4 +292,19 @@ func (w *wrapConn) Read(p []byte) (int, error) {
 	n := copy(p, w.in)
 	w.in = w.in[n:]
 	return n, nil
+}
+
+// A panic inside the TLS engine goroutine (here: in a certificate callback) fails that one
+// connection with an error from Feed instead of killing the process.
+func TestTLSEnginePanicFailsOnlyThatConnection(t *testing.T) {
+	srv := NewTLSServer(&tls.Config{GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+		panic("certificate callback bug")
+	}}, TLSModeFull, 0)
+	defer srv.Close()
+	cli := NewTLSClient(&tls.Config{InsecureSkipVerify: true}, TLSModeFull, 0)
+	defer cli.Close()
+	err := srv.Feed(cli.TakeWire())
+	if err == nil || !strings.Contains(err.Error(), "TLS engine panic") {
+		t.Fatalf("Feed after an engine panic = %v", err)
+	}
 }
