@@ -52,46 +52,38 @@ func TestGoMssqldb(t *testing.T) {
 	}
 }
 
-func TestPytds(t *testing.T) {
+// TestPythonDrivers runs the workload with python-tds and with pymssql (FreeTDS), in every
+// encryption mode each supports.
+func TestPythonDrivers(t *testing.T) {
 	t.Parallel()
 	python := FindPython()
-	if python == "" || !HasPythonModule(python, "pytds") {
-		t.Skip("python-tds not installed: run `make setup` (or pip install python-tds pyOpenSSL into .venv), or set TDSPOOL_PYTHON")
-	}
-	srv, target := startServer(t, tdstest.EncryptionOptional)
-	for _, mode := range PytdsModes {
-		t.Run(mode, func(t *testing.T) {
-			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-			defer cancel()
-			before := srv.Stats()
-			out, err := RunPytds(ctx, python, target, mode)
-			defer expectTransport(t, before, srv.Stats(), map[string]string{"off": "plain", "login-only": "login-only", "full": "full"}[mode])
-			if err != nil {
-				t.Fatal(err)
+	for _, drv := range []struct {
+		name, module string
+		run          func(context.Context, string, Target, string) (string, error)
+		modes        []string
+		transport    map[string]string // mode → transport the server must see
+	}{
+		{"python-tds", "pytds", RunPytds, PytdsModes, map[string]string{"off": "plain", "login-only": "login-only", "full": "full"}},
+		{"pymssql", "pymssql", RunPymssql, PymssqlModes, map[string]string{"off": "plain", "request": "login-only", "require": "full"}},
+	} {
+		t.Run(drv.name, func(t *testing.T) {
+			if python == "" || !HasPythonModule(python, drv.module) {
+				t.Skipf("%s not installed: run `make setup` (it installs the Python drivers into .venv), or set TDSPOOL_PYTHON", drv.name)
 			}
-			t.Log(out)
-		})
-	}
-}
-
-func TestPymssql(t *testing.T) {
-	t.Parallel()
-	python := FindPython()
-	if python == "" || !HasPythonModule(python, "pymssql") {
-		t.Skip("pymssql not installed: run `make setup` (or pip install pymssql into .venv), or set TDSPOOL_PYTHON")
-	}
-	srv, target := startServer(t, tdstest.EncryptionOptional)
-	for _, mode := range PymssqlModes {
-		t.Run(mode, func(t *testing.T) {
-			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-			defer cancel()
-			before := srv.Stats()
-			out, err := RunPymssql(ctx, python, target, mode)
-			defer expectTransport(t, before, srv.Stats(), map[string]string{"off": "plain", "request": "login-only", "require": "full"}[mode])
-			if err != nil {
-				t.Fatal(err)
+			srv, target := startServer(t, tdstest.EncryptionOptional)
+			for _, mode := range drv.modes {
+				t.Run(mode, func(t *testing.T) {
+					ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+					defer cancel()
+					before := srv.Stats()
+					out, err := drv.run(ctx, python, target, mode)
+					defer expectTransport(t, before, srv.Stats(), drv.transport[mode])
+					if err != nil {
+						t.Fatal(err)
+					}
+					t.Log(out)
+				})
 			}
-			t.Log(out)
 		})
 	}
 }
