@@ -8,7 +8,7 @@
 //	anything else       one INT row
 //
 // It does as little work as possible per request, so that what the benchmark measures is
-// the proxy in front of it, not the backend. The project's SQLite-backed tds/tdstest server
+// the proxy in front of it, not the backend. The project's SQLite-backed tds/standin server
 // is the realistic stand-in for tests and the demo; this one is the fast, predictable one.
 package backend
 

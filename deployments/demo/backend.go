@@ -10,7 +10,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/tdspool/tdspool/tds/tdstest"
+	"github.com/tdspool/tdspool/standin"
 )
 
 // Demo login and data location. The login is documented in the README.
@@ -23,17 +23,17 @@ var backendDataDir = flag.String("backend-data", filepath.Join(os.TempDir(), "td
 	"directory for the demo backends' SQLite files (one subdirectory per bucket; data survives restarts)")
 
 // startBackend serves one demo bucket with the TDS test backend
-// (tds/tdstest): SQL Server's protocol on SQLite, login demo/Demo-Passw0rd,
+// (tds/standin): SQL Server's protocol on SQLite, login demo/Demo-Passw0rd,
 // databases master and tenant_<letter> (bucket-001 → tenant_a, ...),
 // @@SERVERNAME = the bucket name, TLS optional (self-signed certificate).
 func startBackend(name string, port int) (stop func(), err error) {
-	srv, err := tdstest.New(tdstest.Config{
+	srv, err := standin.New(standin.Config{
 		Addr:       net.JoinHostPort("127.0.0.1", strconv.Itoa(port)),
 		ServerName: name,
 		Users:      map[string]string{demoUser: demoPassword},
 		Databases:  []string{tenantDB(name)},
 		DataDir:    filepath.Join(*backendDataDir, name),
-		Encryption: tdstest.EncryptionOptional,
+		Encryption: standin.EncryptionOptional,
 		Logf:       log.New(os.Stderr, "["+name+"] ", log.LstdFlags).Printf,
 	})
 	if err != nil {

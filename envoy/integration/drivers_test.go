@@ -8,7 +8,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/tdspool/tdspool/tds/tdstest/compat"
+	"github.com/tdspool/tdspool/standin/compat"
 )
 
 // TestGoMssqldbThroughEnvoy runs the backend compatibility workload through Envoy + tdspool

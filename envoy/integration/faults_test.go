@@ -15,14 +15,14 @@ import (
 	"github.com/tdspool/tdspool/deployments/envoyconfig"
 	"github.com/tdspool/tdspool/internal/stack"
 	"github.com/tdspool/tdspool/internal/testcert"
-	"github.com/tdspool/tdspool/tds/tdstest"
-	"github.com/tdspool/tdspool/tds/tdstest/compat"
+	"github.com/tdspool/tdspool/standin"
+	"github.com/tdspool/tdspool/standin/compat"
 )
 
-// tdsStack is Envoy + tdspool in front of one tdstest backend (bucket-001, database
+// tdsStack is Envoy + tdspool in front of one standin backend (bucket-001, database
 // tenant_a, login demo / Demo-Passw0rd), optionally with Redis and client TLS.
 type tdsStack struct {
-	backend *tdstest.Server
+	backend *standin.Server
 	envoy   *stack.Envoy
 	redis   *stack.Redis
 	port    int
@@ -38,9 +38,9 @@ type tdsStackOptions struct {
 
 func startTDSStack(t *testing.T, o tdsStackOptions) *tdsStack {
 	t.Helper()
-	backend, err := tdstest.New(tdstest.Config{
+	backend, err := standin.New(standin.Config{
 		ServerName: "bucket-001", Users: map[string]string{"demo": "Demo-Passw0rd"},
-		Databases: []string{"tenant_a"}, DataDir: t.TempDir(), Encryption: tdstest.EncryptionOptional,
+		Databases: []string{"tenant_a"}, DataDir: t.TempDir(), Encryption: standin.EncryptionOptional,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -15,7 +15,7 @@ import (
 // scriptedBackend is a minimal TDS server for the Envoy-path tests that must not depend on
 // the full test backend: it answers PRELOGIN and LOGIN7 like SQL Server does and replies to
 // every SQL_BATCH with an INFO token carrying its tag, so a test can tell which bucket
-// answered. Real-driver tests use tds/tdstest instead.
+// answered. Real-driver tests use tds/standin instead.
 type scriptedBackend struct {
 	l    net.Listener
 	tag  string

@@ -6,14 +6,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tdspool/tdspool/tds/tdstest"
+	"github.com/tdspool/tdspool/standin"
 )
 
 // startServer starts a backend in the given encryption mode with the
 // database the workloads use.
-func startServer(t *testing.T, enc tdstest.Encryption) (*tdstest.Server, Target) {
+func startServer(t *testing.T, enc standin.Encryption) (*standin.Server, Target) {
 	t.Helper()
-	srv, err := tdstest.New(tdstest.Config{
+	srv, err := standin.New(standin.Config{
 		ServerName: "compat-bucket",
 		Users:      map[string]string{"demo": "Demo-Passw0rd"},
 		Databases:  []string{"tenant_a"},
@@ -37,7 +37,7 @@ func startServer(t *testing.T, enc tdstest.Encryption) (*tdstest.Server, Target)
 
 func TestGoMssqldb(t *testing.T) {
 	t.Parallel()
-	srv, target := startServer(t, tdstest.EncryptionOptional)
+	srv, target := startServer(t, standin.EncryptionOptional)
 	want := map[string]string{"disable": "plain", "false": "login-only", "true": "full", "strict": "strict"}
 	for _, mode := range GoEncryptModes {
 		t.Run("encrypt="+mode, func(t *testing.T) {
@@ -70,7 +70,7 @@ func TestPythonDrivers(t *testing.T) {
 			if python == "" || !HasPythonModule(python, drv.module) {
 				t.Skipf("%s not installed: run `make setup` (it installs the Python drivers into .venv), or set TDSPOOL_PYTHON", drv.name)
 			}
-			srv, target := startServer(t, tdstest.EncryptionOptional)
+			srv, target := startServer(t, standin.EncryptionOptional)
 			for _, mode := range drv.modes {
 				t.Run(mode, func(t *testing.T) {
 					ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -91,7 +91,7 @@ func TestPythonDrivers(t *testing.T) {
 // expectTransport checks that every login between two Stats snapshots used
 // the expected transport security, so a "pass" cannot hide a silent
 // fallback to plaintext.
-func expectTransport(t *testing.T, before, after tdstest.Stats, want string) {
+func expectTransport(t *testing.T, before, after standin.Stats, want string) {
 	t.Helper()
 	got := map[string]int64{
 		"plain":      after.Plain - before.Plain,
@@ -113,17 +113,17 @@ func expectTransport(t *testing.T, before, after tdstest.Stats, want string) {
 func TestGoMssqldbServerPolicies(t *testing.T) {
 	t.Parallel()
 	cases := []struct {
-		policy tdstest.Encryption
+		policy standin.Encryption
 		mode   string
 		want   string // transport, or "" when the connection must fail
 	}{
-		{tdstest.EncryptionRequired, "false", "full"},
-		{tdstest.EncryptionRequired, "true", "full"},
-		{tdstest.EncryptionRequired, "disable", ""},
-		{tdstest.EncryptionStrict, "strict", "strict"},
-		{tdstest.EncryptionStrict, "true", ""},
-		{tdstest.EncryptionOff, "disable", "plain"},
-		{tdstest.EncryptionOff, "true", ""},
+		{standin.EncryptionRequired, "false", "full"},
+		{standin.EncryptionRequired, "true", "full"},
+		{standin.EncryptionRequired, "disable", ""},
+		{standin.EncryptionStrict, "strict", "strict"},
+		{standin.EncryptionStrict, "true", ""},
+		{standin.EncryptionOff, "disable", "plain"},
+		{standin.EncryptionOff, "true", ""},
 	}
 	for _, tc := range cases {
 		t.Run(tc.policy.String()+"/encrypt="+tc.mode, func(t *testing.T) {

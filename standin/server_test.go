@@ -1,4 +1,4 @@
-package tdstest_test
+package standin_test
 
 import (
 	"context"
@@ -10,17 +10,17 @@ import (
 
 	mssql "github.com/microsoft/go-mssqldb"
 
-	"github.com/tdspool/tdspool/tds/tdstest"
+	"github.com/tdspool/tdspool/standin"
 )
 
-func start(t *testing.T, cfg tdstest.Config) *tdstest.Server {
+func start(t *testing.T, cfg standin.Config) *standin.Server {
 	t.Helper()
 	if cfg.Users == nil {
 		cfg.Users = map[string]string{"demo": "Demo-Passw0rd"}
 	}
 	cfg.DataDir = t.TempDir()
 	cfg.Logf = t.Logf
-	srv, err := tdstest.New(cfg)
+	srv, err := standin.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -31,12 +31,12 @@ func start(t *testing.T, cfg tdstest.Config) *tdstest.Server {
 	return srv
 }
 
-func dsn(srv *tdstest.Server, user, pass, db string) string {
+func dsn(srv *standin.Server, user, pass, db string) string {
 	return fmt.Sprintf("sqlserver://%s:%s@127.0.0.1:%d?database=%s&encrypt=disable&dial+timeout=5", user, pass, srv.Port(), db)
 }
 
 func TestConfigValidationListsEveryProblem(t *testing.T) {
-	_, err := tdstest.New(tdstest.Config{Databases: []string{"ok", "bad name", "ok"}, DefaultDatabase: "nope", MaxConnections: -1})
+	_, err := standin.New(standin.Config{Databases: []string{"ok", "bad name", "ok"}, DefaultDatabase: "nope", MaxConnections: -1})
 	if err == nil {
 		t.Fatal("invalid config accepted")
 	}
@@ -53,7 +53,7 @@ func contains(s, sub string) bool {
 
 // Login failures must look exactly like SQL Server's to the driver.
 func TestLoginErrors(t *testing.T) {
-	srv := start(t, tdstest.Config{Databases: []string{"tenant_a"}, MaxConnections: 1})
+	srv := start(t, standin.Config{Databases: []string{"tenant_a"}, MaxConnections: 1})
 	cases := []struct {
 		name, user, pass, db string
 		number               int32
@@ -105,7 +105,7 @@ func TestLoginErrors(t *testing.T) {
 
 // The oracle counters and fault injection.
 func TestCountersAndFaults(t *testing.T) {
-	srv := start(t, tdstest.Config{})
+	srv := start(t, standin.Config{})
 	db, _ := sql.Open("sqlserver", dsn(srv, "demo", "Demo-Passw0rd", "master"))
 	defer db.Close()
 	ctx := context.Background()
@@ -159,9 +159,9 @@ func TestCountersAndFaults(t *testing.T) {
 // Data survives a restart on the same DataDir.
 func TestDataSurvivesRestart(t *testing.T) {
 	dir := t.TempDir()
-	cfg := tdstest.Config{Users: map[string]string{"u": "p"}, Databases: []string{"d"}, DataDir: dir}
+	cfg := standin.Config{Users: map[string]string{"u": "p"}, Databases: []string{"d"}, DataDir: dir}
 	for round := 0; round < 2; round++ {
-		srv, err := tdstest.New(cfg)
+		srv, err := standin.New(cfg)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -185,7 +185,7 @@ func TestDataSurvivesRestart(t *testing.T) {
 
 // T-SQL subset: table-driven statements and the values or errors they give.
 func TestTSQLSubset(t *testing.T) {
-	srv := start(t, tdstest.Config{Databases: []string{"tenant_a"}, ServerName: "bucket-007"})
+	srv := start(t, standin.Config{Databases: []string{"tenant_a"}, ServerName: "bucket-007"})
 	db, _ := sql.Open("sqlserver", dsn(srv, "demo", "Demo-Passw0rd", "tenant_a"))
 	defer db.Close()
 	db.SetMaxOpenConns(1)

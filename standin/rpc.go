@@ -1,4 +1,4 @@
-package tdstest
+package standin
 
 import (
 	"context"

@@ -1,4 +1,4 @@
-package tdstest
+package standin
 
 import (
 	"context"
@@ -20,7 +20,7 @@ import (
 const (
 	serverVersion    = 0x100003E8 // PRELOGIN VERSION / LOGINACK ProgVersion: 16.0.1000
 	progName         = "Microsoft SQL Server"
-	versionString    = "Microsoft SQL Server 2022 (RTM) - 16.0.1000.6 (X64) \n\tOct  8 2022 05:58:25 \n\tCopyright (C) 2022 Microsoft Corporation\n\tDeveloper Edition (64-bit) on Linux (tdstest SQLite backend) <X64>"
+	versionString    = "Microsoft SQL Server 2022 (RTM) - 16.0.1000.6 (X64) \n\tOct  8 2022 05:58:25 \n\tCopyright (C) 2022 Microsoft Corporation\n\tDeveloper Edition (64-bit) on Linux (standin SQLite backend) <X64>"
 	maxLoginMessage  = tds.MaxLogin7Size
 	maxRequestBytes  = 64 << 20
 	defaultLanguage  = "us_english"
@@ -68,7 +68,7 @@ func (c *conn) serve() {
 	wasSession := false
 	defer func() {
 		if r := recover(); r != nil {
-			c.srv.logf("tdstest %s spid %d: panic: %v\n%s", c.srv.cfg.ServerName, c.spid, r, debug.Stack())
+			c.srv.logf("standin %s spid %d: panic: %v\n%s", c.srv.cfg.ServerName, c.spid, r, debug.Stack())
 		}
 		c.kill(false)
 		if c.tlsc != nil {
@@ -83,7 +83,7 @@ func (c *conn) serve() {
 	ok, err := c.handshake()
 	if err != nil {
 		if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
-			c.srv.logf("tdstest %s spid %d: handshake: %v", c.srv.cfg.ServerName, c.spid, err)
+			c.srv.logf("standin %s spid %d: handshake: %v", c.srv.cfg.ServerName, c.spid, err)
 		}
 		return
 	}
@@ -121,7 +121,7 @@ func (c *conn) handshake() (bool, error) {
 		}
 		if p := tc.ConnectionState().NegotiatedProtocol; p != alpnTDS8 {
 			// MS-TDS requires ALPN tds/8.0; tolerate clients that omit it.
-			s.logf("tdstest %s spid %d: TDS 8 without ALPN %q (got %q)", s.cfg.ServerName, c.spid, alpnTDS8, p)
+			s.logf("standin %s spid %d: TDS 8 without ALPN %q (got %q)", s.cfg.ServerName, c.spid, alpnTDS8, p)
 		}
 		c.rw = tc
 		pre, err := c.readPrelogin(tc)
@@ -341,7 +341,7 @@ func (c *conn) requestLoop() {
 		defer close(reqs)
 		defer func() {
 			if r := recover(); r != nil {
-				c.srv.logf("tdstest spid %d: reader panic: %v", c.spid, r)
+				c.srv.logf("standin spid %d: reader panic: %v", c.spid, r)
 				c.kill(false)
 			}
 		}()
@@ -352,7 +352,7 @@ func (c *conn) requestLoop() {
 			typ, status, payload, err := readMessage(c.rw, c.pktSize, maxRequestBytes)
 			if err != nil {
 				if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
-					c.srv.logf("tdstest %s spid %d: read: %v", c.srv.cfg.ServerName, c.spid, err)
+					c.srv.logf("standin %s spid %d: read: %v", c.srv.cfg.ServerName, c.spid, err)
 				}
 				// The client is gone (some drivers, e.g. pymssql on a query
 				// timeout, close instead of sending ATTENTION): stop the
@@ -379,7 +379,7 @@ func (c *conn) requestLoop() {
 	}()
 	for req := range reqs {
 		if err := c.handle(req); err != nil {
-			c.srv.logf("tdstest %s spid %d: %v", c.srv.cfg.ServerName, c.spid, err)
+			c.srv.logf("standin %s spid %d: %v", c.srv.cfg.ServerName, c.spid, err)
 			c.kill(false)
 			// Drain so the reader can exit.
 			for range reqs {

@@ -1,4 +1,4 @@
-package tdstest
+package standin
 
 import (
 	"database/sql"
@@ -40,11 +40,11 @@ func openStore(dir string, names []string) (*store, error) {
 		db, err := sql.Open("sqlite", dsn)
 		if err != nil {
 			st.close()
-			return nil, fmt.Errorf("tdstest: open %s: %w", path, err)
+			return nil, fmt.Errorf("standin: open %s: %w", path, err)
 		}
 		if err := db.Ping(); err != nil {
 			st.close()
-			return nil, fmt.Errorf("tdstest: open %s: %w", path, err)
+			return nil, fmt.Errorf("standin: open %s: %w", path, err)
 		}
 		// No idle connections: a released session connection is closed, so
 		// nothing (temp tables, an open transaction) can leak to the next session.

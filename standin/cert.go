@@ -1,4 +1,4 @@
-package tdstest
+package standin
 
 import (
 	"crypto/ecdsa"
@@ -28,7 +28,7 @@ func SelfSignedCert(hosts ...string) (tls.Certificate, []byte, error) {
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber:          serial,
-		Subject:               pkix.Name{CommonName: "tdstest", Organization: []string{"tdspool test backend"}},
+		Subject:               pkix.Name{CommonName: "standin", Organization: []string{"tdspool test backend"}},
 		NotBefore:             time.Now().Add(-time.Hour),
 		NotAfter:              time.Now().Add(365 * 24 * time.Hour),
 		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,

@@ -1,4 +1,4 @@
-package tdstest
+package standin
 
 import (
 	"crypto/tls"
@@ -136,7 +136,7 @@ type Server struct {
 }
 
 // ErrClosed is returned by Start on a closed server.
-var ErrClosed = errors.New("tdstest: server closed")
+var ErrClosed = errors.New("standin: server closed")
 
 // New validates cfg and returns an unstarted server.
 func New(cfg Config) (*Server, error) {
@@ -144,7 +144,7 @@ func New(cfg Config) (*Server, error) {
 		cfg.Addr = "127.0.0.1:0"
 	}
 	if cfg.ServerName == "" {
-		cfg.ServerName = "tdstest"
+		cfg.ServerName = "standin"
 	}
 	if cfg.HandshakeTimeout == 0 {
 		cfg.HandshakeTimeout = 15 * time.Second
@@ -170,7 +170,7 @@ func New(cfg Config) (*Server, error) {
 		problems = append(problems, "MaxConnections: must be >= 0")
 	}
 	if len(problems) > 0 {
-		return nil, fmt.Errorf("tdstest: invalid config:\n  %s", strings.Join(problems, "\n  "))
+		return nil, fmt.Errorf("standin: invalid config:\n  %s", strings.Join(problems, "\n  "))
 	}
 	s := &Server{cfg: cfg, conns: map[*conn]struct{}{}, nextSPID: 51}
 	s.delay.Store(int64(cfg.Delay))
@@ -184,7 +184,7 @@ func (s *Server) Start() error {
 	}
 	dir := s.cfg.DataDir
 	if dir == "" {
-		d, err := os.MkdirTemp("", "tdstest-")
+		d, err := os.MkdirTemp("", "standin-")
 		if err != nil {
 			return err
 		}
@@ -233,7 +233,7 @@ func (s *Server) CertPEM() []byte { return s.certPEM }
 // WriteCertPEM writes CertPEM to dir/name and returns the path, for
 // drivers that take a CA file.
 func (s *Server) WriteCertPEM(dir string) (string, error) {
-	p := filepath.Join(dir, "tdstest-ca.pem")
+	p := filepath.Join(dir, "standin-ca.pem")
 	return p, os.WriteFile(p, s.certPEM, 0o644)
 }
 
@@ -384,7 +384,7 @@ func (s *Server) acceptLoop() {
 				time.Sleep(backoff)
 				continue
 			}
-			s.logf("tdstest %s: accept: %v", s.cfg.ServerName, err)
+			s.logf("standin %s: accept: %v", s.cfg.ServerName, err)
 			return
 		}
 		backoff = 0

@@ -1,4 +1,4 @@
-// Package tdstest is a TDS server that real SQL Server drivers cannot tell
+// Package standin is a TDS server that real SQL Server drivers cannot tell
 // from SQL Server where a pooler can observe it, executing a T-SQL subset on
 // SQLite (modernc.org/sqlite, pure Go). It is test and demo infrastructure:
 // the module's production code never imports it.
@@ -31,7 +31,7 @@
 //	store.go    One SQLite file per database (<DataDir>/<db>.sqlite).
 //	compat/     The driver compatibility workload (go-mssqldb, python-tds,
 //	            pymssql), written once with the target address as a parameter.
-//	cmd/tdsbackend  A command serving N buckets on consecutive ports.
+//	cmd/standin  A command serving N buckets on consecutive ports.
 //
 // # Lifecycle of a connection
 //
@@ -85,4 +85,4 @@
 // login-only, full TLS, strict), resets and attentions, which tells which
 // path a driver took. The SQLite files under DataDir can be opened with
 // any SQLite tool while the server is stopped.
-package tdstest
+package standin

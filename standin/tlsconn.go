@@ -1,4 +1,4 @@
-package tdstest
+package standin
 
 import (
 	"crypto/tls"
@@ -129,10 +129,10 @@ func readMessage(r io.Reader, maxPkt, maxMsg int) (tds.PacketType, tds.PacketSta
 		if first {
 			typ, status = h.Type, h.Status&^tds.StatusEOM
 		} else if h.Type != typ {
-			return 0, 0, nil, fmt.Errorf("tdstest: %s packet inside a %s message", h.Type, typ)
+			return 0, 0, nil, fmt.Errorf("standin: %s packet inside a %s message", h.Type, typ)
 		}
 		if len(payload)+len(body) > maxMsg {
-			return 0, 0, nil, fmt.Errorf("tdstest: message larger than %d bytes", maxMsg)
+			return 0, 0, nil, fmt.Errorf("standin: message larger than %d bytes", maxMsg)
 		}
 		payload = append(payload, body...)
 		if h.Status&tds.StatusEOM != 0 {
@@ -152,7 +152,7 @@ func readPacket(r io.Reader, maxPkt int) (tds.Header, []byte, error) {
 		return h, nil, err
 	}
 	if int(h.Length) > maxPkt {
-		return h, nil, fmt.Errorf("tdstest: packet of %d bytes exceeds the packet size %d", h.Length, maxPkt)
+		return h, nil, fmt.Errorf("standin: packet of %d bytes exceeds the packet size %d", h.Length, maxPkt)
 	}
 	body := make([]byte, int(h.Length)-tds.HeaderSize)
 	if _, err := io.ReadFull(r, body); err != nil {

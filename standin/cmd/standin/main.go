@@ -1,8 +1,8 @@
-// Command tdsbackend serves one or more TDS test backends (tds/tdstest):
+// Command standin serves one or more TDS test backends (tds/standin):
 // SQL Server's wire protocol executing on SQLite, one loopback port and one
 // data directory per bucket.
 //
-//	go run ./tds/tdstest/cmd/tdsbackend -buckets 3 -port 14331
+//	go run ./tds/standin/cmd/standin -buckets 3 -port 14331
 //
 // serves bucket-001 on 14331 with databases master and tenant_a, bucket-002
 // on 14332 with tenant_b, and so on; Ctrl-C stops them.
@@ -22,7 +22,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/tdspool/tdspool/tds/tdstest"
+	"github.com/tdspool/tdspool/standin"
 )
 
 func main() {
@@ -43,20 +43,20 @@ func main() {
 	verbose := flag.Bool("v", false, "log connection-level diagnostics")
 	flag.Parse()
 
-	enc, err := tdstest.ParseEncryption(*encryption)
+	enc, err := standin.ParseEncryption(*encryption)
 	if err != nil {
 		log.Fatal(err)
 	}
 	var cert *tls.Certificate
 	if *certFile != "" {
-		c, err := tdstest.LoadCert(*certFile, *keyFile)
+		c, err := standin.LoadCert(*certFile, *keyFile)
 		if err != nil {
 			log.Fatal(err)
 		}
 		cert = &c
 	} else if *writeCA != "" {
 		// One generated pair for every bucket, so one CA file serves all.
-		c, pemBytes, err := tdstest.SelfSignedCert("localhost", *host, "127.0.0.1", "::1")
+		c, pemBytes, err := standin.SelfSignedCert("localhost", *host, "127.0.0.1", "::1")
 		if err != nil {
 			log.Fatal(err)
 		}
@@ -65,14 +65,14 @@ func main() {
 		}
 		cert = &c
 	}
-	var servers []*tdstest.Server
+	var servers []*standin.Server
 	for i := 0; i < *buckets; i++ {
 		name := fmt.Sprintf("%s%03d", *prefix, i+1)
 		databases := []string{tenant(i + 1)}
 		if *dbs != "" {
 			databases = strings.Split(*dbs, ",")
 		}
-		cfg := tdstest.Config{
+		cfg := standin.Config{
 			Addr:           net.JoinHostPort(*host, strconv.Itoa(*port+i)),
 			ServerName:     name,
 			Users:          map[string]string{*user: *password},
@@ -86,7 +86,7 @@ func main() {
 		if *verbose {
 			cfg.Logf = log.New(os.Stderr, "["+name+"] ", log.LstdFlags).Printf
 		}
-		srv, err := tdstest.New(cfg)
+		srv, err := standin.New(cfg)
 		if err != nil {
 			log.Fatal(err)
 		}
