@@ -61,6 +61,7 @@ type TLSAdapter struct {
 	plain   []byte // decrypted bytes for the owner
 
 	wrapping  bool // handshake phase: writes become PRELOGIN packets
+	strict    bool // TDS 8: TLS from the first byte, no PRELOGIN wrapping at all
 	handshook bool
 	clearIn   bool // login-only: input is plaintext now
 	clearOut  bool // writes pass through unencrypted
@@ -226,7 +227,7 @@ func (a *TLSAdapter) Feed(wire []byte) error {
 	}
 	a.wireIn = append(a.wireIn, wire...)
 	for len(a.wireIn) > 0 && a.err == nil && !a.done {
-		if !a.handshook {
+		if !a.handshook && !a.strict {
 			// FreeTDS (TLS 1.3) stops wrapping once it has the server's
 			// Finished, so its own Finished arrives as a bare record
 			// (outer type 0x17). TDS has no packet types 0x14-0x17, so a
