@@ -8,7 +8,8 @@ import (
 	"github.com/tdspool/tdspool/tds"
 )
 
-// clientError is a refusal the client sees as a real TDS ERROR + DONE (DESIGN.md §6). The
+// clientError is a refusal the client sees as a real TDS ERROR + DONE (with the error bit) in one
+// reply message: go-mssqldb turns collected ERROR tokens into an error only at the DONE. The
 // default numbers are the ones driver retry logic treats as transient (or, for policy and
 // routing, deliberately not); `error_numbers: SEED` keeps the original system's 50001..50004.
 type clientError struct {
@@ -31,7 +32,9 @@ var errorKindNames = [...]string{"pool_exhausted", "no_route", "backend_unavaila
 
 func (k errorKind) String() string { return errorKindNames[k] }
 
-// number maps a kind to the configured numbering (notes/tds-protocol.md §10).
+// number maps a kind to the configured numbering. The default set: 10928 (pool exhausted) and
+// 40613 (backend unavailable) are in the transient lists of SqlClient, JDBC, tedious and EF Core,
+// so their retry logic reconnects; 40532 (no route) and 18456 (policy) deliberately are not.
 func (k errorKind) number(set tdspoolpb.ErrorNumbers) int32 {
 	if set == tdspoolpb.ErrorNumbers_SEED {
 		return [...]int32{50001, 50002, 50003, 50004, 50005}[k]

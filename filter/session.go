@@ -10,7 +10,7 @@ import (
 	"github.com/tdspool/tdspool/tds"
 )
 
-// phase is where a session is in its life (DESIGN.md §2).
+// phase is where a session is in its life (docs/ARCHITECTURE.md, "A session, phase by phase").
 type phase uint8
 
 const (

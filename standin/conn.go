@@ -304,7 +304,8 @@ func (c *conn) login(body []byte) (bool, error) {
 		tdsVer = l.TDSVersion // answer the lower of the two versions
 	}
 
-	// The order SQL Server uses (notes §5).
+	// The order SQL Server uses: database, its INFO 5701, collation, language, its INFO 5703,
+	// packet size, LOGINACK, then DONE.
 	var b []byte
 	b = tds.EnvChangeDatabase(canon, "master").AppendEnvChange(b)
 	b = sess.info(b, 5701, 2, fmt.Sprintf("Changed database context to '%s'.", canon))

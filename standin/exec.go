@@ -22,7 +22,7 @@ import (
 // continues after many runtime ones; tests rely only on "the error is
 // reported").
 
-// DONE CurCmd values (observed, undocumented; notes §5.4).
+// DONE CurCmd values (observed from SQL Server; MS-TDS does not list them).
 const (
 	cmdSelect uint16 = 0xC1
 	cmdInsert uint16 = 0xC3

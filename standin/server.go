@@ -15,7 +15,7 @@ import (
 )
 
 // Encryption is the server's TLS policy. It decides the PRELOGIN
-// ENCRYPTION answer (notes §2.1) and whether TDS 8 strict connections
+// ENCRYPTION answer (tds.NegotiateEncryption) and whether TDS 8 strict connections
 // (TLS first, ALPN "tds/8.0") are accepted.
 type Encryption uint8
 

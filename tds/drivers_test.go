@@ -162,7 +162,7 @@ func (s *miniServer) serve(c net.Conn) error {
 	if l.UserName != "sa" || l.Password.Reveal() != "Secret!1" {
 		return sc.send(ErrorMessage(18456, 1, 14, fmt.Sprintf("Login failed for user '%s'.", l.UserName), "mini", "", 1))
 	}
-	// Login response in SQL Server's order (notes §5).
+	// Login response in SQL Server's order: database, INFO 5701, ..., LOGINACK, DONE.
 	var resp []byte
 	resp = EnvChangeDatabase(l.Database, "master").AppendEnvChange(resp)
 	resp = ServerMessage{Token: TokenInfo, Number: 5701, Class: 0, Text: "Changed database context to '" + l.Database + "'.", Server: "mini", Line: 1}.AppendMessage(resp)

@@ -7,7 +7,9 @@ import (
 )
 
 // ENVCHANGE (0xE3) [MS-TDS §2.2.7.9]: Length(2) Type(1) NewValue OldValue.
-// The value encoding depends on Type (table in the notes, §5.2).
+// The value encoding depends on Type: B_VARCHAR for names and the packet size (a
+// decimal string), B_VARBYTE for the collation (5 bytes) and transaction descriptors (8
+// bytes), L_VARBYTE for a promoted transaction, a structure of its own for routing.
 
 // EnvChangeType is the ENVCHANGE Type byte.
 type EnvChangeType uint8

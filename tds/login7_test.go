@@ -46,7 +46,7 @@ func TestLogin7DecodeGoMssqldbFixture(t *testing.T) {
 }
 
 func TestPasswordObfuscation(t *testing.T) {
-	// Worked example from the notes: "secret" -> 92 A5 F3 A5 93 A5 82 A5 F3 A5 E2 A5.
+	// Worked example (nibbles swapped, XOR 0xA5): "secret" -> 92 A5 F3 A5 93 A5 82 A5 F3 A5 E2 A5.
 	got := obfuscatePassword(nil, "secret")
 	if want := unhex(t, "92 A5 F3 A5 93 A5 82 A5 F3 A5 E2 A5"); !bytes.Equal(got, want) {
 		t.Fatalf("% X", got)

@@ -371,7 +371,7 @@ func (r EncryptionResult) String() string {
 // OFF, ON, NOT_SUP or REQ), it returns the byte to put in the reply and what
 // happens next. It is a pure function of its inputs.
 //
-// Quirks this follows (see the notes): go-mssqldb and FreeTDS start TLS for
+// Quirks this follows (TestEncryptionDriverQuirks): go-mssqldb and FreeTDS start TLS for
 // any reply other than NOT_SUP, even when they sent NOT_SUP; so a NOT_SUP
 // client is always answered NOT_SUP, or refused when the policy requires
 // encryption. The client-certificate flag (0x80) is ignored for the matrix:

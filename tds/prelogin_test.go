@@ -99,7 +99,7 @@ func TestNegotiateEncryption(t *testing.T) {
 		reply          EncryptOption
 		result         EncryptionResult
 	}
-	// The matrix of MS-TDS §2.2.6.5 (notes §2.1).
+	// The matrix of MS-TDS §2.2.6.5.
 	tests := []row{
 		{EncryptOff, EncryptOff, EncryptOff, EncryptionLoginOnly},
 		{EncryptOff, EncryptOn, EncryptReq, EncryptionFull},
@@ -136,7 +136,8 @@ func TestNegotiateEncryption(t *testing.T) {
 }
 
 // TestEncryptionDriverQuirks pins down what each driver's setting leads to
-// under each server policy (notes §2.1, "client quirks").
+// under each server policy: which byte each setting sends, and that go-mssqldb and FreeTDS
+// start TLS for any reply but NOT_SUP.
 func TestEncryptionDriverQuirks(t *testing.T) {
 	tests := []struct {
 		driver string

@@ -10,7 +10,7 @@ import (
 	"time"
 )
 
-// TLS inside TDS 7.x [MS-TDS §2.2.6.5, notes §3.1]. After PRELOGIN, when
+// TLS inside TDS 7.x [MS-TDS §2.2.6.5]. After PRELOGIN, when
 // encryption was negotiated, the TLS handshake records travel as the
 // payload of PRELOGIN (0x12) packets; one handshake flight is one TDS
 // message. As soon as the handshake is done the wrapping stops and the
@@ -113,7 +113,8 @@ func NewTLSServer(cfg *tls.Config, mode TLSMode, packetSize int) *TLSAdapter {
 
 // NewTLSClient returns an adapter playing the TLS client (the proxy facing
 // a backend). The ClientHello is ready in TakeWire when it returns. For
-// SQL Server in 7.x mode consider MaxVersion TLS 1.2 (see notes §3.1).
+// SQL Server in 7.x mode consider MaxVersion TLS 1.2 (a conservative choice: TLS 1.3
+// with SQL Server goes with TDS 8).
 func NewTLSClient(cfg *tls.Config, mode TLSMode, packetSize int) *TLSAdapter {
 	c := cfg.Clone()
 	c.DynamicRecordSizingDisabled = true

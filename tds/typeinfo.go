@@ -109,7 +109,7 @@ func (t DataType) fixedSize() int {
 type Collation [5]byte
 
 // CollationLatin1General is SQL_Latin1_General_CP1_CI_AS, the common
-// server default (commonly observed bytes; see notes §5.2).
+// server default (the bytes commonly observed in its ENVCHANGE).
 var CollationLatin1General = Collation{0x09, 0x04, 0xD0, 0x00, 0x34}
 
 // MaxLenPLP is the USHORT MaxLen that marks a (MAX) type sent as PLP.

@@ -199,7 +199,7 @@ func TestPoolExhaustedErrorReachesTheClient(t *testing.T) {
 	p := startProxy(t, proxyOptions{redisAddr: redis.Addr, cap: 1, queueTimeout: "0.3s", backendPort: backend.port})
 
 	// The bucket is new to this Redis: its first grants wait out the coordinator's grace
-	// period (DESIGN.md §4), longer than this test's queue timeout. Retry until admitted.
+	// period (see "Data loss" in the coordinator's package comment), longer than this test's queue timeout. Retry until admitted.
 	var holder *rawClient
 	for deadline := time.Now().Add(10 * time.Second); ; {
 		holder = dialRaw(t, p.listener)

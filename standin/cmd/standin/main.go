@@ -1,4 +1,4 @@
-// Command standin serves one or more TDS test backends (tds/standin):
+// Command standin serves one or more TDS test backends (package standin):
 // SQL Server's wire protocol executing on SQLite, one loopback port and one
 // data directory per bucket.
 //

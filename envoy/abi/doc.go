@@ -1,0 +1,26 @@
+// Package abi is the cgo binding between Envoy's dynamic-module network-filter ABI and the
+// Go interfaces of package envoy/host. It is the only package that imports "C", and it holds
+// no session logic.
+//
+// # Files
+//
+//	exports.go   the hooks Envoy calls (program init, config new/destroy, filter new,
+//	             new connection, read, write, event, scheduled, watermarks, destroy), each
+//	             behind the same guard: look the handle up (absent: a safe default), run the
+//	             filter, turn a panic into "close this connection, count it, log it"
+//	conn.go      conn implements host.Conn on Envoy's callbacks; configHost defines stats
+//	             while a config loads; logging
+//	registry.go  the handle registry (Envoy's opaque handles → Go values) and the queue
+//	             behind host.Conn.Post
+//	shim.c/.h    C helpers that turn handles into the pointer-typed values Envoy stores
+//
+// # Rules
+//
+// Envoy's buffers are viewed in place and valid only until the hook returns. Go memory lent
+// to Envoy for one call holds no Go pointers and is kept alive until the call returns. No
+// value that is not a real pointer may ever sit in a pointer-typed Go value (the runtime
+// kills the process for it, and no recover helps). Every callback taking the connection's
+// Envoy pointer runs on its worker inside a hook; other goroutines only commit to its
+// scheduler, through host.Conn.Post. docs/ARCHITECTURE.md lists the Envoy behaviours this
+// relies on.
+package abi

@@ -1,0 +1,45 @@
+// Package filter is tdspool's session logic: one state machine per client connection that
+// answers PRELOGIN, terminates TDS 7.x TLS, reads LOGIN7, routes the login to a bucket, waits
+// for a fleet-wide slot, starts the backend leg through Envoy's tcp_proxy and then relays the
+// session while reading both directions for pin reasons and statistics. It has no cgo: it
+// sees Envoy only through the interfaces of package envoy/host, so every test drives it with
+// envoy/host/hosttest and a fake clock. docs/ARCHITECTURE.md has the picture and the phases.
+//
+// # Files
+//
+//	factory.go     Factory: one loaded filter config (validated config, stats, router, slot
+//	               provider); NewFactory is the host.ConfigFactory the module registers
+//	session.go     session: the phases (prelogin → client_tls → login → wait_slot →
+//	               backend_prelogin → backend_login → relay → closed), timers, refusals, the
+//	               one-time finish that releases the slot
+//	tls.go         clientTLS: TDS 7.x TLS for the client, handshake steps off the worker
+//	relay.go       the relay phase: client messages classified, the response stream scanned,
+//	               pin reasons, counters batched and flushed about once a second
+//	router.go      the routing rules (server name or SNI → database → user → default)
+//	slots.go       Slots: the coordinator adapter and localSlots (caps in this process only)
+//	coordstats.go  coordinator measurements gathered off the worker, flushed through a
+//	               connection (the ABI only updates stats through one)
+//	metrics.go     every stat name, defined once per config
+//	errors.go      the refusals a client sees (ERROR + DONE) and their numbers
+//	env.go         small helpers reading the environment for the Redis client
+//
+// # Threads
+//
+// Envoy calls a session's methods on the connection's worker thread, one at a time; the
+// session is never touched anywhere else. Slot answers, TLS handshake steps and timers run on
+// other goroutines and hop back with host.Conn.Post; a post that fails (the connection is
+// gone) releases what it carried. The Factory is built on Envoy's main thread and then only
+// read.
+//
+// # Invariants the tests hold
+//
+// Every slot that is granted is released exactly once, on every path (close, destroy without
+// close, refusal after the grant, panic); FuzzSessionClientBytes checks it for arbitrary
+// input. Every refusal reaches the client as a TDS ERROR then DONE with the error bit.
+//
+// # Debugging
+//
+// Envoy's log carries the session's decisions tagged [C<connection id>] (no passwords, no
+// query text); the per-bucket stats show where sessions wait, why they are pinned and how
+// they end.
+package filter
