@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tdspool/tdspool/coordinator/internal/redistest"
+	"github.com/tdspool/tdspool/internal/redistest"
 )
 
 // Benchmarks against a local redis-server (not timed tests):

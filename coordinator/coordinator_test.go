@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tdspool/tdspool/coordinator/internal/redistest"
+	"github.com/tdspool/tdspool/internal/redistest"
 )
 
 // countMetrics counts hook calls.

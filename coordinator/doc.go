@@ -19,7 +19,6 @@
 //	                Sentinel, Cluster via go-redis UniversalOptions), defaults,
 //	                Validate, key names
 //	metrics.go      the Metrics hooks the filter implements
-//	internal/redistest  starts a real redis-server for tests
 //	internal/proxysim   one simulated proxy process for multi-process tests
 //
 // # Redis keys (per bucket b, prefix P; "{b}" is the Cluster hash tag)

@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
-	"github.com/tdspool/tdspool/coordinator/internal/redistest"
+	"github.com/tdspool/tdspool/internal/redistest"
 )
 
 // fastConfig is a configuration with short timings for tests.

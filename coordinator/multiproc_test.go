@@ -17,7 +17,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tdspool/tdspool/coordinator/internal/redistest"
+	"github.com/tdspool/tdspool/internal/redistest"
 )
 
 // The multi-process tests run N proxysim processes (each a Coordinator with

@@ -6,7 +6,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
-	"github.com/tdspool/tdspool/coordinator/internal/redistest"
+	"github.com/tdspool/tdspool/internal/redistest"
 )
 
 // scriptRig calls the scripts directly through a bucket of a Coordinator

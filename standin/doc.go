@@ -16,7 +16,6 @@
 //	tlsconn.go  TLS for TDS 7.x: a blocking io.ReadWriter around
 //	            tds.TLSAdapter (PRELOGIN-wrapped handshake, login-only
 //	            sniffing), message reading.
-//	cert.go     Self-signed certificate generation and PEM loading.
 //	request.go  RPC calls from tds.DecodeRPC, parameter values from
 //	            tds.RPCParam.Decode adapted to the executor's Go values.
 //	session.go  Per-session state (SQLite connection, transaction, SET

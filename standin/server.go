@@ -12,6 +12,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/tdspool/tdspool/internal/testcert"
 )
 
 // Encryption is the server's TLS policy. It decides the PRELOGIN
@@ -201,12 +203,12 @@ func (s *Server) Start() error {
 	s.store = st
 	cert := s.cfg.Certificate
 	if cert == nil {
-		c, pemBytes, err := SelfSignedCert("localhost", "127.0.0.1", "::1")
+		pair, err := testcert.New("localhost", "127.0.0.1", "::1")
 		if err != nil {
 			st.close()
 			return err
 		}
-		cert, s.certPEM = &c, pemBytes
+		cert, s.certPEM = &pair.TLS, pair.CertPEM
 	}
 	s.tlsCfg = &tls.Config{Certificates: []tls.Certificate{*cert}}
 	ln, err := net.Listen("tcp", s.cfg.Addr)

@@ -159,18 +159,36 @@ func tail(s string, lines int) string {
 	return strings.Join(parts, "\n")
 }
 
-// Redis is a redis-server started on a loopback port with no persistence.
+// Redis is a redis-server on a loopback port with no persistence. It is the one
+// redis-server launcher of the repository: the demo, the integration tests, the benchmark
+// and (through internal/redistest) the coordinator's tests use it.
 type Redis struct {
 	*Process
 	Addr string
+	bin  string
+	port int
 	dir  string
+	tee  io.Writer
 }
 
-// StartRedis starts redis-server on port (0: a free port).
-func StartRedis(port int, tee io.Writer) (*Redis, error) {
+// RedisBinary is the redis-server to run: $REDIS_SERVER, else the one on PATH.
+func RedisBinary() (string, error) {
+	if b := os.Getenv("REDIS_SERVER"); b != "" {
+		return b, nil
+	}
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
-		return nil, fmt.Errorf("redis-server not installed (make setup installs it): %w", err)
+		return "", fmt.Errorf("redis-server not installed (make setup installs it, or set REDIS_SERVER): %w", err)
+	}
+	return bin, nil
+}
+
+// StartRedis starts redis-server on port (0: a free port) and waits until it accepts
+// connections.
+func StartRedis(port int, tee io.Writer) (*Redis, error) {
+	bin, err := RedisBinary()
+	if err != nil {
+		return nil, err
 	}
 	if port == 0 {
 		if port, err = FreePort(); err != nil {
@@ -181,24 +199,67 @@ func StartRedis(port int, tee io.Writer) (*Redis, error) {
 	if err != nil {
 		return nil, err
 	}
-	p, err := Start("redis-server", tee, nil, bin, "--port", strconv.Itoa(port), "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no", "--dir", dir)
-	if err != nil {
-		return nil, err
-	}
-	r := &Redis{Process: p, Addr: fmt.Sprintf("127.0.0.1:%d", port), dir: dir}
-	if err := WaitTCP(r.Addr, 10*time.Second, p); err != nil {
-		r.Stop()
+	r := &Redis{Addr: fmt.Sprintf("127.0.0.1:%d", port), bin: bin, port: port, dir: dir, tee: tee}
+	if err := r.start(); err != nil {
+		_ = os.RemoveAll(dir)
 		return nil, err
 	}
 	return r, nil
 }
 
-// Stop stops the server and removes its directory.
+func (r *Redis) start() error {
+	p, err := Start("redis-server", r.tee, nil, r.bin, "--port", strconv.Itoa(r.port), "--bind", "127.0.0.1",
+		"--save", "", "--appendonly", "no", "--dir", r.dir)
+	if err != nil {
+		return err
+	}
+	r.Process = p
+	if err := WaitTCP(r.Addr, 10*time.Second, p); err != nil {
+		p.Kill()
+		return err
+	}
+	return nil
+}
+
+// Restart kills the server (SIGKILL: a crash, as far as clients can tell) if it still runs
+// and starts an empty one on the same port; with persistence off every key is gone.
+func (r *Redis) Restart() error {
+	if r.running() {
+		r.Resume()
+		r.Process.Kill()
+	}
+	if err := os.MkdirAll(r.dir, 0o700); err != nil { // Stop removed it
+		return err
+	}
+	return r.start()
+}
+
+// Pause stops the process (SIGSTOP): connections stay open and nothing answers, like a
+// server stuck in a long command or a network partition that drops no connections.
+func (r *Redis) Pause() {
+	if r.running() {
+		_ = syscall.Kill(-r.Pid(), syscall.SIGSTOP)
+	}
+}
+
+// Resume continues a paused server (SIGCONT).
+func (r *Redis) Resume() {
+	if r.running() {
+		_ = syscall.Kill(-r.Pid(), syscall.SIGCONT)
+	}
+}
+
+func (r *Redis) running() bool {
+	exited, _ := r.Exited()
+	return !exited
+}
+
+// Stop stops the server (a paused one too) and removes its directory; safe to call twice.
 func (r *Redis) Stop() {
-	if r == nil {
+	if r == nil || r.Process == nil {
 		return
 	}
+	r.Resume()
 	r.Process.Stop(3 * time.Second)
 	_ = os.RemoveAll(r.dir)
 }

@@ -22,6 +22,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/tdspool/tdspool/internal/testcert"
 	"github.com/tdspool/tdspool/standin"
 )
 
@@ -49,21 +50,21 @@ func main() {
 	}
 	var cert *tls.Certificate
 	if *certFile != "" {
-		c, err := standin.LoadCert(*certFile, *keyFile)
+		c, err := tls.LoadX509KeyPair(*certFile, *keyFile)
 		if err != nil {
 			log.Fatal(err)
 		}
 		cert = &c
 	} else if *writeCA != "" {
 		// One generated pair for every bucket, so one CA file serves all.
-		c, pemBytes, err := standin.SelfSignedCert("localhost", *host, "127.0.0.1", "::1")
+		pair, err := testcert.New("localhost", *host, "127.0.0.1", "::1")
 		if err != nil {
 			log.Fatal(err)
 		}
-		if err := os.WriteFile(*writeCA, pemBytes, 0o644); err != nil {
+		if err := os.WriteFile(*writeCA, pair.CertPEM, 0o644); err != nil {
 			log.Fatal(err)
 		}
-		cert = &c
+		cert = &pair.TLS
 	}
 	var servers []*standin.Server
 	for i := 0; i < *buckets; i++ {
