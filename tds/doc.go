@@ -18,6 +18,8 @@
 //	                   full or login-only encryption, sans-I/O API
 //	login7.go          Login7 (decode, change, re-encode), Feature (FeatureExt)
 //	password.go        Password: redacts itself in every fmt verb and JSON
+//	loginreply.go      LoginReply: a login response recorded and replayed to a
+//	                   later client of the same pool key; StripSessionRecovery
 //
 // Server tokens (§2.2.7), builders and decoders:
 //
@@ -84,7 +86,7 @@
 //
 // Every message and token type has a String method for traces (passwords
 // print as [REDACTED]). The fuzz targets (FuzzReassembler, FuzzPrelogin,
-// FuzzLogin7, FuzzScanner, FuzzRPC, FuzzTransMgr, FuzzClassifySQL) run on
+// FuzzLogin7, FuzzLoginReply, FuzzScanner, FuzzRPC, FuzzTransMgr, FuzzClassifySQL) run on
 // their seed corpus under plain `go test`; run one for longer with
 //
 //	go test ./tds -run XXX -fuzz '^FuzzScanner$' -fuzztime 10m
