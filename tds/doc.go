@@ -20,6 +20,8 @@
 //	password.go        Password: redacts itself in every fmt verb and JSON
 //	loginreply.go      LoginReply: a login response recorded and replayed to a
 //	                   later client of the same pool key; StripSessionRecovery
+//	reset.go           MarkResetConnection, ResetAckConsumer: reset a pooled
+//	                   session for its next client, hide the acknowledgement
 //
 // Server tokens (§2.2.7), builders and decoders:
 //
@@ -86,7 +88,7 @@
 //
 // Every message and token type has a String method for traces (passwords
 // print as [REDACTED]). The fuzz targets (FuzzReassembler, FuzzPrelogin,
-// FuzzLogin7, FuzzLoginReply, FuzzScanner, FuzzRPC, FuzzTransMgr, FuzzClassifySQL) run on
+// FuzzLogin7, FuzzLoginReply, FuzzResetAckConsumer, FuzzScanner, FuzzRPC, FuzzTransMgr, FuzzClassifySQL) run on
 // their seed corpus under plain `go test`; run one for longer with
 //
 //	go test ./tds -run XXX -fuzz '^FuzzScanner$' -fuzztime 10m

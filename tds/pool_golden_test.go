@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"testing"
 	"time"
@@ -171,5 +172,96 @@ func TestLoginReplayGolden(t *testing.T) {
 	}
 	if bytes.Equal(a, b) {
 		t.Fatal("packet size made no difference; the test cannot tell")
+	}
+}
+
+// recvWire reads one whole response in wire form (headers included).
+func (rc *rawConn) recvWire(t *testing.T) []byte {
+	t.Helper()
+	var wire []byte
+	for {
+		hdr := make([]byte, tds.HeaderSize)
+		if _, err := io.ReadFull(rc.c, hdr); err != nil {
+			t.Fatalf("response header: %v", err)
+		}
+		h, err := tds.DecodeHeader(hdr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body := make([]byte, int(h.Length)-tds.HeaderSize)
+		if _, err := io.ReadFull(rc.c, body); err != nil {
+			t.Fatalf("response body: %v", err)
+		}
+		wire = append(append(wire, hdr...), body...)
+		if h.Status&tds.StatusEOM != 0 {
+			return wire
+		}
+	}
+}
+
+// batchWire sends a SQL batch (marked for reset when reset is set) and
+// returns the response in wire form.
+func (rc *rawConn) batchWire(t *testing.T, sql string, reset bool) []byte {
+	t.Helper()
+	payload := (&tds.SQLBatch{Text: sql}).AppendSQLBatch(nil)
+	wire := tds.AppendPackets(nil, tds.PacketSQLBatch, 0, payload, rc.pktSize)
+	if reset {
+		if err := tds.MarkResetConnection(wire); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := rc.c.Write(wire); err != nil {
+		t.Fatal(err)
+	}
+	return rc.recvWire(t)
+}
+
+// withoutSPID zeroes the SPID of every packet header: two connections'
+// responses differ there and nowhere else.
+func withoutSPID(t *testing.T, wire []byte) []byte {
+	t.Helper()
+	out := append([]byte(nil), wire...)
+	for off := 0; off < len(out); {
+		h, err := tds.DecodeHeader(out[off:])
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[off+4], out[off+5] = 0, 0
+		off += int(h.Length)
+	}
+	return out
+}
+
+// TestResetAckConsumedGolden: a session that moved to another database and
+// changed options, reset for its next client, answers that client's first
+// request exactly as a fresh session of the same login does once the
+// consumer has taken the reset's tokens out.
+func TestResetAckConsumedGolden(t *testing.T) {
+	srv := startStandin(t)
+	const probe = "SELECT DB_NAME() AS db, 7 AS n"
+
+	used := dialStandin(t, srv)
+	used.login(t, clientLogin("tenant_a", 4096, 1))
+	used.batchWire(t, "USE tenant_b", false)
+	used.batchWire(t, "SET NOCOUNT ON", false)
+	resets := srv.Stats().Resets
+	raw := used.batchWire(t, probe, true)
+	if got := srv.Stats().Resets - resets; got != 1 {
+		t.Fatalf("the stand-in counted %d resets, want 1", got)
+	}
+	var c tds.ResetAckConsumer
+	edited, err := c.Feed(nil, raw)
+	if err != nil || !c.Acked() {
+		t.Fatalf("consumer: acked=%v err=%v", c.Acked(), err)
+	}
+
+	fresh := dialStandin(t, srv)
+	fresh.login(t, clientLogin("tenant_a", 4096, 2))
+	want := fresh.batchWire(t, probe, false)
+	if !bytes.Equal(withoutSPID(t, edited), withoutSPID(t, want)) {
+		t.Fatalf("reset session's answer differs from a fresh session's\nedited %X\nfresh  %X", edited, want)
+	}
+	if bytes.Equal(withoutSPID(t, raw), withoutSPID(t, want)) {
+		t.Fatal("the raw answer already equals the fresh one; the test cannot tell")
 	}
 }
