@@ -193,8 +193,29 @@ func (b *bucket) heartbeatDue() {
 	}
 }
 
-// granted applies grants Redis made for this proxy (script replies, Pub/Sub
-// hints, heartbeat polls). A grant for a ticket already decided (timed out,
+// hinted handles a Pub/Sub grant hint. A grant to a waiting ticket is not
+// delivered yet: it lives in Redis only for the claim window, so the worker
+// claims it first (a heartbeat, which renews it to a full lease and reports
+// it granted). A hint for an id no ticket waits for is an orphan: released.
+func (b *bucket) hinted(g grantInfo) {
+	b.mu.Lock()
+	t := b.byID[g.id]
+	_, held := b.held[g.id]
+	switch {
+	case t != nil:
+		t.hintSeq = g.seq
+		b.hbDue = true
+	case !held:
+		b.drop[g.id] = struct{}{}
+	}
+	b.mu.Unlock()
+	if t != nil || !held {
+		b.kick()
+	}
+}
+
+// granted applies grants Redis made for this proxy (script replies,
+// heartbeat polls). A grant for a ticket already decided (timed out,
 // cancelled) is dropped so the slot moves on.
 func (b *bucket) granted(gs []grantInfo) {
 	var out []*Ticket
@@ -205,6 +226,9 @@ func (b *bucket) granted(gs []grantInfo) {
 			continue
 		}
 		if t := b.byID[g.id]; t != nil {
+			if g.seq == 0 {
+				g.seq = t.hintSeq
+			}
 			b.finishLocked(t, Result{Outcome: Granted, Ticket: g.ticket, GrantSeq: g.seq})
 			out = append(out, t)
 			continue
@@ -596,7 +620,7 @@ func (b *bucket) commonArgs() []any {
 	return []any{
 		cfg.ProxyID, cap, cfg.LeaseTTL.Milliseconds(), cfg.Grace.Milliseconds(),
 		cfg.SilenceGap.Milliseconds(), 2 * max(cfg.LeaseTTL, cfg.WaiterTTL).Milliseconds(),
-		cfg.MetaTTL.Milliseconds(), cfg.channel(""), b.name,
+		cfg.MetaTTL.Milliseconds(), cfg.channel(""), b.name, cfg.ClaimTTL.Milliseconds(),
 	}
 }
 

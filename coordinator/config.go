@@ -41,6 +41,13 @@ type Config struct {
 	Heartbeat time.Duration
 	// WaiterTTL drops a queued waiter whose proxy stopped renewing it. Default 5s.
 	WaiterTTL time.Duration
+	// ClaimTTL bounds how long a proxy may go without calling Redis for a
+	// bucket and still be granted a slot for one of its queued waiters, and
+	// how long such a grant waits to be claimed (the owner claims it at once
+	// when the Pub/Sub hint arrives, or at its next heartbeat). It is what
+	// keeps a dead proxy's waiters from catching slots. Default Heartbeat +
+	// 2 × CallTimeout; at least Heartbeat + CallTimeout.
+	ClaimTTL time.Duration
 	// Grace pauses grants after Redis lost a bucket's data or after a silence
 	// longer than SilenceGap, so that live proxies can re-assert their leases
 	// first. Default 5s; must exceed Heartbeat + CallTimeout.
@@ -147,6 +154,7 @@ func (cfg Config) withDefaults() Config {
 	def(&cfg.Grace, 5*time.Second)
 	def(&cfg.SilenceGap, max(3*cfg.Heartbeat, 3*time.Second))
 	def(&cfg.CallTimeout, 300*time.Millisecond)
+	def(&cfg.ClaimTTL, cfg.Heartbeat+2*cfg.CallTimeout)
 	def(&cfg.MetaTTL, 24*time.Hour)
 	def(&cfg.CloseTimeout, 2*time.Second)
 	if cfg.FallbackAfter == 0 {
@@ -201,7 +209,7 @@ func (cfg Config) Validate() error {
 		{"heartbeat", cfg.Heartbeat}, {"waiter_ttl", cfg.WaiterTTL},
 		{"grace", cfg.Grace}, {"silence_gap", cfg.SilenceGap},
 		{"call_timeout", cfg.CallTimeout}, {"meta_ttl", cfg.MetaTTL},
-		{"close_timeout", cfg.CloseTimeout},
+		{"close_timeout", cfg.CloseTimeout}, {"claim_ttl", cfg.ClaimTTL},
 	} {
 		if d.v < 0 {
 			bad(d.name, "must be positive, got %v", d.v)
@@ -212,6 +220,9 @@ func (cfg Config) Validate() error {
 	}
 	if cfg.WaiterTTL < 2*cfg.Heartbeat {
 		bad("waiter_ttl", "%v must be at least twice heartbeat (%v)", cfg.WaiterTTL, cfg.Heartbeat)
+	}
+	if cfg.ClaimTTL < cfg.Heartbeat+cfg.CallTimeout {
+		bad("claim_ttl", "%v must be at least heartbeat + call_timeout (%v)", cfg.ClaimTTL, cfg.Heartbeat+cfg.CallTimeout)
 	}
 	if cfg.Grace <= cfg.Heartbeat+cfg.CallTimeout {
 		bad("grace", "%v must exceed heartbeat + call_timeout (%v)", cfg.Grace, cfg.Heartbeat+cfg.CallTimeout)

@@ -127,6 +127,7 @@ type Ticket struct {
 	sent      bool  // may exist in Redis (included in a call)
 	needSend  bool  // must be (re)sent in an acquire call
 	rticket   int64 // Redis ticket once queued there
+	hintSeq   int64 // grant sequence from a Pub/Sub hint, until the claim confirms it
 	cancelled bool
 	res       Result
 }
@@ -360,8 +361,8 @@ func (c *Coordinator) Close() error {
 	return nil
 }
 
-// listen turns grant hints from Pub/Sub into grants. Hints are only hints:
-// the heartbeat poll finds any grant whose message was lost.
+// listen turns grant hints from Pub/Sub into claims. Hints are only hints:
+// the heartbeat poll finds (and claims) any grant whose message was lost.
 func (c *Coordinator) listen() {
 	defer c.wg.Done()
 	ch := c.pubsub.Channel()
@@ -379,7 +380,7 @@ func (c *Coordinator) listen() {
 			}
 			if b := c.bucket(f[0]); b != nil {
 				c.safely("grant hint", func() {
-					b.granted([]grantInfo{{id: f[1], ticket: toInt(f[2]), seq: toInt(f[3])}})
+					b.hinted(grantInfo{id: f[1], ticket: toInt(f[2]), seq: toInt(f[3])})
 				})
 			}
 		}

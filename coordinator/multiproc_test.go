@@ -342,18 +342,38 @@ func TestMultiProcessSteady(t *testing.T) {
 	}
 }
 
+// TestMultiProcessKillProxyReclaim SIGKILLs one of three proxies while its
+// clients hold slots and wait in the queue, with the filter's default timings
+// (lease 8s, heartbeat 2s, waiter TTL 6s, call timeout 250ms). The dead
+// proxy's leases must come back within lease + heartbeat + 1s, and slots freed
+// after its death must not be parked on its dead waiters: a grant to the dead
+// proxy may happen only within the claim window after its last call, and
+// lives only for the claim window.
 func TestMultiProcessKillProxyReclaim(t *testing.T) {
 	srv := redistest.Start(t)
 	o := startOracle(t)
-	// Default lease timings (LeaseTTL 10s, Heartbeat 1s): the target is
-	// reclaim within 11 s.
-	sc := scenario{procs: 3, clients: 10, timing: []string{"-queue-timeout=4s", "-hold-min=50ms", "-hold-max=200ms"}}
+	const (
+		lease, heartbeat, callTimeout = 8 * time.Second, 2 * time.Second, 250 * time.Millisecond
+		claim                         = heartbeat + 2*callTimeout // the coordinator's default
+	)
+	sc := scenario{procs: 3, clients: 10, timing: []string{"-lease=8s", "-heartbeat=2s", "-waiter-ttl=6s",
+		"-call-timeout=250ms", "-queue-timeout=8s", "-hold-min=50ms", "-hold-max=300ms"}}
 	ps := sc.start(t, srv, o)
 	smp := sampleHolders(srv, simKeys[0])
 	rdb := srv.Client()
 	victim := ps[0]
-	victimHolds := func() int {
+	victimIDs := func() []string {
 		ids, _ := rdb.ZRange(context.Background(), simKeys[0], 0, -1).Result()
+		var mine []string
+		for _, id := range ids {
+			if strings.HasPrefix(id, victim.id+":") {
+				mine = append(mine, id)
+			}
+		}
+		return mine
+	}
+	queuedVictims := func() int {
+		ids, _ := rdb.ZRange(context.Background(), simKeys[1], 0, -1).Result()
 		n := 0
 		for _, id := range ids {
 			if strings.HasPrefix(id, victim.id+":") {
@@ -362,19 +382,59 @@ func TestMultiProcessKillProxyReclaim(t *testing.T) {
 		}
 		return n
 	}
-	eventually(t, 10*time.Second, "victim holds slots", func() bool { return victimHolds() >= 2 })
-	held := victimHolds()
+	time.Sleep(3 * time.Second) // every proxy churning
+	eventually(t, 15*time.Second, "victim holds slots and waits in the queue", func() bool {
+		return len(victimIDs()) >= 2 && queuedVictims() >= 2
+	})
+	atKill := map[string]bool{}
+	for _, id := range victimIDs() {
+		atKill[id] = true
+	}
 	_ = victim.cmd.Process.Kill()
 	killed := time.Now()
 	_ = victim.cmd.Wait()
-	eventually(t, 10*time.Second+time.Second+5*time.Second, "victim's slots reclaimed", func() bool { return victimHolds() == 0 })
-	reclaim := time.Since(killed)
-	time.Sleep(time.Second)
+
+	// Watch the holders: every victim lease granted after the kill, when it
+	// appeared and when it went.
+	type span struct{ first, last time.Duration }
+	late := map[string]*span{}
+	var reclaim time.Duration
+	for deadline := killed.Add(lease + heartbeat + 5*time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		ids := victimIDs()
+		at := time.Since(killed)
+		for _, id := range ids {
+			if atKill[id] {
+				continue
+			}
+			if late[id] == nil {
+				late[id] = &span{first: at}
+			}
+			late[id].last = at
+		}
+		if len(ids) == 0 {
+			reclaim = at
+			break
+		}
+	}
 	zpeak := smp.end()
 	granted, _ := finish(t, srv, ps, 12*time.Second)
 	peak, _ := o.stats()
-	t.Logf("MULTIPROC kill: victim held %d slots; reclaimed %.2fs after SIGKILL (lease 10s + heartbeat 1s); oracle_peak=%d zcard_peak=%d cap=%d grants=%d",
-		held, reclaim.Seconds(), peak, zpeak, simCap, granted)
+	var lastGrant, longest time.Duration
+	for _, sp := range late {
+		lastGrant = max(lastGrant, sp.first)
+		longest = max(longest, sp.last-sp.first)
+	}
+	t.Logf("MULTIPROC kill: victim held %d slots at SIGKILL; reclaimed %.2fs after it (bound %.0fs); %d grants to the dead after the kill, the last %.2fs after it, the longest kept %.2fs (claim window %.2fs); oracle_peak=%d zcard_peak=%d cap=%d grants=%d",
+		len(atKill), reclaim.Seconds(), (lease + heartbeat + time.Second).Seconds(), len(late), lastGrant.Seconds(), longest.Seconds(), claim.Seconds(), peak, zpeak, simCap, granted)
+	if reclaim == 0 || reclaim > lease+heartbeat+time.Second {
+		t.Errorf("the dead proxy's slots came back after %v (0: not within the watch); want at most lease + heartbeat + 1s", reclaim)
+	}
+	if lastGrant > claim+time.Second {
+		t.Errorf("a slot was granted to the dead proxy %v after its death; want within the claim window %v (+1s)", lastGrant, claim)
+	}
+	if longest > claim+heartbeat+time.Second {
+		t.Errorf("a slot granted to the dead proxy stayed %v; want at most claim window + heartbeat (+1s)", longest)
+	}
 	if peak > simCap || zpeak > simCap {
 		t.Errorf("cap %d exceeded: oracle peak %d, ZCARD peak %d", simCap, peak, zpeak)
 	}

@@ -15,11 +15,20 @@ import (
 //	      6 meta    (HASH cap, epoch, grace_until, seen, grants)
 //	ARGV: 1 proxy id, 2 default cap, 3 lease ms, 4 grace ms, 5 silence gap ms,
 //	      6 key TTL ms, 7 meta TTL ms, 8 notify channel prefix, 9 bucket name,
-//	      10.. script specific.
+//	      10 claim ms, 11.. script specific (the Lua names the first one A).
 //
 // All times come from Redis TIME, so proxy clocks never matter. Ids are
 // "<proxyId>:<n>"; the proxy id contains no ':' (Config.validate checks it),
 // so the owner of a waiter is the text before the last ':'.
+//
+// A proxy's liveness is its score in PX: the Redis time of its last call for
+// the bucket. A queued waiter is granted only while its owner was seen within
+// the claim window, and a grant to another proxy (made by the pump, announced
+// by Pub/Sub) lives only for the claim window until its owner claims it (its
+// next call that names the id renews it to a full lease). So a dead proxy's
+// waiters stop catching slots one claim window after its last call, and what
+// they caught comes back one claim window later; its leases come back after
+// the lease TTL.
 //
 // Reply of every script: { header, mine, status } where
 //
@@ -34,6 +43,8 @@ local proxy = ARGV[1]
 local L = tonumber(ARGV[3])
 local G = tonumber(ARGV[4])
 local GAP = tonumber(ARGV[5])
+local C = tonumber(ARGV[10])
+local A = 11
 local reaped, reasserted, renewed = 0, 0, 0
 local mine = {}
 
@@ -65,8 +76,8 @@ if redis.call('EXISTS', SEQ) == 0 then
   -- a proxy re-asserts from the lost one.
   redis.call('SET', SEQ, string.format('%d', now * 1000))
 end
-redis.call('ZADD', PX, now + L, proxy)
-redis.call('ZREMRANGEBYSCORE', PX, '-inf', now)
+redis.call('ZADD', PX, now, proxy)
+redis.call('ZREMRANGEBYSCORE', PX, '-inf', now - L)
 
 local function owner(id)
   return string.match(id, '^(.*):[^:]*$')
@@ -78,21 +89,32 @@ local function zrem_all(key, ids)
   end
 end
 
+-- fresh: the owner of id called within the claim window.
+local function fresh(id)
+  local seen = redis.call('ZSCORE', PX, owner(id))
+  return seen ~= false and now - tonumber(seen) <= C
+end
+
+-- grant hands a slot to a waiter. The caller's own waiters get a full lease
+-- (the caller is alive: it is calling); another proxy's get the claim window.
 local function grant(id, ticket)
-  redis.call('ZADD', H, now + L, id)
   local g = redis.call('HINCRBY', META, 'grants', 1)
   if owner(id) == proxy then
+    redis.call('ZADD', H, now + L, id)
     mine[#mine + 1] = id
     mine[#mine + 1] = ticket
     mine[#mine + 1] = g
   else
+    redis.call('ZADD', H, now + C, id)
     redis.call('PUBLISH', ARGV[8] .. owner(id), ARGV[9] .. '\n' .. id .. '\n' .. ticket .. '\n' .. g)
   end
   return g
 end
 
 -- pump reaps expired leases and vanished waiters, then hands free slots to
--- the head of the queue, in ticket order. It does nothing during grace.
+-- the head of the queue, in ticket order, skipping (dropping) waiters whose
+-- owner has not called within the claim window: a live owner re-queues them
+-- with their old tickets at its next heartbeat. It does nothing during grace.
 local function pump()
   if now < grace then return end
   local exp = redis.call('ZRANGEBYSCORE', H, '-inf', now)
@@ -111,8 +133,10 @@ local function pump()
     if #head == 0 then break end
     redis.call('ZREM', Q, head[1])
     redis.call('ZREM', QA, head[1])
-    grant(head[1], head[2])
-    free = free - 1
+    if fresh(head[1]) then
+      grant(head[1], head[2])
+      free = free - 1
+    end
   end
 end
 
@@ -133,7 +157,7 @@ end
 
 // acquireLua admits or enqueues a batch of requests, in order.
 //
-//	ARGV 10 max queue length, 11 waiter TTL ms, then pairs (id, ms left until
+//	ARGV A max queue length, A+1 waiter TTL ms, then pairs (id, ms left until
 //	the caller's deadline).
 //
 // status: per request, (code, ticket, grant_seq) with code 1 granted,
@@ -141,16 +165,17 @@ end
 // that did run) reports its current state instead of counting it twice.
 const acquireLua = prelude + `
 pump()
-local maxq = tonumber(ARGV[10])
-local W = tonumber(ARGV[11])
+local maxq = tonumber(ARGV[A])
+local W = tonumber(ARGV[A + 1])
 local status = {}
-for i = 12, #ARGV, 2 do
+for i = A + 2, #ARGV, 2 do
   local id = ARGV[i]
   local left = tonumber(ARGV[i + 1])
   local code, ticket, g = 0, 0, 0
   local qs = redis.call('ZSCORE', Q, id)
   if redis.call('ZSCORE', H, id) then
     code = 1
+    redis.call('ZADD', H, 'XX', now + L, id) -- claimed
   elseif qs then
     code, ticket = 2, qs
   elseif now >= grace and redis.call('ZCARD', Q) == 0 and redis.call('ZCARD', H) < cap then
@@ -176,10 +201,10 @@ return finish(status)
 // that lost the race with a grant: the slot goes to the next waiter) or a
 // queued waiter (cancel). Idempotent; unknown ids are ignored.
 //
-//	ARGV 10.. ids. status: { number of leases removed }
+//	ARGV A.. ids. status: { number of leases removed }
 const releaseLua = prelude + `
 local ids = {}
-for i = 10, #ARGV do ids[#ids + 1] = ARGV[i] end
+for i = A, #ARGV do ids[#ids + 1] = ARGV[i] end
 local removed = 0
 for i = 1, #ids do
   removed = removed + redis.call('ZREM', H, ids[i])
@@ -197,25 +222,27 @@ return finish({ removed })
 // behind the Pub/Sub hint). A held id Redis does not know is added back: the
 // session really is open, so Redis must count it (reconciliation after data
 // loss or an outage); a waiter Redis lost is re-queued with its old ticket.
+// A waiter found granted is claimed: its lease gets the full TTL.
 //
-//	ARGV 10 waiter TTL ms, 11 number of held ids, then held ids, then triples
+//	ARGV A waiter TTL ms, A+1 number of held ids, then held ids, then triples
 //	(waiter id, ticket, ms left until its deadline).
 //
 // status: ids of this proxy's waiters found granted, as (id, ticket, 0).
 const heartbeatLua = prelude + `
-local W = tonumber(ARGV[10])
-local nheld = tonumber(ARGV[11])
+local W = tonumber(ARGV[A])
+local nheld = tonumber(ARGV[A + 1])
 local status = {}
-for i = 12, 11 + nheld do
+for i = A + 2, A + 1 + nheld do
   local id = ARGV[i]
   reasserted = reasserted + redis.call('ZADD', H, now + L, id)
   renewed = renewed + 1
   redis.call('ZREM', Q, id)
   redis.call('ZREM', QA, id)
 end
-for i = 12 + nheld, #ARGV, 3 do
+for i = A + 2 + nheld, #ARGV, 3 do
   local id, ticket, left = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
   if redis.call('ZSCORE', H, id) then
+    redis.call('ZADD', H, 'XX', now + L, id) -- claimed
     status[#status + 1] = id
     status[#status + 1] = ticket
     status[#status + 1] = 0
@@ -237,9 +264,9 @@ return finish(status)
 // raised cap grants at once. A lowered cap removes no lease: grants stop until
 // the count drains below it.
 //
-//	ARGV 10 cap. status: {}
+//	ARGV A cap. status: {}
 const setCapLua = prelude + `
-cap = tonumber(ARGV[10])
+cap = tonumber(ARGV[A])
 redis.call('HSET', META, 'cap', cap)
 pump()
 return finish({})

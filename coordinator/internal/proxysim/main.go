@@ -55,6 +55,7 @@ func main() {
 		grace    = flag.Duration("grace", 0, "grace (0: default)")
 		waiter   = flag.Duration("waiter-ttl", 0, "waiter TTL (0: default)")
 		gap      = flag.Duration("silence-gap", 0, "silence gap (0: default)")
+		callTO   = flag.Duration("call-timeout", 0, "Redis call timeout (0: default)")
 		abandon  = flag.Float64("abandon", 0, "probability that a client gives up while queued")
 		oracle   = flag.String("oracle", "", "oracle address")
 		strict   = flag.Bool("strict", false, "FallbackStrict")
@@ -72,6 +73,7 @@ func main() {
 		Grace:          *grace,
 		WaiterTTL:      *waiter,
 		SilenceGap:     *gap,
+		CallTimeout:    *callTO,
 		FallbackStrict: *strict,
 	})
 	if err != nil {
