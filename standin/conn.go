@@ -49,6 +49,8 @@ type conn struct {
 	loggedIn atomic.Bool
 	killOnce sync.Once
 
+	info atomic.Pointer[SessionInfo] // published by the executor
+
 	mu      sync.Mutex
 	cancel  context.CancelFunc // of the running request, nil when idle
 	pending int                // ATTENTIONs not yet acknowledged
@@ -252,6 +254,21 @@ func loginFailed(user string) tds.ServerMessage {
 func (c *conn) login(body []byte) (bool, error) {
 	s := c.srv
 	l, err := tds.DecodeLogin7(body)
+	succeeded := false
+	defer func() {
+		kind := AuditLogin
+		if !succeeded {
+			kind = AuditLoginFailed
+		}
+		rec := AuditRecord{SPID: int(c.spid), Kind: kind}
+		if l != nil {
+			rec.Login, rec.Database = l.UserName, l.Database
+		}
+		if c.sess != nil {
+			rec.Database = c.sess.db
+		}
+		s.audit(rec)
+	}()
 	if err != nil {
 		c.loginError(tds.ServerMessage{Number: 17832, State: 1, Class: 20,
 			Text: "The login packet used to open the connection is structurally invalid; the connection has been closed. Please contact the vendor of the client library."})
@@ -286,7 +303,7 @@ func (c *conn) login(body []byte) (bool, error) {
 			Text: fmt.Sprintf("Could not connect because the maximum number of '%d' user connections has already been reached. The system administrator can use sp_configure to increase the maximum value. The connection has been closed.", s.cfg.MaxConnections)})
 		return false, nil
 	}
-	sess, err := newSession(c, l.UserName, canon)
+	sess, err := newSession(c, l.UserName, canon, l)
 	if err != nil {
 		c.loginError(tds.ServerMessage{Number: 4060, State: 1, Class: 11,
 			Text: fmt.Sprintf("Cannot open database \"%s\" requested by the login. The login failed.", db), Line: 1})
@@ -317,6 +334,8 @@ func (c *conn) login(body []byte) (bool, error) {
 	b = tds.Done{Token: tds.TokenDone}.AppendDone(b)
 	// Count before replying, so a test that saw its login succeed also
 	// sees the counters.
+	sess.publish()
+	succeeded = true
 	c.loggedIn.Store(true)
 	s.logins.Add(1)
 	c.security.Add(1)
@@ -405,6 +424,7 @@ func (c *conn) handle(req request) error {
 		}
 		return nil
 	}
+	c.auditRequest(req)
 	if req.status&tds.StatusIgnore != 0 {
 		return nil // the client abandoned this message [MS-TDS §2.2.3.1.2]
 	}
@@ -427,7 +447,10 @@ func (c *conn) handle(req request) error {
 	var out []byte
 	var err error
 	if ctx.Err() == nil {
+		c.sess.requests++
+		c.sess.lastRequest = time.Now()
 		out, err = c.sess.execute(ctx, req)
+		c.sess.publish()
 	}
 
 	c.mu.Lock()
@@ -446,7 +469,13 @@ func (c *conn) handle(req request) error {
 		// [MS-TDS §2.2.1.7]; the reply is just DONE(ATTN).
 		return c.send(attnAck)
 	}
-	return c.send(out)
+	if err := c.send(out); err != nil {
+		return err
+	}
+	if c.sess.dropAfterReply {
+		return errors.New("session refused a reset; connection dropped")
+	}
+	return nil
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }

@@ -21,6 +21,12 @@
 //	session.go  Per-session state (SQLite connection, transaction, SET
 //	            options, prepared handles), reply assembly, RESETCONNECTION,
 //	            transactions with ENVCHANGE 8/9/10, TM requests.
+//	options.go  SET options as per-session state: @@OPTIONS bits, the
+//	            LOGIN7 defaults (fODBC), language, date, lock, text size,
+//	            isolation level, deadlock priority.
+//	context.go  CONTEXT_INFO, SESSION_CONTEXT, application roles.
+//	audit.go    The audit log (per request: SPID, login, database, kind,
+//	            reset flags), SessionInfos and sys.dm_exec_sessions.
 //	tsql.go     T-SQL lexer and statement splitter.
 //	exec.go     Statement execution: session commands and the T-SQL → SQLite
 //	            rewrite; result sets as COLMETADATA + ROW; error mapping.
@@ -75,6 +81,46 @@
 // everything else is rewritten ([x], #t, N'..', 0x.., @vars, @@vars,
 // TOP n, dbo. prefixes, GETDATE/NEWID/ISNULL/LEN/CAST/CONVERT/OBJECT_ID,
 // IDENTITY) and run by SQLite. The first error ends the batch.
+//
+// # Transactions
+//
+// As SQL Server: BEGIN TRAN nests (@@TRANCOUNT), only the outermost opens
+// a SQLite transaction and announces its descriptor (ENVCHANGE 8); the last
+// COMMIT commits (ENVCHANGE 9); ROLLBACK undoes everything (ENVCHANGE 10)
+// unless it names a savepoint (SAVE TRAN), and a name that is neither the
+// outermost transaction's nor a savepoint is error 6401. With SET
+// IMPLICIT_TRANSACTIONS ON the statements SQL Server lists (DML, DDL,
+// SELECT from a table, BEGIN TRAN) open a transaction when none is open.
+// XACT_ABORT ON makes a run-time error roll the transaction back; with it
+// OFF only the failing statement is undone. XACT_STATE() is 1 or 0 (no
+// uncommittable state). Transaction-manager requests begin (with an
+// isolation level), commit, roll back and save the same way.
+//
+// # Session state and RESETCONNECTION
+//
+// A session starts from its LOGIN7: options from OptionFlags2 (fODBC:
+// ANSI_DEFAULTS less IMPLICIT_TRANSACTIONS and CURSOR_CLOSE_ON_COMMIT,
+// plus CONCAT_NULL_YIELDS_NULL = @@OPTIONS 5432), language us_english,
+// DATEFIRST 7, DATEFORMAT mdy, LOCK_TIMEOUT -1, read committed, host and
+// application names, the database. RESETCONNECTION (the packet flag or
+// sp_reset_connection) rolls back the transaction (not with
+// RESETCONNECTIONSKIPTRAN), drops temp tables and prepared handles, clears
+// CONTEXT_INFO and SESSION_CONTEXT, restores every option and the login
+// database (ENVCHANGE database/language when they differ) and
+// acknowledges with ENVCHANGE 18. Under an application role set without a
+// cookie being unset, the reset is refused with 18059 and the connection
+// dropped, as SQL Server does.
+//
+// # Oracle
+//
+// Audit (and AuditSince/AuditSeq) lists logins and requests with SPID,
+// login, database, kind, RPC procedure names and the reset flags;
+// SessionInfos shows each session's state as of its last request; Stats
+// counts logins, failed logins, resets, attentions and peak sessions.
+// SELECT ... FROM sys.dm_exec_sessions gives the same view in T-SQL with
+// SQL Server's column names (session_id, login_name, host_name,
+// program_name, database_id, open_transaction_count,
+// transaction_isolation_level, context_info, date_format, ...).
 //
 // # Debugging
 //

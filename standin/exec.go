@@ -35,7 +35,7 @@ const (
 func (s *session) runBatch(ctx context.Context, r *resp, text string, vars map[string]any, inProc bool) bool {
 	toks, lerr := lex(text)
 	if lerr != nil {
-		s.fail(r, lerr, inProc)
+		s.fail(ctx, r, lerr, inProc)
 		return false
 	}
 	stmts := splitStatements(toks)
@@ -45,7 +45,7 @@ func (s *session) runBatch(ctx context.Context, r *resp, text string, vars map[s
 		}
 		next, e := s.runStmt(ctx, r, stmts, i, vars, inProc)
 		if e != nil {
-			s.fail(r, e, inProc)
+			s.fail(ctx, r, e, inProc)
 			return false
 		}
 		i = next
@@ -53,8 +53,15 @@ func (s *session) runBatch(ctx context.Context, r *resp, text string, vars map[s
 	return true
 }
 
-func (s *session) fail(r *resp, e *sqlError, inProc bool) {
+// fail reports the error that ended the batch. With XACT_ABORT ON a
+// run-time error (any severity above 10 but 15, the compile errors) also
+// rolls the whole transaction back, announced after the error as SQL
+// Server does. Compile errors (severity 15) are not affected.
+func (s *session) fail(ctx context.Context, r *resp, e *sqlError, inProc bool) {
 	r.sqlErr(e)
+	if e.class > 10 && e.class != 15 && s.opts.has(optXactAbort) {
+		s.rollbackAll(ctx, r)
+	}
 	tok := tds.TokenDone
 	if inProc {
 		tok = tds.TokenDoneInProc
@@ -83,6 +90,9 @@ func (s *session) runStmt(ctx context.Context, r *resp, stmts [][]token, i int, 
 		return i + 1, syntaxErr(head.text)
 	}
 	done := func() (int, *sqlError) { s.stmtDone(r, inProc, 0, 0, false); return i + 1, nil }
+	if e := s.implicitBegin(ctx, r, st); e != nil {
+		return i + 1, e
+	}
 	switch head.upper {
 	case "IF":
 		cond, e := s.evalCond(ctx, st[1:], vars)
@@ -129,7 +139,11 @@ func (s *session) runStmt(ctx context.Context, r *resp, stmts [][]token, i int, 
 		return i + 1, s.use(r, name, inProc)
 	case "BEGIN":
 		if len(st) >= 2 && (st[1].upper == "TRAN" || st[1].upper == "TRANSACTION" || st[1].upper == "DISTRIBUTED") {
-			if e := s.beginTran(ctx, r); e != nil {
+			name := ""
+			if k := 2 + boolInt(st[1].upper == "DISTRIBUTED"); k < len(st) {
+				name, _ = st[k].name()
+			}
+			if e := s.beginTran(ctx, r, name); e != nil {
 				return i + 1, e
 			}
 			return done()
@@ -214,6 +228,13 @@ func (s *session) runStmt(ctx context.Context, r *resp, stmts [][]token, i int, 
 	return i + 1, s.runSQL(ctx, r, st, vars, inProc)
 }
 
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
 func firstErr(es ...*sqlError) *sqlError {
 	for _, e := range es {
 		if e != nil {
@@ -256,20 +277,67 @@ func (s *session) doSet(ctx context.Context, r *resp, st []token, vars map[strin
 		s.stmtDone(r, inProc, 0, 0, false)
 		return nil
 	}
-	opt := st[1].upper
-	val := strings.ToUpper(joinTokens(st[2:]))
-	switch opt {
-	case "NOCOUNT":
-		s.nocount = val == "ON"
-	case "TRANSACTION":
-		s.isolation = val
-	case "LANGUAGE":
-		lang := strings.Trim(joinTokens(st[2:]), "'[]N")
+	var names []string
+	j := 1
+	for j < len(st) && st[j].k == tkWord {
+		n := st[j].upper
+		switch {
+		case n == "TRANSACTION" && j+2 < len(st) && st[j+1].upper == "ISOLATION" && st[j+2].upper == "LEVEL":
+			n, j = "TRANSACTION ISOLATION LEVEL", j+2
+		case (n == "STATISTICS" || n == "IDENTITY_INSERT") && j+1 < len(st):
+			// STATISTICS IO|TIME|XML|PROFILE; IDENTITY_INSERT <table>
+			qn, k := qualifiedName(st, j+1)
+			n, j = n+" "+strings.ToUpper(strings.Join(qn, ".")), k-1
+		}
+		names = append(names, n)
+		j++
+		if j < len(st) && st[j].text == "," {
+			j++
+			continue
+		}
+		break
+	}
+	if len(names) == 0 || j >= len(st) {
+		return syntaxErr(joinTokens(st[min(j, len(st)-1):]))
+	}
+	valToks := st[j:]
+	if names[0] == "CONTEXT_INFO" {
+		return s.setContextInfo(ctx, r, valToks, vars, inProc)
+	}
+	var val string
+	if len(valToks) == 1 && valToks[0].k == tkVar {
+		v, e := s.eval(ctx, valToks, vars)
+		if e != nil {
+			return e
+		}
+		val = strings.ToUpper(fmt.Sprint(nz(v)))
+	} else {
+		var parts []string
+		for k, t := range valToks {
+			text := strings.ToUpper(t.text)
+			if k > 0 && valToks[k-1].text == "-" {
+				parts[len(parts)-1] += text
+				continue
+			}
+			parts = append(parts, text)
+		}
+		val = strings.Join(parts, " ")
+	}
+	if names[0] == "LANGUAGE" {
+		lang := strings.Trim(val, "'[]")
 		if !strings.EqualFold(lang, defaultLanguage) && !strings.EqualFold(lang, "english") {
 			return errf(2737, 1, 16, fmt.Sprintf("'%s' is not an official language name.", lang))
 		}
+		// SQL Server answers SET LANGUAGE with the language ENVCHANGE and 5703.
+		r.env(tds.EnvChangeLanguage(defaultLanguage, s.opts.language))
+		s.opts.language = defaultLanguage
+		r.tok(s.info(nil, 5703, 1, "Changed language setting to "+defaultLanguage+"."))
+		s.stmtDone(r, inProc, 0, 0, false)
+		return nil
 	}
-	s.opts[opt] = val
+	if e := s.opts.set(names, val); e != nil {
+		return e
+	}
 	s.stmtDone(r, inProc, 0, 0, false)
 	return nil
 }
@@ -971,6 +1039,14 @@ func (s *session) translate(ts []token, vars map[string]any) (string, []any, *sq
 				emit(quoteIdent(t.text))
 				continue
 			}
+			if t.upper == "SYS" && next(1).text == "." && strings.EqualFold(next(2).text, "dm_exec_sessions") {
+				emit(s.dmExecSessions())
+				if a := next(3); a.k == tkSemi || a.k == tkOp || (a.k == tkWord && sqlClauseWords[a.upper]) {
+					emit("AS dm_exec_sessions") // so dm_exec_sessions.col still resolves
+				}
+				j += 2
+				continue
+			}
 			if next(1).text == "." && s.isQualifier(t.text, next(2)) {
 				j++ // drop "dbo." / "db.dbo." / "db.." qualifiers
 				continue
@@ -1038,6 +1114,11 @@ func (s *session) translate(ts []token, vars map[string]any) (string, []any, *sq
 	return sb.String(), args, nil
 }
 
+// sqlClauseWords end a FROM item: after them no alias was given.
+var sqlClauseWords = map[string]bool{"WHERE": true, "ORDER": true, "GROUP": true, "HAVING": true, "JOIN": true,
+	"INNER": true, "LEFT": true, "RIGHT": true, "FULL": true, "CROSS": true, "ON": true, "UNION": true,
+	"EXCEPT": true, "INTERSECT": true, "WITH": true, "OPTION": true, "FOR": true}
+
 // isQualifier reports whether name followed by '.' is a database or schema
 // prefix to drop: dbo, sys-less schemas we know, configured databases,
 // tempdb, or "db.." (empty schema).
@@ -1072,17 +1153,17 @@ func (s *session) sysVar(name string) (string, *sqlError) {
 	case "IDENTITY":
 		return "last_insert_rowid()", nil
 	case "LANGUAGE":
-		return lit(defaultLanguage), nil
+		return lit(s.opts.language), nil
 	case "MAX_PRECISION":
 		return "38", nil
 	case "OPTIONS":
-		return "5496", nil
+		return strconv.FormatUint(uint64(s.opts.flags), 10), nil
 	case "LOCK_TIMEOUT":
-		return "-1", nil
+		return strconv.FormatInt(s.opts.lockTimeout, 10), nil
 	case "TEXTSIZE":
-		return "2147483647", nil
+		return strconv.FormatInt(s.opts.textSize, 10), nil
 	case "DATEFIRST":
-		return "7", nil
+		return strconv.Itoa(s.opts.dateFirst), nil
 	case "MICROSOFTVERSION":
 		return "268436456", nil
 	}
@@ -1107,7 +1188,23 @@ func (s *session) function(ts []token, j int, vars map[string]any, args *[]any) 
 	}
 	switch ts[j].upper {
 	case "DB_NAME":
+		if len(inner) > 0 {
+			q, e := sub(inner)
+			return s.dbNameByID(q), n, true, e
+		}
 		return lit(s.db), n, true, nil
+	case "DB_ID":
+		if len(inner) > 0 {
+			v, e := s.eval(context.Background(), inner, vars)
+			if e != nil {
+				return "", 0, false, e
+			}
+			if id := s.c.srv.store.id(fmt.Sprint(nz(v))); id > 0 {
+				return strconv.Itoa(id), n, true, nil
+			}
+			return "NULL", n, true, nil
+		}
+		return strconv.Itoa(s.c.srv.store.id(s.db)), n, true, nil
 	case "GETDATE", "SYSDATETIME", "SYSDATETIMEOFFSET":
 		return "strftime('%Y-%m-%d %H:%M:%f','now','localtime')", n, true, nil
 	case "GETUTCDATE", "SYSUTCDATETIME":
@@ -1116,10 +1213,38 @@ func (s *session) function(ts []token, j int, vars map[string]any, args *[]any) 
 		return lit(newGUID()), n, true, nil
 	case "SUSER_SNAME", "SUSER_NAME", "ORIGINAL_LOGIN":
 		return lit(s.login), n, true, nil
-	case "USER_NAME", "SCHEMA_NAME":
+	case "USER_NAME", "CURRENT_USER":
+		return lit(s.userName()), n, true, nil
+	case "SCHEMA_NAME":
 		return lit("dbo"), n, true, nil
-	case "HOST_NAME", "APP_NAME":
-		return "''", n, true, nil
+	case "HOST_NAME":
+		return lit(s.hostName), n, true, nil
+	case "APP_NAME":
+		return lit(s.appName), n, true, nil
+	case "CONTEXT_INFO":
+		if s.contextInfo == nil {
+			return "NULL", n, true, nil
+		}
+		return sqlLiteral(s.contextInfo), n, true, nil
+	case "SESSION_CONTEXT":
+		key, e := s.eval(context.Background(), inner, vars)
+		if e != nil {
+			return "", 0, false, e
+		}
+		k, _ := key.(string)
+		return sqlLiteral(s.sessCtx[k].val), n, true, nil
+	case "XACT_STATE":
+		if s.trancount > 0 {
+			return "1", n, true, nil
+		}
+		return "0", n, true, nil
+	case "SESSIONPROPERTY":
+		if len(inner) == 1 && inner[0].k == tkString {
+			if v, ok := s.opts.sessionProperty(inner[0].text).(int64); ok {
+				return strconv.FormatInt(v, 10), n, true, nil
+			}
+		}
+		return "NULL", n, true, nil
 	case "SCOPE_IDENTITY", "IDENT_CURRENT":
 		return "last_insert_rowid()", n, true, nil
 	case "SERVERPROPERTY":

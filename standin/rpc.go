@@ -188,8 +188,13 @@ func (s *session) callProc(ctx context.Context, r *resp, call rpcCall, vars map[
 		delete(s.prepared, h)
 		return nil, nil
 	case "sp_reset_connection":
-		s.reset(r, false)
-		return nil, nil
+		return nil, s.reset(r, false)
+	case "sp_set_session_context":
+		return nil, s.setSessionContext(ps)
+	case "sp_setapprole":
+		return s.setAppRole(ps, vars)
+	case "sp_unsetapprole":
+		return nil, s.unsetAppRole(ps)
 	}
 	return nil, errf(2812, 62, 16, fmt.Sprintf("Could not find stored procedure '%s'.", call.name))
 }

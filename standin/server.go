@@ -80,6 +80,8 @@ type Config struct {
 	// Users maps login name (case-insensitive, like SQL Server's default
 	// collation) to password (case-sensitive).
 	Users map[string]string
+	// AppRoles maps application role name to password for sp_setapprole.
+	AppRoles map[string]string
 	// Databases to serve besides master, which always exists. A login
 	// without a database lands in DefaultDatabase.
 	Databases []string
@@ -103,6 +105,9 @@ type Config struct {
 	Logf func(format string, args ...any)
 	// HandshakeTimeout bounds PRELOGIN+TLS+LOGIN7; zero means 15 s.
 	HandshakeTimeout time.Duration
+	// AuditLimit is how many audit records are kept (the newest); zero
+	// means 10000, negative keeps none.
+	AuditLimit int
 	// IdleTimeout closes sessions with no request for this long; zero
 	// means never (drivers keep pooled connections idle for long).
 	IdleTimeout time.Duration
@@ -127,6 +132,12 @@ type Server struct {
 	open     int // accepted TCP connections not yet closed
 	peak     int
 	nextSPID uint16
+	// peakSessions is the highest number of logged-in sessions at once.
+	peakSessions int
+
+	auditMu  sync.Mutex
+	auditLog []AuditRecord
+	auditSeq int64
 
 	refuse atomic.Bool
 	delay  atomic.Int64
@@ -293,6 +304,9 @@ func (s *Server) Sessions() int {
 // Stats are cumulative counters.
 type Stats struct {
 	Logins, FailedLogins, Resets, Attentions int64
+	// PeakSessions is the highest number of logged-in sessions at once
+	// since Start.
+	PeakSessions int64
 	// Successful logins by transport: no TLS, TLS for LOGIN7 only, TLS
 	// throughout (TDS 7.x wrapped handshake), TDS 8 strict.
 	Plain, LoginOnly, FullTLS, Strict int64
@@ -300,7 +314,10 @@ type Stats struct {
 
 // Stats returns the cumulative counters.
 func (s *Server) Stats() Stats {
-	return Stats{Logins: s.logins.Load(), FailedLogins: s.failedLogins.Load(),
+	s.mu.Lock()
+	peak := int64(s.peakSessions)
+	s.mu.Unlock()
+	return Stats{PeakSessions: peak, Logins: s.logins.Load(), FailedLogins: s.failedLogins.Load(),
 		Resets: s.resets.Load(), Attentions: s.attentions.Load(),
 		Plain: s.plain.Load(), LoginOnly: s.loginOnly.Load(), FullTLS: s.fullTLS.Load(), Strict: s.strict.Load()}
 }
@@ -441,6 +458,7 @@ func (s *Server) admit() bool {
 		return false
 	}
 	s.sessions++
+	s.peakSessions = max(s.peakSessions, s.sessions)
 	return true
 }
 
@@ -455,6 +473,17 @@ func (s *Server) forget(c *conn, wasSession bool) {
 	if wasSession {
 		s.sessions--
 	}
+}
+
+// appRolePassword returns the configured password of an application role
+// (names case-insensitive).
+func (s *Server) appRolePassword(role string) (string, bool) {
+	for r, p := range s.cfg.AppRoles {
+		if strings.EqualFold(r, role) {
+			return p, true
+		}
+	}
+	return "", false
 }
 
 // checkUser reports whether the login/password pair is configured. Login

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"github.com/tdspool/tdspool/tds"
 )
@@ -23,16 +24,30 @@ type session struct {
 
 	trancount  int
 	desc       uint64 // current transaction descriptor, 0 outside one
+	tranName   string // the outermost BEGIN TRAN's name
 	savepoints []string
-	isolation  string
 
-	opts    map[string]string // SET options as last set, upper-case names
-	nocount bool
+	opts      options // SET state
+	loginOpts options // what opts starts from and RESETCONNECTION restores
 
 	prepared   map[int32]*prepared
 	nextHandle int32
 
 	rowcount int64 // @@ROWCOUNT
+
+	loginTime, lastRequest time.Time
+	requests               int64
+	tempTables             []string // as of the last publish
+
+	// Session context (context.go).
+	hostName, appName, clientLib string // from LOGIN7
+	contextInfo                  []byte
+	sessCtx                      map[string]sessCtxEntry
+	appRole                      string // active application role, "" for none
+	appRoleCookie                []byte
+	// dropAfterReply closes the connection once the current reply is out
+	// (what SQL Server does when a reset is refused).
+	dropAfterReply bool
 }
 
 type prepared struct {
@@ -42,8 +57,13 @@ type prepared struct {
 
 var descCounter atomic.Uint64
 
-func newSession(c *conn, login, db string) (*session, error) {
-	s := &session{c: c, login: login, loginDB: db, prepared: map[int32]*prepared{}, opts: map[string]string{}}
+func newSession(c *conn, login, db string, l *tds.Login7) (*session, error) {
+	s := &session{c: c, login: login, loginDB: db, prepared: map[int32]*prepared{}, loginOpts: loginOptions(l)}
+	s.opts = s.loginOpts.clone()
+	s.loginTime = time.Now()
+	if l != nil {
+		s.hostName, s.appName, s.clientLib = l.HostName, l.AppName, l.CltIntName
+	}
 	if err := s.open(db); err != nil {
 		return nil, err
 	}
@@ -72,7 +92,7 @@ func (s *session) closeConn() {
 	defer cancel()
 	if s.trancount > 0 {
 		s.sc.ExecContext(ctx, "ROLLBACK")
-		s.trancount, s.desc, s.savepoints = 0, 0, nil
+		s.endTran()
 	}
 	s.dropTemps(ctx)
 	s.sc.Close()
@@ -85,11 +105,18 @@ func (s *session) close() {
 	}
 }
 
-func (s *session) dropTemps(ctx context.Context) {
-	rows, err := s.sc.QueryContext(ctx, "SELECT name FROM sqlite_temp_master WHERE type = 'table'")
-	if err != nil {
-		return
+// listTemps names the session's #temp tables.
+func (s *session) listTemps() []string {
+	if s.sc == nil {
+		return nil
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	rows, err := s.sc.QueryContext(ctx, "SELECT name FROM sqlite_temp_master WHERE type = 'table' ORDER BY name")
+	if err != nil {
+		return nil
+	}
+	defer rows.Close()
 	var names []string
 	for rows.Next() {
 		var n string
@@ -97,8 +124,11 @@ func (s *session) dropTemps(ctx context.Context) {
 			names = append(names, n)
 		}
 	}
-	rows.Close()
-	for _, n := range names {
+	return names
+}
+
+func (s *session) dropTemps(ctx context.Context) {
+	for _, n := range s.listTemps() {
 		s.sc.ExecContext(ctx, `DROP TABLE temp."`+strings.ReplaceAll(n, `"`, `""`)+`"`)
 	}
 }
@@ -132,7 +162,7 @@ func (r *resp) done(tok tds.TokenType, status tds.DoneStatus, curcmd uint16, cou
 	if r.s.trancount > 0 {
 		status |= tds.DoneInXact
 	}
-	if counted && !r.s.nocount {
+	if counted && !r.s.opts.has(optNoCount) {
 		status |= tds.DoneCount
 	}
 	d := tds.Done{Token: tok, Status: status, CurCmd: curcmd}
@@ -174,7 +204,11 @@ func (s *session) execute(ctx context.Context, req request) ([]byte, error) {
 	r := &resp{s: s}
 	if req.status&(tds.StatusResetConnection|tds.StatusResetConnectionSkipTran) != 0 {
 		if req.typ == tds.PacketSQLBatch || req.typ == tds.PacketRPC || req.typ == tds.PacketTransMgr {
-			s.reset(r, req.status&tds.StatusResetConnectionSkipTran != 0)
+			if e := s.reset(r, req.status&tds.StatusResetConnectionSkipTran != 0); e != nil {
+				r.sqlErr(e)
+				r.done(tds.TokenDone, tds.DoneError, 0, 0, false)
+				return r.finish(), nil
+			}
 		}
 	}
 	switch req.typ {
@@ -221,14 +255,20 @@ func (s *session) execute(ctx context.Context, req request) ([]byte, error) {
 }
 
 // reset implements RESETCONNECTION [MS-TDS §2.2.3.1.2]: as if the client
-// logged out and in again, except that skipTran keeps the transaction.
-func (s *session) reset(r *resp, skipTran bool) {
+// logged out and in again, except that skipTran keeps the transaction. An
+// active application role (sp_setapprole without sp_unsetapprole) makes
+// SQL Server refuse the reset with 18059 and drop the connection.
+func (s *session) reset(r *resp, skipTran bool) *sqlError {
+	if s.appRole != "" {
+		s.dropAfterReply = true
+		return errf(18059, 1, 20, "The connection has been dropped because the principal that opened it subsequently assumed a new security context, and then tried to reset the connection under its impersonated security context. This scenario is not supported. See \"Impersonation Overview\" in Books Online.")
+	}
 	s.c.srv.resets.Add(1)
 	ctx, cancel := context.WithTimeout(context.Background(), 10e9)
 	defer cancel()
 	if s.trancount > 0 && !skipTran {
 		s.sc.ExecContext(ctx, "ROLLBACK")
-		s.trancount, s.desc, s.savepoints = 0, 0, nil
+		s.endTran()
 	}
 	if s.db != s.loginDB && s.trancount == 0 {
 		old := s.db
@@ -238,18 +278,23 @@ func (s *session) reset(r *resp, skipTran bool) {
 	}
 	s.dropTemps(ctx)
 	s.prepared = map[int32]*prepared{}
-	s.opts = map[string]string{}
-	s.nocount = false
-	s.isolation = ""
+	if s.opts.language != s.loginOpts.language {
+		r.env(tds.EnvChangeLanguage(s.loginOpts.language, s.opts.language))
+	}
+	s.opts = s.loginOpts.clone()
 	s.rowcount = 0
+	s.contextInfo, s.sessCtx = nil, nil
 	r.env(tds.EnvChangeResetAck())
+	return nil
 }
 
 // Transactions. SQLite transactions live on the session's connection;
-// nesting is counted like @@TRANCOUNT and only the outermost BEGIN/COMMIT
-// touch SQLite and produce ENVCHANGE 8/9 [MS-TDS §2.2.7.9].
+// nesting is counted like @@TRANCOUNT and only the outermost BEGIN and the
+// final COMMIT or a ROLLBACK touch SQLite and produce ENVCHANGE 8/9/10
+// [MS-TDS §2.2.7.9], as SQL Server announces them to every client.
 
-func (s *session) beginTran(ctx context.Context, r *resp) *sqlError {
+// beginTran is BEGIN TRAN [name]: the outermost opens a transaction.
+func (s *session) beginTran(ctx context.Context, r *resp, name string) *sqlError {
 	if s.trancount > 0 {
 		s.trancount++
 		return nil
@@ -257,10 +302,38 @@ func (s *session) beginTran(ctx context.Context, r *resp) *sqlError {
 	if _, err := s.sc.ExecContext(ctx, "BEGIN"); err != nil {
 		return mapSQLiteErr(err, s)
 	}
-	s.trancount = 1
+	s.trancount, s.tranName = 1, name
 	s.desc = descCounter.Add(1)<<16 | uint64(s.c.spid)
 	r.env(tds.EnvChangeBeginTran(s.desc))
 	return nil
+}
+
+// implicitBegin opens the transaction IMPLICIT_TRANSACTIONS ON starts
+// before a statement that touches data, when none is open.
+func (s *session) implicitBegin(ctx context.Context, r *resp, st []token) *sqlError {
+	if !s.opts.has(optImplicitTransactions) || s.trancount > 0 || !startsImplicitTran(st) {
+		return nil
+	}
+	return s.beginTran(ctx, r, "")
+}
+
+// startsImplicitTran lists the statements SQL Server documents as opening
+// an implicit transaction; a SELECT does so only when it reads a table.
+func startsImplicitTran(st []token) bool {
+	switch st[0].upper {
+	case "ALTER", "CREATE", "DELETE", "DROP", "FETCH", "GRANT", "INSERT", "OPEN", "REVOKE",
+		"TRUNCATE", "UPDATE", "MERGE":
+		return true
+	case "BEGIN":
+		return len(st) > 1 && (st[1].upper == "TRAN" || st[1].upper == "TRANSACTION")
+	case "SELECT", "WITH":
+		return hasWord(st, "FROM")
+	}
+	return false
+}
+
+func (s *session) endTran() {
+	s.trancount, s.desc, s.tranName, s.savepoints = 0, 0, "", nil
 }
 
 func (s *session) commitTran(ctx context.Context, r *resp, all bool) *sqlError {
@@ -275,17 +348,20 @@ func (s *session) commitTran(ctx context.Context, r *resp, all bool) *sqlError {
 		return mapSQLiteErr(err, s)
 	}
 	r.env(tds.EnvChangeCommitTran(s.desc))
-	s.trancount, s.desc, s.savepoints = 0, 0, nil
+	s.endTran()
 	return nil
 }
 
+// rollbackTran is ROLLBACK [TRAN name]: to the newest savepoint of that
+// name, else the whole transaction when name is empty or the outermost
+// BEGIN TRAN's (names are case-sensitive, as in SQL Server).
 func (s *session) rollbackTran(ctx context.Context, r *resp, name string) *sqlError {
 	if s.trancount == 0 {
 		return errf(3903, 1, 16, "The ROLLBACK TRANSACTION request has no corresponding BEGIN TRANSACTION.")
 	}
 	if name != "" {
 		for i := len(s.savepoints) - 1; i >= 0; i-- {
-			if strings.EqualFold(s.savepoints[i], name) {
+			if s.savepoints[i] == name {
 				if _, err := s.sc.ExecContext(ctx, `ROLLBACK TO "`+sp(name)+`"`); err != nil {
 					return mapSQLiteErr(err, s)
 				}
@@ -293,13 +369,23 @@ func (s *session) rollbackTran(ctx context.Context, r *resp, name string) *sqlEr
 				return nil
 			}
 		}
+		if name != s.tranName {
+			return errf(6401, 1, 16, fmt.Sprintf("Cannot roll back %s. No transaction or savepoint of that name was found.", name))
+		}
 	}
-	if _, err := s.sc.ExecContext(context.WithoutCancel(ctx), "ROLLBACK"); err != nil {
-		return mapSQLiteErr(err, s)
-	}
-	r.env(tds.EnvChangeRollbackTran(s.desc))
-	s.trancount, s.desc, s.savepoints = 0, 0, nil
+	s.rollbackAll(ctx, r)
 	return nil
+}
+
+// rollbackAll ends the transaction whatever the nesting (ROLLBACK,
+// XACT_ABORT, a request cancelled mid-transaction by SQLite).
+func (s *session) rollbackAll(ctx context.Context, r *resp) {
+	if s.trancount == 0 {
+		return
+	}
+	s.sc.ExecContext(context.WithoutCancel(ctx), "ROLLBACK")
+	r.env(tds.EnvChangeRollbackTran(s.desc))
+	s.endTran()
 }
 
 func (s *session) saveTran(ctx context.Context, name string) *sqlError {
@@ -316,26 +402,24 @@ func (s *session) saveTran(ctx context.Context, name string) *sqlError {
 	return nil
 }
 
-func sp(name string) string { return strings.ReplaceAll(strings.ToLower(name), `"`, `""`) }
+func sp(name string) string { return strings.ReplaceAll(name, `"`, `""`) }
 
 // runTM answers a TRANSACTION MANAGER request [MS-TDS §2.2.6.9].
 func (s *session) runTM(ctx context.Context, r *resp, tm *tds.TransMgrRequest) {
 	var e *sqlError
 	switch tm.Type {
 	case tds.TMBeginXact:
-		if s.trancount > 0 {
-			s.trancount++ // nested, as BEGIN TRAN would
-		} else {
-			e = s.beginTran(ctx, r)
-		}
+		s.setIsolation(tm.Isolation)
+		e = s.beginTran(ctx, r, tm.Name)
 	case tds.TMCommitXact, tds.TMRollbackXact:
 		if tm.Type == tds.TMCommitXact {
 			e = s.commitTran(ctx, r, true)
 		} else {
-			e = s.rollbackTran(ctx, r, "")
+			e = s.rollbackTran(ctx, r, tm.Name)
 		}
 		if e == nil && tm.BeginsTransaction() {
-			e = s.beginTran(ctx, r)
+			s.setIsolation(tm.Isolation)
+			e = s.beginTran(ctx, r, tm.NewName)
 		}
 	case tds.TMSaveXact:
 		e = s.saveTran(ctx, tm.Name)
@@ -348,6 +432,13 @@ func (s *session) runTM(ctx context.Context, r *resp, tm *tds.TransMgrRequest) {
 		return
 	}
 	r.done(tds.TokenDone, 0, 0, 0, false)
+}
+
+// setIsolation applies a TM request's isolation byte (0 keeps the level).
+func (s *session) setIsolation(l tds.IsolationLevel) {
+	if l >= isoReadUncommitted && l <= isoSnapshot {
+		s.opts.isolation = int(l)
+	}
 }
 
 // descBytes is the 8-byte little-endian descriptor, for tests.

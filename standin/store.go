@@ -18,6 +18,7 @@ import (
 type store struct {
 	dbs   map[string]*sql.DB // lower-case name → pool
 	canon map[string]string  // lower-case name → configured spelling
+	names []string           // configured spellings, master first
 }
 
 var dbNameRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,127}$`)
@@ -50,6 +51,7 @@ func openStore(dir string, names []string) (*store, error) {
 		// nothing (temp tables, an open transaction) can leak to the next session.
 		db.SetMaxIdleConns(0)
 		st.dbs[key], st.canon[key] = db, n
+		st.names = append(st.names, n)
 	}
 	return st, nil
 }
@@ -59,6 +61,21 @@ func openStore(dir string, names []string) (*store, error) {
 func (st *store) canonical(name string) (string, bool) {
 	c, ok := st.canon[strings.ToLower(name)]
 	return c, ok
+}
+
+// id is the database_id DB_ID() and sys.dm_exec_sessions report: master
+// is 1 and, as SQL Server's system databases take 2..4, the configured
+// ones count from 5 in configuration order.
+func (st *store) id(name string) int {
+	for i, n := range st.names {
+		if strings.EqualFold(n, name) {
+			if i == 0 {
+				return 1
+			}
+			return 4 + i
+		}
+	}
+	return 0
 }
 
 func (st *store) db(name string) *sql.DB { return st.dbs[strings.ToLower(name)] }
