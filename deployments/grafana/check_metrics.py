@@ -1,28 +1,28 @@
 #!/usr/bin/env python3
-"""Checks that the Grafana dashboard and the Prometheus rules only use metrics that exist.
+"""Checks the Grafana dashboard and the Prometheus rules against what Envoy + tdspool export.
 
-Every PromQL expression in deployments/grafana/tdspool-dashboard.json (panel targets, template
-variable queries, annotations) and in deployments/prometheus/*.yml rule files is parsed for the
-metric names it reads. Each name must appear in an Envoy /stats/prometheus capture (or be a
-recording rule defined in the rule files, or Prometheus' own "up"). The captures are kept in
-testdata/ so the check runs offline:
+Both directions fail the check:
+  - an expression (panel target, template variable, annotation, rule) that reads a metric the
+    capture does not have: a panel or alert on a stat that no longer exists;
+  - a tdspool metric (envoy_tdspool_*) in the capture that no dashboard panel reads: a new stat
+    without a panel.
 
-  testdata/stats_prometheus_sample.txt             `make run` demo (deployments/demo)
-  testdata/stats_prometheus_production_sample.txt  deployments/production/envoy.yaml, run against
-                                                   the demo backends (adds circuit-breaker
-                                                   remaining_cx, custom histogram bounds)
+The capture is a live /stats/prometheus: the integration test TestDashboardMatchesLiveStats
+(envoy/integration) drives traffic through a real Envoy with the module, Redis and client TLS,
+writes /stats/prometheus to a file and runs this script on it, so `make test` runs the check.
+Envoy's own metrics that only the production bootstrap has (overload manager, circuit-breaker
+remaining_cx) are read from testdata/stats_prometheus_production_sample.txt; tdspool's names
+are only ever taken from the live capture.
 
 It also checks the dashboard's structure (schemaVersion, the DS_PROMETHEUS datasource variable,
 unique panel ids, grid positions) and, when promtool is on PATH, the PromQL syntax of every
 dashboard expression (Grafana variables replaced by sample values).
 
-  python3 deployments/grafana/check_metrics.py                      # offline, the samples
+  python3 deployments/grafana/check_metrics.py --capture stats.txt   # a saved /stats/prometheus
   python3 deployments/grafana/check_metrics.py --live http://127.0.0.1:19901/stats/prometheus
-  python3 deployments/grafana/check_metrics.py --prometheus http://127.0.0.1:9090
+  python3 deployments/grafana/check_metrics.py --live URL --prometheus http://127.0.0.1:9090
         # also evaluate every expression on a running Prometheus (errors fail the check;
         # empty results are listed, as counters that never moved can legitimately be absent)
-  python3 deployments/grafana/check_metrics.py --update-sample http://127.0.0.1:19901/stats/prometheus
-        # rewrite testdata/stats_prometheus_sample.txt from a running demo
 
 Needs PyYAML (Debian: python3-yaml).
 """
@@ -42,8 +42,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 DASHBOARD = os.path.join(HERE, "tdspool-dashboard.json")
 RULE_FILES = sorted(glob.glob(os.path.join(ROOT, "deployments", "prometheus", "*.yml")))
-SAMPLES = [os.path.join(HERE, "testdata", "stats_prometheus_sample.txt"),
-           os.path.join(HERE, "testdata", "stats_prometheus_production_sample.txt")]
+# Envoy's own metrics of the production bootstrap (tdspool lines removed: see testdata/README.md).
+ENVOY_SAMPLE = os.path.join(HERE, "testdata", "stats_prometheus_production_sample.txt")
+GENERATOR = "deployments/grafana/build_dashboard.py"
 
 # PromQL words that look like identifiers but are not metric names.
 KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "bool", "and", "or",
@@ -83,16 +84,18 @@ def grafana_to_promql(expr):
 
 
 def exposition_names(text):
-    """Metric names in a Prometheus text exposition (series names and # TYPE families)."""
-    names = set()
+    """Metric names in a Prometheus text exposition → their # TYPE (histograms add their
+    _bucket, _sum and _count series)."""
+    names = {}
     for line in text.splitlines():
         if line.startswith("# TYPE "):
             _, _, name, kind = line.split(None, 3)
-            names.add(name)
-            if kind.strip() in ("histogram", "summary"):
-                names.update({name + "_bucket", name + "_sum", name + "_count"})
+            kind = kind.strip()
+            names[name] = kind
+            if kind in ("histogram", "summary"):
+                names.update({name + sfx: kind for sfx in ("_bucket", "_sum", "_count")})
         elif line and not line.startswith("#"):
-            names.add(re.match(r"[a-zA-Z_:][a-zA-Z0-9_:]*", line).group(0))
+            names.setdefault(re.match(r"[a-zA-Z_:][a-zA-Z0-9_:]*", line).group(0), "untyped")
     return names
 
 
@@ -140,7 +143,7 @@ def rule_exprs(problems):
         import yaml
     except ImportError:
         sys.exit("check_metrics.py needs PyYAML (apt-get install python3-yaml / pip install pyyaml)")
-    exprs, recorded = [], set()
+    exprs, recorded = [], {}
     for path in RULE_FILES:
         with open(path) as f:
             doc = yaml.safe_load(f)
@@ -150,7 +153,7 @@ def rule_exprs(problems):
             for r in g["rules"]:
                 name = r.get("alert") or r.get("record")
                 if "record" in r:
-                    recorded.add(r["record"])
+                    recorded[r["record"]] = metric_names(str(r["expr"]))
                 exprs.append((f"{os.path.basename(path)} {name}", str(r["expr"])))
     return exprs, recorded
 
@@ -201,59 +204,80 @@ def evaluate(prom_url, exprs, problems):
         print(f"  (no data) {w}")
 
 
+HOW_TO_SHOW = {
+    "counter": "a rate() or increase() of it",
+    "gauge": "its value (sum by (bucket) for per-proxy gauges, max for fleet-wide ones)",
+    "histogram": "histogram_quantile() over its _bucket series",
+}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--live", help="read this /stats/prometheus URL instead of the samples")
+    src = ap.add_mutually_exclusive_group(required=True)
+    src.add_argument("--capture", metavar="FILE", help="a saved /stats/prometheus of Envoy + tdspool")
+    src.add_argument("--live", metavar="URL", help="read this /stats/prometheus URL")
     ap.add_argument("--prometheus", help="also evaluate every expression on this Prometheus")
-    ap.add_argument("--update-sample", metavar="URL", help="rewrite the demo sample from URL and exit")
     ap.add_argument("-v", "--verbose", action="store_true", help="list the metric names used")
     args = ap.parse_args()
 
-    if args.update_sample:
-        text = urllib.request.urlopen(args.update_sample, timeout=10).read().decode()
-        with open(SAMPLES[0], "w") as f:
-            f.write(text)
-        print(f"wrote {SAMPLES[0]} ({len(text.splitlines())} lines)")
-        return
-
     if args.live:
-        known = exposition_names(urllib.request.urlopen(args.live, timeout=10).read().decode())
+        text = urllib.request.urlopen(args.live, timeout=10).read().decode()
         source = args.live
     else:
-        known = set()
-        for s in SAMPLES:
-            with open(s) as f:
-                known |= exposition_names(f.read())
-        source = ", ".join(os.path.relpath(s, ROOT) for s in SAMPLES)
+        with open(args.capture) as f:
+            text = f.read()
+        source = args.capture
+    live = exposition_names(text)
+    tdspool_live = {n: k for n, k in live.items() if n.startswith("envoy_tdspool_")}
+    if not tdspool_live:
+        sys.exit(f"{source}: no envoy_tdspool_* metric: not a capture of Envoy with tdspool")
+    with open(ENVOY_SAMPLE) as f:
+        envoy_own = {n for n in exposition_names(f.read()) if not n.startswith("envoy_tdspool_")}
 
     problems = []
     with open(DASHBOARD) as f:
         dashboard = json.load(f)   # fails loudly on malformed JSON
     dexprs = dashboard_exprs(dashboard, problems)
     rexprs, recorded = rule_exprs(problems)
-    known_all = known | recorded | {"up"}
+    known = set(live) | envoy_own | set(recorded) | {"up"}
 
-    used = set()
+    panel_reads, used = set(), set()
     for where, expr in dexprs + rexprs:
         names = metric_names(expr)
         if not names and not re.fullmatch(r"\s*vector\(\s*[0-9.eE+-]+\s*\)\s*", expr):
             problems.append(f"{where}: no metric name found in {expr!r}")
-        for n in sorted(names - known_all):
-            problems.append(f"{where}: unknown metric {n}")
+        for n in sorted(names - known):
+            fix = (f"rename or remove it in {GENERATOR}, then run `python3 {GENERATOR}`"
+                   if where.startswith(("panel", "variable", "annotation"))
+                   else "rename or remove it in deployments/prometheus/ (and its test in alerts_test.yml)")
+            problems.append(f"{where}: reads {n}, which Envoy + tdspool no longer export: {fix}")
         used |= names
+        if where.startswith("panel"):
+            panel_reads |= names
+
+    def base(n):
+        return re.sub(r"_(bucket|sum|count)$", "", n) if live.get(n) == "histogram" else n
+
+    # A panel on a recording rule (tdspool:bucket_max_connections) shows what the rule reads.
+    for n in list(panel_reads):
+        panel_reads |= recorded.get(n, set())
+    shown = {base(n) for n in panel_reads}
+    for n in sorted({base(n) for n in tdspool_live} - shown):
+        kind = tdspool_live[n]
+        problems.append(
+            f"{n} ({kind}) is exported but no dashboard panel reads it: add a target with "
+            f"{HOW_TO_SHOW.get(kind, 'it')} to a panel in {GENERATOR}, run `python3 {GENERATOR}` "
+            f"and commit tdspool-dashboard.json; if it signals trouble, also add an alert to "
+            f"deployments/prometheus/alerts.yml with a test in alerts_test.yml")
 
     promtool_syntax(dexprs, problems)
     if args.prometheus:
         evaluate(args.prometheus, dexprs + rexprs, problems)
 
-    tdspool_known = {n for n in known if n.startswith("envoy_tdspool_")}
-    tdspool_bases = {re.sub(r"_(bucket|sum|count)$", "", n) for n in tdspool_known}
-    used_bases = {re.sub(r"_(bucket|sum|count)$", "", n) for n in used}
-    unused = sorted(b for b in tdspool_bases if b not in used_bases and b + "_bucket" not in used
-                    and b not in used)
     print(f"checked {len(dexprs)} dashboard and {len(rexprs)} rule expressions against {source}")
-    print(f"{len(used)} distinct metric names used; {len(tdspool_bases)} tdspool metrics exported, "
-          f"{len(unused)} not shown: {', '.join(unused) or '-'}")
+    print(f"{len(used)} distinct metric names used; "
+          f"{len({base(n) for n in tdspool_live})} tdspool metrics exported, all read by a panel"
+          if not problems else f"{len(used)} distinct metric names used")
     if args.verbose:
         for n in sorted(used):
             print("  ", n)
