@@ -27,7 +27,8 @@
 //	context.go  CONTEXT_INFO, SESSION_CONTEXT, application roles.
 //	audit.go    The audit log (per request: SPID, login, database, kind,
 //	            reset flags), SessionInfos and sys.dm_exec_sessions.
-//	tsql.go     T-SQL lexer and statement splitter.
+//	tsql.go     Statements from tds.LexSQL tokens (the protocol library's
+//	            lexer, shared with the request classifier).
 //	exec.go     Statement execution: session commands and the T-SQL → SQLite
 //	            rewrite; result sets as COLMETADATA + ROW; error mapping.
 //	rpc.go      sp_executesql, sp_prepare/sp_execute/sp_prepexec/sp_unprepare,

@@ -1,27 +1,29 @@
 package standin
 
 import (
+	"errors"
 	"strings"
-	"unicode"
+
+	"github.com/tdspool/tdspool/tds"
 )
 
-// A small T-SQL lexer and statement splitter. It knows only what the
-// backend needs to route statements (session commands vs SQLite) and to
-// rewrite T-SQL spellings SQLite does not accept; everything else is
-// passed through token by token.
+// Statement splitting on top of the protocol library's T-SQL lexer
+// (tds.LexSQL): the stand-in's view of a batch as statements, which is
+// executor logic, not lexing.
 
-type tokKind uint8
+// tokKind is tds.SQLTokenKind under the executor's short names.
+type tokKind = tds.SQLTokenKind
 
 const (
-	tkWord   tokKind = iota // identifier or keyword (also #temp names)
-	tkQIdent                // [x] or "x"; text is the unquoted name
-	tkString                // '...' or N'...'; text is the unescaped value
-	tkNumber
-	tkHex    // 0x...; text is the hex digits
-	tkVar    // @name; text without '@'
-	tkSysVar // @@name; text without '@@'
-	tkOp     // punctuation and operators
-	tkSemi   // ;
+	tkWord   = tds.SQLWord        // identifier or keyword (also #temp names)
+	tkQIdent = tds.SQLQuotedIdent // [x] or "x"; text is the unquoted name
+	tkString = tds.SQLString      // '...' or N'...'; text is the unescaped value
+	tkNumber = tds.SQLNumber
+	tkHex    = tds.SQLHex    // 0x...; text is the hex digits
+	tkVar    = tds.SQLVar    // @name; text without '@'
+	tkSysVar = tds.SQLSysVar // @@name; text without '@@'
+	tkOp     = tds.SQLOp     // punctuation and operators
+	tkSemi   = tds.SQLSemi   // ;
 )
 
 type token struct {
@@ -51,147 +53,33 @@ func syntaxErr(near string) *sqlError {
 	return errf(102, 1, 15, "Incorrect syntax near '"+near+"'.")
 }
 
+// lex tokenizes a batch with tds.LexSQL; an unclosed literal or comment
+// is SQL Server's compile error for it.
 func lex(src string) ([]token, *sqlError) {
-	var out []token
-	space := false
-	i := 0
-	for i < len(src) {
-		c := src[i]
-		switch {
-		case c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == '\f' || c == '\v':
-			space = true
-			i++
-			continue
-		case c == '-' && i+1 < len(src) && src[i+1] == '-':
-			for i < len(src) && src[i] != '\n' {
-				i++
-			}
-			space = true
-			continue
-		case c == '/' && i+1 < len(src) && src[i+1] == '*':
-			depth := 0 // T-SQL block comments nest
-			for i < len(src) {
-				if strings.HasPrefix(src[i:], "/*") {
-					depth++
-					i += 2
-				} else if strings.HasPrefix(src[i:], "*/") {
-					depth--
-					i += 2
-					if depth == 0 {
-						break
-					}
-				} else {
-					i++
-				}
-			}
-			if depth != 0 {
-				return nil, errf(113, 1, 15, "Missing end comment mark '*/'.")
-			}
-			space = true
-			continue
+	ts, err := tds.LexSQL(src)
+	if err != nil {
+		var le *tds.SQLLexError
+		if errors.As(err, &le) && le.Open == '*' {
+			return nil, errf(113, 1, 15, "Missing end comment mark '*/'.")
 		}
-		t := token{space: space, pos: i}
-		space = false
-		switch {
-		case c == '\'' || ((c == 'N' || c == 'n') && i+1 < len(src) && src[i+1] == '\''):
-			if c != '\'' {
-				t.nchar = true
-				i++
+		rest := ""
+		if errors.As(err, &le) && le.Pos+1 <= len(src) {
+			rest = src[le.Pos+1:]
+			if le.Open == '\'' && le.Pos < len(src) && src[le.Pos] != '\'' {
+				rest = src[le.Pos+2:] // N'...
 			}
-			text, end, ok := scanDelimited(src, i+1, '\'')
-			if !ok {
-				return nil, errf(105, 1, 15, "Unclosed quotation mark after the character string '"+src[i+1:]+"'.")
-			}
-			t.k, t.text = tkString, text
-			i = end
-		case c == '[':
-			text, end, ok := scanDelimited(src, i+1, ']')
-			if !ok {
-				return nil, errf(105, 1, 15, "Unclosed quotation mark after the character string '"+src[i+1:]+"'.")
-			}
-			t.k, t.text = tkQIdent, text
-			i = end
-		case c == '"':
-			j := strings.IndexByte(src[i+1:], '"')
-			if j < 0 {
-				return nil, errf(105, 1, 15, "Unclosed quotation mark after the character string '"+src[i+1:]+"'.")
-			}
-			t.k, t.text = tkQIdent, src[i+1:i+1+j]
-			i += j + 2
-		case c == '0' && i+1 < len(src) && (src[i+1] == 'x' || src[i+1] == 'X'):
-			j := i + 2
-			for j < len(src) && isHex(src[j]) {
-				j++
-			}
-			t.k, t.text = tkHex, src[i+2:j]
-			i = j
-		case c >= '0' && c <= '9' || (c == '.' && i+1 < len(src) && src[i+1] >= '0' && src[i+1] <= '9'):
-			j := i
-			for j < len(src) && (src[j] >= '0' && src[j] <= '9' || src[j] == '.') {
-				j++
-			}
-			if j < len(src) && (src[j] == 'e' || src[j] == 'E') {
-				k := j + 1
-				if k < len(src) && (src[k] == '+' || src[k] == '-') {
-					k++
-				}
-				if k < len(src) && src[k] >= '0' && src[k] <= '9' {
-					j = k
-					for j < len(src) && src[j] >= '0' && src[j] <= '9' {
-						j++
-					}
-				}
-			}
-			t.k, t.text = tkNumber, src[i:j]
-			i = j
-		case c == '@':
-			j := i + 1
-			k := tkVar
-			if j < len(src) && src[j] == '@' {
-				j++
-				k = tkSysVar
-			}
-			start := j
-			for j < len(src) && isIdent(rune(src[j])) {
-				j++
-			}
-			t.k, t.text, t.upper = k, src[start:j], strings.ToUpper(src[start:j])
-			i = j
-		case c == '#' || c == '_' || c >= 0x80 || unicode.IsLetter(rune(c)):
-			j := i + 1
-			for j < len(src) && (isIdent(rune(src[j])) || src[j] == '#' || src[j] >= 0x80) {
-				j++
-			}
-			t.k, t.text = tkWord, src[i:j]
-			t.upper = strings.ToUpper(t.text)
-			i = j
-		case c == ';':
-			t.k, t.text = tkSemi, ";"
-			i++
-		default:
-			t.k = tkOp
-			for _, op := range []string{"<>", "!=", ">=", "<=", "!<", "!>", "||", "+=", "-=", "*=", "/="} {
-				if strings.HasPrefix(src[i:], op) {
-					t.text = op
-					break
-				}
-			}
-			if t.text == "" {
-				t.text = src[i : i+1]
-			}
-			i += len(t.text)
 		}
-		out = append(out, t)
+		return nil, errf(105, 1, 15, "Unclosed quotation mark after the character string '"+rest+"'.")
+	}
+	out := make([]token, len(ts))
+	for i, t := range ts {
+		out[i] = token{k: t.Kind, text: t.Text, space: t.SpaceBefore, nchar: t.NChar, pos: t.Pos}
+		switch t.Kind {
+		case tkWord, tkVar, tkSysVar:
+			out[i].upper = strings.ToUpper(t.Text)
+		}
 	}
 	return out, nil
-}
-
-func isHex(c byte) bool {
-	return c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F'
-}
-
-func isIdent(r rune) bool {
-	return r == '_' || r == '$' || unicode.IsLetter(r) || unicode.IsDigit(r)
 }
 
 // statementStarts are keywords that begin a new statement when they appear
@@ -328,24 +216,4 @@ func (t token) name() (string, bool) {
 		return t.text, true
 	}
 	return "", false
-}
-
-// scanDelimited reads from start up to the closing delimiter q, where a doubled q stands for
-// one (T-SQL's rule for both 'strings' and [identifiers]). end is the index after the closing
-// delimiter; ok is false when there is none.
-func scanDelimited(src string, start int, q byte) (text string, end int, ok bool) {
-	var sb strings.Builder
-	for j := start; j < len(src); j++ {
-		if src[j] != q {
-			sb.WriteByte(src[j])
-			continue
-		}
-		if j+1 < len(src) && src[j+1] == q {
-			sb.WriteByte(q)
-			j++
-			continue
-		}
-		return sb.String(), j + 1, true
-	}
-	return "", len(src), false
 }

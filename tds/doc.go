@@ -48,7 +48,7 @@
 //	rpc.go             RPC, ProcID (well-known procs), RPCParam accessors
 //	transmgr.go        TRANSACTION MANAGER requests, AppendAttention
 //	classify.go        ClassifyRequest/ClassifySQL: pinning-relevant facts
-//	sqllex.go          minimal T-SQL lexer (comments, literals, quoted names)
+//	sqllex.go          the T-SQL lexer (LexSQL), shared with the stand-in
 //
 // Errors (errors.go): ErrShortBuffer means "feed more"; *ProtocolError is
 // malformed peer input; *LimitError is a size bound exceeded; the scanner's
