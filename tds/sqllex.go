@@ -43,7 +43,7 @@ type SQLToken struct {
 // SQLLexError reports a literal, quoted identifier or block comment that
 // is not closed before the end of the text.
 type SQLLexError struct {
-	Pos int  // where the unclosed construct starts
+	Pos  int  // where the unclosed construct starts
 	Open byte // '\'', '[', '"' or '*' (a /* comment)
 }
 
