@@ -35,6 +35,9 @@
 //	            sp_reset_connection; T-SQL EXEC of the same procedures.
 //	types.go    SQL Server types, their SQLite storage, value conversion.
 //	store.go    One SQLite file per database (<DataDir>/<db>.sqlite).
+//	lean.go     Lean mode (Config.Lean), the benchmark's backend: the same
+//	            handshake and login, no SQLite; SELECT 1 and STREAM <bytes>
+//	            answered from prebuilt bytes by one goroutine per session.
 //	compat/     The driver compatibility workload (go-mssqldb, python-tds,
 //	            pymssql), written once with the target address as a parameter.
 //	cmd/standin  A command serving N buckets on consecutive ports.

@@ -111,6 +111,11 @@ type Config struct {
 	// IdleTimeout closes sessions with no request for this long; zero
 	// means never (drivers keep pooled connections idle for long).
 	IdleTimeout time.Duration
+	// Lean serves without SQLite, for benchmarks: logins are checked as
+	// always, then requests are answered from prebuilt bytes (SELECT 1,
+	// STREAM <bytes>, transactions; see lean.go) by one goroutine per
+	// session. DataDir is not used.
+	Lean bool
 }
 
 // Server is a running TDS test backend. All methods are safe for
@@ -195,23 +200,13 @@ func (s *Server) Start() error {
 	if s.closed.Load() {
 		return ErrClosed
 	}
-	dir := s.cfg.DataDir
-	if dir == "" {
-		d, err := os.MkdirTemp("", "standin-")
-		if err != nil {
-			return err
-		}
-		dir, s.tmpDir = d, d
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
 	names := append([]string{"master"}, s.cfg.Databases...)
-	st, err := openStore(dir, names)
-	if err != nil {
+	if s.cfg.Lean {
+		s.store = namesOnlyStore(names)
+	} else if err := s.openData(names); err != nil {
 		return err
 	}
-	s.store = st
+	st := s.store
 	cert := s.cfg.Certificate
 	if cert == nil {
 		pair, err := testcert.New("localhost", "127.0.0.1", "::1")
@@ -230,6 +225,28 @@ func (s *Server) Start() error {
 	s.ln = ln
 	s.wg.Add(1)
 	go s.acceptLoop()
+	return nil
+}
+
+// openData opens one SQLite file per database under DataDir (a temporary
+// directory when empty).
+func (s *Server) openData(names []string) error {
+	dir := s.cfg.DataDir
+	if dir == "" {
+		d, err := os.MkdirTemp("", "standin-")
+		if err != nil {
+			return err
+		}
+		dir, s.tmpDir = d, d
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	st, err := openStore(dir, names)
+	if err != nil {
+		return err
+	}
+	s.store = st
 	return nil
 }
 

@@ -348,10 +348,8 @@ func Run(p Plan) (*Report, error) {
 			rep.Profiles[name] = prof
 		}
 	}
-	if e.inProc != nil {
-		if err := e.inProc.LastError(); err != nil {
-			rep.Notes = append(rep.Notes, "backend protocol error: "+err.Error())
-		}
+	if errs := e.backendErrors(); len(errs) > 0 {
+		rep.Notes = append(rep.Notes, fmt.Sprintf("backend: %d errors, last: %s", len(errs), errs[len(errs)-1]))
 	}
 	return rep, nil
 }

@@ -9,7 +9,7 @@ import (
 	"github.com/tdspool/tdspool/internal/stack"
 )
 
-// TestSmoke runs the harness end to end in seconds: the in-process backend, Envoy with plain
+// TestSmoke runs the harness end to end in seconds: the in-process backend (standin, lean mode), Envoy with plain
 // tcp_proxy and Envoy with tdspool (HAProxy too when installed), every workload at a tiny
 // size, and the report with its charts. It proves the harness works, not how fast anything is.
 func TestSmoke(t *testing.T) {
@@ -46,6 +46,11 @@ func TestSmoke(t *testing.T) {
 	}
 	if c := tbl[key{"idle", "tdspool", 20}]; c.Res.Sessions != 20 {
 		t.Errorf("idle tdspool: %d sessions held, want 20 (%s)", c.Res.Sessions, c.Res.FirstError)
+	}
+	for _, n := range rep.Notes {
+		if strings.HasPrefix(n, "backend") {
+			t.Errorf("note: %s", n)
+		}
 	}
 	md, _ := os.ReadFile(filepath.Join(p.Out, "results.md"))
 	for _, want := range []string{"## ping", "| tdspool |", "## Goals"} {

@@ -13,13 +13,15 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"text/template"
 	"time"
 
-	"github.com/tdspool/tdspool/bench/backend"
 	"github.com/tdspool/tdspool/bench/load"
 	"github.com/tdspool/tdspool/deployments/envoyconfig"
 	"github.com/tdspool/tdspool/internal/stack"
+	"github.com/tdspool/tdspool/internal/testcert"
+	"github.com/tdspool/tdspool/standin"
 )
 
 // Target is one way of reaching the backend.
@@ -55,12 +57,26 @@ type env struct {
 	dir      string
 	backend  string // host:port
 	backendP *stack.Process
-	inProc   *backend.Server
+	inProc   *standin.Server
 	redis    *stack.Redis
 	certFile string
 	keyFile  string
 	logw     io.Writer
 	stops    []func()
+
+	mu          sync.Mutex
+	backendLogs []string // diagnostics of the in-process backend
+}
+
+// BackendConfig is the benchmark's backend: the stand-in in lean mode (no SQLite; SELECT 1
+// and STREAM <bytes> answered from prebuilt bytes), with the load generator's login and the
+// two databases the targets route on.
+func BackendConfig(addr string, cert *tls.Certificate) standin.Config {
+	return standin.Config{
+		Addr: addr, ServerName: "bench", Lean: true, Certificate: cert,
+		Users:     map[string]string{load.User: load.Password},
+		Databases: []string{"bench", "queue"},
+	}
 }
 
 func newEnv(inProcess bool, logw io.Writer) (*env, error) {
@@ -69,15 +85,7 @@ func newEnv(inProcess bool, logw io.Writer) (*env, error) {
 		return nil, err
 	}
 	e := &env{dir: dir, logw: logw}
-	certPEM, keyPEM, err := backend.SelfSignedPEM()
-	if err != nil {
-		return nil, err
-	}
-	e.certFile, e.keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	if err := os.WriteFile(e.certFile, certPEM, 0o644); err != nil {
-		return nil, err
-	}
-	if err := os.WriteFile(e.keyFile, keyPEM, 0o600); err != nil {
+	if e.certFile, e.keyFile, err = testcert.Write(dir); err != nil {
 		return nil, err
 	}
 	if inProcess {
@@ -85,8 +93,17 @@ func newEnv(inProcess bool, logw io.Writer) (*env, error) {
 		if err != nil {
 			return nil, err
 		}
-		s, err := backend.Start("127.0.0.1:0", &cert)
+		cfg := BackendConfig("127.0.0.1:0", &cert)
+		cfg.Logf = func(format string, args ...any) {
+			e.mu.Lock()
+			e.backendLogs = append(e.backendLogs, fmt.Sprintf(format, args...))
+			e.mu.Unlock()
+		}
+		s, err := standin.New(cfg)
 		if err != nil {
+			return nil, err
+		}
+		if err := s.Start(); err != nil {
 			return nil, err
 		}
 		e.inProc, e.backend = s, s.Addr()
@@ -113,6 +130,20 @@ func newEnv(inProcess bool, logw io.Writer) (*env, error) {
 		}
 	}
 	return e, nil
+}
+
+// backendErrors are the in-process backend's diagnostics other than clients going away
+// (connections reset when a run's clients are closed).
+func (e *env) backendErrors() []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var out []string
+	for _, l := range e.backendLogs {
+		if !strings.Contains(l, "connection reset") {
+			out = append(out, l)
+		}
+	}
+	return out
 }
 
 func (e *env) close() {

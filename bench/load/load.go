@@ -91,6 +91,12 @@ func Summarize(d []time.Duration) Percentiles {
 		P999: at(0.999), Max: d[len(d)-1]}
 }
 
+// The login every workload uses; the benchmark backend is configured with it.
+const (
+	User     = "bench"
+	Password = "Bench!pw1"
+)
+
 // DSN builds the go-mssqldb connection string.
 func DSN(addr, tlsMode, caFile, database string, timeout time.Duration) string {
 	if database == "" {
@@ -120,7 +126,7 @@ func DSN(addr, tlsMode, caFile, database string, timeout time.Duration) string {
 			q.Set("TrustServerCertificate", "true")
 		}
 	}
-	u := url.URL{Scheme: "sqlserver", User: url.UserPassword("bench", "Bench!pw1"), Host: addr, RawQuery: q.Encode()}
+	u := url.URL{Scheme: "sqlserver", User: url.UserPassword(User, Password), Host: addr, RawQuery: q.Encode()}
 	return u.String()
 }
 

@@ -1,5 +1,5 @@
 // Command tdsbench is tdspool's benchmark: a load generator (tdsbench load), the benchmark
-// backend (tdsbench backend) and the harness that starts every target and compares them in one
+// backend (tdsbench backend: the stand-in in lean mode) and the harness that starts every target and compares them in one
 // run (tdsbench run). See bench/README.md.
 package main
 
@@ -8,21 +8,22 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"log"
 	"os"
 	"os/signal"
 	"syscall"
 	"time"
 
-	"github.com/tdspool/tdspool/bench/backend"
 	"github.com/tdspool/tdspool/bench/harness"
 	"github.com/tdspool/tdspool/bench/load"
+	"github.com/tdspool/tdspool/standin"
 )
 
 func usage() {
 	fmt.Fprintf(os.Stderr, `usage:
   tdsbench run [flags]       start the targets, run the matrix, write bench/results/...
   tdsbench load [flags]      run one workload against one address
-  tdsbench backend [flags]   serve the benchmark backend
+  tdsbench backend [flags]   serve the benchmark backend (standin, lean mode)
 Run a subcommand with -h for its flags.
 `)
 	os.Exit(2)
@@ -52,6 +53,7 @@ func serveBackend(args []string) {
 	addr := fs.String("addr", "127.0.0.1:0", "listen address")
 	certFile := fs.String("cert", "", "PEM certificate for TLS (default: self-signed)")
 	keyFile := fs.String("key", "", "PEM key of -cert")
+	verbose := fs.Bool("v", false, "log connection-level diagnostics")
 	fs.Parse(args)
 	var cert *tls.Certificate
 	if *certFile != "" {
@@ -62,7 +64,14 @@ func serveBackend(args []string) {
 		}
 		cert = &c
 	}
-	s, err := backend.Start(*addr, cert)
+	cfg := harness.BackendConfig(*addr, cert)
+	if *verbose {
+		cfg.Logf = log.Printf
+	}
+	s, err := standin.New(cfg)
+	if err == nil {
+		err = s.Start()
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
