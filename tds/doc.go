@@ -94,8 +94,9 @@
 //	go test ./tds -run XXX -fuzz '^FuzzScanner$' -fuzztime 10m
 //
 // testdata/captures holds PRELOGIN/LOGIN7/request bytes captured from
-// go-mssqldb and FreeTDS tsql by the tests in drivers_test.go and
-// freetds_test.go (regenerate with TDS_UPDATE_CAPTURES=1).
+// go-mssqldb and FreeTDS tsql; the driver tests in standin/drivers_test.go
+// record them in front of the stand-in and refresh them with
+// TDS_UPDATE_CAPTURES=1.
 //
 // Assumptions: TDS 7.2+ on the server side of the scanner (12-byte DONE,
 // 4-byte ERROR line numbers, mandatory ALL_HEADERS); no MARS; Always
