@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -25,6 +26,9 @@ type view struct {
 	epoch                      string
 	held, proxies, cap, queued int
 	graceUntil                 time.Time
+	state                      State
+	capBy, stateBy             string
+	capAt, stateAt             time.Time
 }
 
 // bucket is one bucket's local state plus its worker goroutine, the only
@@ -52,6 +56,7 @@ type bucket struct {
 	// of the fallback quota.
 	owned      map[string]struct{}
 	hbDue      bool
+	infoDirty  map[string]struct{} // held ids whose holder Redis must hear again
 	fallback   bool
 	failStreak int
 	lastErr    error
@@ -71,6 +76,8 @@ func newBucket(c *Coordinator, name string, bc BucketConfig) *bucket {
 		held:  make(map[string]*Lease),
 		drop:  make(map[string]struct{}),
 		owned: make(map[string]struct{}),
+
+		infoDirty: make(map[string]struct{}),
 	}
 }
 
@@ -162,8 +169,26 @@ func (b *bucket) release(id string) {
 func (b *bucket) releaseLocked(id string) {
 	if _, ok := b.held[id]; ok {
 		delete(b.held, id)
+		delete(b.infoDirty, id)
 		b.drop[id] = struct{}{}
 	}
+}
+
+func (b *bucket) setPins(l *Lease, pins string) {
+	b.mu.Lock()
+	if _, ok := b.held[l.id]; ok && l.holder.Pins != pins {
+		l.holder.Pins = pins
+		b.infoDirty[l.id] = struct{}{}
+	}
+	b.mu.Unlock()
+}
+
+// refresh runs a heartbeat now, work or not (operator actions, idle refresh).
+func (b *bucket) refresh() {
+	b.mu.Lock()
+	b.hbDue = true
+	b.mu.Unlock()
+	b.kick()
 }
 
 func (b *bucket) setCap(cap int) {
@@ -250,8 +275,11 @@ func (b *bucket) finishLocked(t *Ticket, r Result) {
 		t.timer.Stop()
 	}
 	delete(b.byID, t.id)
+	if r.State == "" && r.Cap == 0 {
+		r.State, r.Cap = b.v.state, b.capLocked()
+	}
 	if r.Outcome == Granted {
-		l := &Lease{b: b, id: t.id}
+		l := &Lease{b: b, id: t.id, holder: t.holder, onKill: t.onKill}
 		b.held[t.id] = l
 		r.Lease = l
 		if !r.Fallback {
@@ -262,6 +290,14 @@ func (b *bucket) finishLocked(t *Ticket, r Result) {
 	}
 	r.Waited = time.Since(t.start)
 	t.res = r
+}
+
+// capLocked is the enforced cap as last heard, or the configured one.
+func (b *bucket) capLocked() int {
+	if b.v.ok {
+		return b.v.cap
+	}
+	return b.cfg.Cap
 }
 
 func (b *bucket) errIfFallback() error {
@@ -290,6 +326,7 @@ func (b *bucket) snapshot() Snapshot {
 	}
 	if b.v.ok {
 		s.Cap, s.Held, s.Queued, s.LiveProxies, s.AsOf = b.v.cap, b.v.held, b.v.queued, b.v.proxies, b.v.at
+		s.State, s.CapBy, s.CapAt, s.StateBy, s.StateAt = b.v.state, b.v.capBy, b.v.capAt, b.v.stateBy, b.v.stateAt
 	}
 	switch {
 	case b.fallback:
@@ -337,7 +374,7 @@ func (b *bucket) step() {
 	b.mu.Unlock()
 
 	if capDirty {
-		r, err := b.call("setcap", scriptSetCap, []any{cap})
+		r, err := b.call("setcap", scriptSetCap, []any{cap, b.c.cfg.ProxyID + " config"})
 		if err != nil {
 			b.fail(err)
 			return
@@ -404,7 +441,7 @@ func (b *bucket) sendAcquires() (more bool, err error) {
 		}
 		t.sent = true
 		batch = append(batch, t)
-		args = append(args, t.id, max(time.Until(t.deadline).Milliseconds(), 1))
+		args = append(args, t.id, max(time.Until(t.deadline).Milliseconds(), 1), b.holderJSON(t.holder))
 	}
 	b.mu.Unlock()
 	if len(batch) == 0 {
@@ -435,6 +472,11 @@ func (b *bucket) sendAcquires() (more bool, err error) {
 			t.sent = false // never entered the queue
 			b.finishLocked(t, Result{Outcome: QueueFull})
 			out = append(out, t)
+		case 4:
+			t.sent = false
+			st := State(r.state)
+			b.finishLocked(t, Result{Outcome: st.outcome(), State: st, Cap: r.cap})
+			out = append(out, t)
 		}
 	}
 	b.mu.Unlock()
@@ -448,8 +490,13 @@ func (b *bucket) heartbeat() error {
 	b.mu.Lock()
 	args := []any{b.c.cfg.WaiterTTL.Milliseconds(), len(b.held)}
 	heldIDs := make([]string, 0, len(b.held))
-	for id := range b.held {
-		args = append(args, id)
+	for id, l := range b.held {
+		info := ""
+		if _, dirty := b.infoDirty[id]; dirty {
+			info = b.holderJSON(l.holder)
+			delete(b.infoDirty, id)
+		}
+		args = append(args, id, info)
 		heldIDs = append(heldIDs, id)
 	}
 	for _, t := range b.waitq {
@@ -460,13 +507,36 @@ func (b *bucket) heartbeat() error {
 	b.mu.Unlock()
 	r, err := b.call("heartbeat", scriptHeartbeat, args)
 	if err != nil {
+		b.mu.Lock()
+		for _, id := range heldIDs {
+			if _, ok := b.held[id]; ok {
+				b.infoDirty[id] = struct{}{} // may not have been written
+			}
+		}
+		b.mu.Unlock()
 		return err
 	}
+	var killed []func()
 	b.mu.Lock()
 	for _, id := range heldIDs {
 		b.owned[id] = struct{}{}
+		if r.reasserted > 0 {
+			// Redis had lost some of them (data loss, expiry): their holder
+			// records went too.
+			if _, ok := b.held[id]; ok {
+				b.infoDirty[id] = struct{}{}
+			}
+		}
+	}
+	for _, id := range r.kills {
+		if l := b.held[id]; l != nil && l.onKill != nil {
+			killed = append(killed, l.onKill)
+		}
 	}
 	b.mu.Unlock()
+	for _, f := range killed {
+		b.c.safely("kill", f)
+	}
 	b.c.metrics.LeasesRenewed(b.name, r.renewed, r.reasserted)
 	gs := make([]grantInfo, 0, len(r.status)/3)
 	for i := 0; i+2 < len(r.status); i += 3 {
@@ -487,7 +557,19 @@ func (b *bucket) absorb(r reply) {
 	epochChanged := b.v.ok && b.v.epoch != r.epoch
 	b.v = view{
 		ok: true, at: now, epoch: r.epoch, held: r.held, proxies: r.proxies, cap: r.cap,
-		queued: r.queued, graceUntil: now.Add(r.graceLeft),
+		queued: r.queued, graceUntil: now.Add(r.graceLeft), state: State(r.state),
+		capBy: r.capBy, capAt: r.capAt, stateBy: r.stateBy, stateAt: r.stateAt,
+	}
+	var refused []*Ticket
+	if st := State(r.state); st.refusing() {
+		// Waiting sessions of a draining or disabled bucket are told now
+		// rather than at their deadline.
+		for _, t := range b.waitq {
+			if !t.done {
+				b.finishLocked(t, Result{Outcome: st.outcome(), State: st, Cap: r.cap})
+				refused = append(refused, t)
+			}
+		}
 	}
 	b.failStreak = 0
 	left := b.fallback
@@ -497,6 +579,8 @@ func (b *bucket) absorb(r reply) {
 	}
 	local := len(b.byID)
 	b.mu.Unlock()
+	b.deliver(refused)
+	b.c.metrics.Enforced(b.name, r.cap, State(r.state))
 	if left {
 		b.c.metrics.FallbackActive(b.name, false)
 	}
@@ -548,7 +632,15 @@ func (b *bucket) fail(err error) {
 func (b *bucket) admitLocal() {
 	var out []*Ticket
 	b.mu.Lock()
-	if b.fallback {
+	if st := b.v.state; b.fallback && st.refusing() {
+		for _, t := range b.waitq {
+			if !t.done {
+				b.finishLocked(t, Result{Outcome: st.outcome(), Fallback: true, Err: b.lastErr})
+				out = append(out, t)
+			}
+		}
+	}
+	if b.fallback && b.v.state == Serving {
 		for _, t := range b.waitq {
 			if len(b.held) >= b.quota {
 				break
@@ -608,8 +700,20 @@ type reply struct {
 	held, proxies, cap, queued  int
 	graceLeft                   time.Duration
 	reaped, reasserted, renewed int
+	state, capBy, stateBy       string
+	capAt, stateAt              time.Time
 	mine                        []grantInfo
 	status                      []any
+	kills                       []string
+}
+
+// holderJSON is what Redis stores about a lease's holder.
+func (b *bucket) holderJSON(h Holder) string {
+	js, err := json.Marshal(holderRecord{Proxy: b.c.cfg.ProxyID, Holder: h})
+	if err != nil {
+		return "{}"
+	}
+	return string(js)
 }
 
 func (b *bucket) commonArgs() []any {
@@ -645,22 +749,39 @@ func (b *bucket) call(op string, s *redis.Script, args []any) (reply, error) {
 
 var errReply = errors.New("unexpected script reply")
 
+// msTime reads a Redis-time millisecond stamp (0: never).
+func msTime(ms int64) time.Time {
+	if ms <= 0 {
+		return time.Time{}
+	}
+	return time.UnixMilli(ms)
+}
+
 func parseReply(v any) (reply, error) {
 	top, ok := v.([]any)
-	if !ok || len(top) != 3 {
+	if !ok || len(top) != 4 {
 		return reply{}, errReply
 	}
 	h, ok1 := top[0].([]any)
 	mine, ok2 := top[1].([]any)
 	status, ok3 := top[2].([]any)
-	if !ok1 || !ok2 || !ok3 || len(h) != 9 {
+	kills, ok4 := top[3].([]any)
+	if !ok1 || !ok2 || !ok3 || !ok4 || len(h) != 14 {
 		return reply{}, errReply
 	}
+	str := func(v any) string { s, _ := v.(string); return s }
 	r := reply{
 		held: int(toInt(h[1])), proxies: int(toInt(h[2])), cap: int(toInt(h[3])),
 		queued: int(toInt(h[4])), graceLeft: time.Duration(toInt(h[5])) * time.Millisecond,
 		reaped: int(toInt(h[6])), reasserted: int(toInt(h[7])), renewed: int(toInt(h[8])),
+		state: str(h[9]), capBy: str(h[10]), capAt: msTime(toInt(h[11])),
+		stateBy: str(h[12]), stateAt: msTime(toInt(h[13])),
 		status: status,
+	}
+	for _, k := range kills {
+		if id, ok := k.(string); ok {
+			r.kills = append(r.kills, id)
+		}
 	}
 	switch e := h[0].(type) {
 	case string:

@@ -73,6 +73,15 @@ type Config struct {
 	FallbackStrict bool
 	// CloseTimeout bounds Close's final releases. Default 2s.
 	CloseTimeout time.Duration
+	// RefreshEvery: a bucket with no leases, waiters or pending work still
+	// calls Redis this often, so that its view (enforced cap, operator state,
+	// fleet queue) and the gauges fed from it stay current on an idle proxy.
+	// Default 5 × Heartbeat.
+	RefreshEvery time.Duration
+
+	// Labels go into this proxy's entry in the fleet's proxy table (for the
+	// fleet view): listener, config generation, admin address...
+	Labels map[string]string
 
 	// Metrics receives counters and gauges. Default: none.
 	Metrics Metrics
@@ -157,6 +166,7 @@ func (cfg Config) withDefaults() Config {
 	def(&cfg.ClaimTTL, cfg.Heartbeat+2*cfg.CallTimeout)
 	def(&cfg.MetaTTL, 24*time.Hour)
 	def(&cfg.CloseTimeout, 2*time.Second)
+	def(&cfg.RefreshEvery, 5*cfg.Heartbeat)
 	if cfg.FallbackAfter == 0 {
 		cfg.FallbackAfter = 2
 	}
@@ -243,12 +253,35 @@ func (cfg Config) Validate() error {
 }
 
 // keys returns the bucket's keys in script KEYS order.
-func (cfg Config) keys(bucket string) []string {
-	p := cfg.Prefix + ":{" + bucket + "}:"
-	return []string{p + "h", p + "q", p + "qa", p + "seq", p + "px", p + "meta"}
+func (cfg Config) keys(bucket string) []string { return bucketKeys(cfg.Prefix, bucket) }
+
+// Indexes into keys(): the scripts' KEYS order.
+const (
+	keyHolders = iota
+	keyQueue
+	keyAlive
+	keySeq
+	keyProxies
+	keyMeta
+	keyInfo
+	keyKill
+)
+
+func bucketKeys(prefix, bucket string) []string {
+	p := prefix + ":{" + bucket + "}:"
+	return []string{p + "h", p + "q", p + "qa", p + "seq", p + "px", p + "meta", p + "i", p + "kill"}
 }
 
 // channel is the Pub/Sub channel on which proxyID hears of its grants.
 func (cfg Config) channel(proxyID string) string {
 	return cfg.Prefix + ":grant:" + proxyID
 }
+
+// controlChannel carries operator actions (a bucket name): every proxy that
+// knows the bucket runs its heartbeat at once, so a resumed bucket or a raised
+// cap grants queued waiters without waiting for the next tick, and a kill
+// reaches its proxy.
+func controlChannel(prefix string) string { return prefix + ":control" }
+
+// proxiesKey is the fleet's proxy table (see registerLua).
+func proxiesKey(prefix string) string { return prefix + ":proxies" }

@@ -2,8 +2,11 @@ package coordinator
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -39,6 +42,11 @@ const (
 	TimedOut
 	// Refused: the bucket is unknown or the coordinator is closed (see Err).
 	Refused
+	// Draining: an operator is draining the bucket; new sessions are refused
+	// (at once, or when the proxy learns of it while they wait).
+	Draining
+	// Disabled: an operator disabled the bucket; new sessions are refused.
+	Disabled
 )
 
 func (o Outcome) String() string {
@@ -51,6 +59,10 @@ func (o Outcome) String() string {
 		return "timed_out"
 	case Refused:
 		return "refused"
+	case Draining:
+		return "draining"
+	case Disabled:
+		return "disabled"
 	}
 	return "outcome(" + strconv.Itoa(int(o)) + ")"
 }
@@ -81,6 +93,81 @@ func (m Mode) String() string {
 	return "mode(" + strconv.Itoa(int(m)) + ")"
 }
 
+// State is a bucket's operator state, kept in Redis for the whole fleet and
+// set by the fleet view (tdspoolctl) or Fleet.SetState.
+type State string
+
+const (
+	// Serving: slots are granted up to the cap.
+	Serving State = ""
+	// Paused: nothing is granted; new requests queue (bounded by their
+	// deadline) and are granted in ticket order on resume.
+	Paused State = "paused"
+	// StateDraining: new requests are refused with Draining; sessions that
+	// hold slots go on until they end.
+	StateDraining State = "draining"
+	// StateDisabled: new requests are refused with Disabled; sessions that
+	// hold slots go on (kill ends one).
+	StateDisabled State = "disabled"
+)
+
+func (s State) String() string {
+	if s == Serving {
+		return "serving"
+	}
+	return string(s)
+}
+
+// ParseState reads a state name ("serving" or "" for Serving).
+func ParseState(s string) (State, error) {
+	switch st := State(strings.ToLower(s)); st {
+	case Serving, Paused, StateDraining, StateDisabled:
+		return st, nil
+	case "serving", "resume", "resumed":
+		return Serving, nil
+	}
+	return "", fmt.Errorf("unknown bucket state %q (serving, paused, draining, disabled)", s)
+}
+
+// refusing: the state refuses new requests.
+func (s State) refusing() bool { return s == StateDraining || s == StateDisabled }
+
+// outcome is the refusal a refusing state gives.
+func (s State) outcome() Outcome {
+	if s == StateDisabled {
+		return Disabled
+	}
+	return Draining
+}
+
+// Holder says who a lease (or a waiter) is for; it is stored in Redis beside
+// the lease for the fleet view. Never put secrets here.
+type Holder struct {
+	Client   string `json:"client,omitempty"` // client address host:port
+	User     string `json:"user,omitempty"`
+	App      string `json:"app,omitempty"`
+	Database string `json:"db,omitempty"`
+	Pins     string `json:"pins,omitempty"` // why the session is pinned, comma separated
+}
+
+// holderRecord is the JSON stored per lease.
+type holderRecord struct {
+	Proxy string `json:"proxy"`
+	Holder
+}
+
+// Request is one Acquire with everything the fleet view and operators need.
+type Request struct {
+	Bucket string
+	// Deadline bounds the wait; zero means now + QueueTimeout.
+	Deadline time.Time
+	Holder   Holder
+	// OnKill is called once, on a coordinator goroutine, when an operator
+	// kills the granted lease (Fleet.Kill). The owner must end the session
+	// and Release the lease. Nil: kills are ignored.
+	OnKill func()
+}
+
 // Result is delivered once per Acquire (unless Cancel returned true).
 type Result struct {
 	Outcome Outcome
@@ -97,14 +184,21 @@ type Result struct {
 	// GrantSeq numbers grants of a bucket in the order Redis made them
 	// (0 when unknown: local grants, grants seen by the heartbeat poll).
 	GrantSeq int64
-	Err      error
+	// State and Cap are the bucket's operator state and enforced cap as this
+	// proxy last heard them from Redis (Cap is the configured one before any
+	// reply): what an error text should tell the client.
+	State State
+	Cap   int
+	Err   error
 }
 
 // Lease is one held slot. Release it exactly when the session ends; more
 // calls are no-ops.
 type Lease struct {
-	b  *bucket
-	id string
+	b      *bucket
+	id     string
+	holder Holder
+	onKill func()
 }
 
 // ID is the lease id in Redis ("<proxyId>:<n>").
@@ -113,11 +207,17 @@ func (l *Lease) ID() string { return l.id }
 // Bucket is the lease's bucket.
 func (l *Lease) Bucket() string { return l.b.name }
 
+// SetPins records why the session is pinned (for the fleet view); Redis hears
+// of it at the next heartbeat. Cheap; safe from any goroutine.
+func (l *Lease) SetPins(pins string) { l.b.setPins(l, pins) }
+
 // Ticket is a pending or finished Acquire.
 type Ticket struct {
 	b        *bucket
 	id       string
 	cb       func(Result)
+	holder   Holder
+	onKill   func()
 	start    time.Time
 	deadline time.Time
 	timer    *time.Timer
@@ -145,6 +245,7 @@ type Coordinator struct {
 
 	mu      sync.Mutex
 	buckets map[string]*bucket
+	started time.Time
 
 	seq    atomic.Uint64
 	panics atomic.Uint64
@@ -173,7 +274,7 @@ func New(cfg Config) (*Coordinator, error) {
 }
 
 // NewWithClient starts a coordinator on an existing client (which Close
-// leaves open). It does not touch Redis before the first call.
+// leaves open). Its first calls write the configured caps (see SetCap).
 func NewWithClient(cfg Config, rdb Redis) (*Coordinator, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -185,11 +286,14 @@ func NewWithClient(cfg Config, rdb Redis) (*Coordinator, error) {
 		metrics: cfg.Metrics,
 		buckets: make(map[string]*bucket),
 		done:    make(chan struct{}),
+		started: time.Now(),
 	}
 	for name, bc := range cfg.Buckets {
-		c.addBucket(name, bc)
+		// A config just loaded: its caps win over what Redis holds (the most
+		// recently loaded config sets the fleet's cap).
+		c.addBucket(name, bc).setCap(bc.Cap)
 	}
-	c.pubsub = rdb.Subscribe(context.Background(), cfg.channel(cfg.ProxyID))
+	c.pubsub = rdb.Subscribe(context.Background(), cfg.channel(cfg.ProxyID), controlChannel(cfg.Prefix))
 	c.wg.Add(2)
 	go c.listen()
 	go c.tick()
@@ -223,12 +327,19 @@ func (c *Coordinator) bucket(name string) *bucket {
 // When Redis is healthy and the bucket has a free slot, the decision takes
 // one Redis round trip (concurrent acquires of a bucket share it).
 func (c *Coordinator) Acquire(bucket string, deadline time.Time, cb func(Result)) *Ticket {
+	return c.AcquireRequest(Request{Bucket: bucket, Deadline: deadline}, cb)
+}
+
+// AcquireRequest is Acquire with the holder recorded for the fleet view (in
+// the same Redis call) and a kill hook.
+func (c *Coordinator) AcquireRequest(r Request, cb func(Result)) *Ticket {
 	now := time.Now()
+	deadline, bucket := r.Deadline, r.Bucket
 	if deadline.IsZero() {
 		deadline = now.Add(c.cfg.QueueTimeout)
 	}
 	b := c.bucket(bucket)
-	t := &Ticket{b: b, cb: cb, start: now, deadline: deadline}
+	t := &Ticket{b: b, cb: cb, holder: r.Holder, onKill: r.OnKill, start: now, deadline: deadline}
 	if b == nil || b.removed.Load() || c.closed.Load() {
 		err := ErrClosed
 		if !c.closed.Load() {
@@ -263,7 +374,8 @@ func (c *Coordinator) Release(l *Lease) {
 }
 
 // SetCap changes a bucket's cap for the whole fleet (stored in Redis, last
-// writer wins; retried until Redis takes it). Raising it grants queued
+// writer wins; retried until Redis takes it). New does it for every
+// configured bucket: the most recently loaded config sets the fleet's cap. Raising it grants queued
 // waiters at once; lowering it removes no lease, grants stop until the count
 // drains below the new cap. An unknown bucket is added.
 func (c *Coordinator) SetCap(bucket string, cap int) {
@@ -312,6 +424,11 @@ type Snapshot struct {
 	// come from the last Redis reply (AsOf); Cap is the configured one
 	// before any reply.
 	Cap, Held, Queued, LiveProxies int
+	// State is the operator state; CapBy/CapAt and StateBy/StateAt say who
+	// set the cap and the state, and when (Redis time).
+	State          State
+	CapBy, StateBy string
+	CapAt, StateAt time.Time
 	// LocalHeld and LocalQueued count this proxy's leases and waiters.
 	LocalHeld, LocalQueued int
 	// Quota is the local fallback quota (meaningful in ModeFallback):
@@ -348,6 +465,7 @@ func (c *Coordinator) Close() error {
 		b.closeAll()
 	}
 	close(c.done)
+	c.unregister()
 	_ = c.pubsub.Close()
 	waited := make(chan struct{})
 	go func() { c.wg.Wait(); close(waited) }()
@@ -374,6 +492,12 @@ func (c *Coordinator) listen() {
 			if !ok {
 				return
 			}
+			if msg.Channel == controlChannel(c.cfg.Prefix) {
+				if b := c.bucket(msg.Payload); b != nil {
+					c.safely("control", b.refresh)
+				}
+				continue
+			}
 			f := strings.Split(msg.Payload, "\n")
 			if len(f) != 4 {
 				continue
@@ -388,16 +512,22 @@ func (c *Coordinator) listen() {
 }
 
 // tick drives heartbeats: every Heartbeat, each bucket with leases, waiters
-// or pending work renews them in one call.
+// or pending work renews them in one call, and every RefreshEvery an idle
+// bucket calls too, so its view (cap, state, queue) and the gauges fed from
+// it stay current. It also keeps this proxy in the fleet's proxy table.
 func (c *Coordinator) tick() {
 	defer c.wg.Done()
 	tk := time.NewTicker(c.cfg.Heartbeat)
 	defer tk.Stop()
+	c.safely("register", c.register)
+	n := 0
+	every := max(1, int(c.cfg.RefreshEvery/c.cfg.Heartbeat))
 	for {
 		select {
 		case <-c.done:
 			return
 		case <-tk.C:
+			n++
 			c.mu.Lock()
 			bs := make([]*bucket, 0, len(c.buckets))
 			for _, b := range c.buckets {
@@ -405,10 +535,60 @@ func (c *Coordinator) tick() {
 			}
 			c.mu.Unlock()
 			for _, b := range bs {
-				c.safely("heartbeat", b.heartbeatDue)
+				if n%every == 0 {
+					c.safely("refresh", b.refresh)
+				} else {
+					c.safely("heartbeat", b.heartbeatDue)
+				}
 			}
+			c.safely("register", c.register)
 		}
 	}
+}
+
+// proxyRecord is this proxy's entry in the fleet's proxy table.
+type proxyRecord struct {
+	ID          string            `json:"id"`
+	Host        string            `json:"host,omitempty"`
+	PID         int               `json:"pid"`
+	Started     int64             `json:"started_ms"` // proxy clock
+	HeartbeatMs int64             `json:"heartbeat_ms"`
+	LeaseMs     int64             `json:"lease_ms"`
+	Buckets     []string          `json:"buckets"`
+	Labels      map[string]string `json:"labels,omitempty"`
+}
+
+// register writes this proxy's record (one small script on the fleet's
+// proxy table; never in a bucket's path).
+func (c *Coordinator) register() {
+	host, _ := os.Hostname()
+	rec := proxyRecord{ID: c.cfg.ProxyID, Host: host, PID: os.Getpid(), Started: c.started.UnixMilli(),
+		HeartbeatMs: c.cfg.Heartbeat.Milliseconds(), LeaseMs: c.cfg.LeaseTTL.Milliseconds(), Labels: c.cfg.Labels}
+	c.mu.Lock()
+	for name, b := range c.buckets {
+		if !b.removed.Load() {
+			rec.Buckets = append(rec.Buckets, name)
+		}
+	}
+	c.mu.Unlock()
+	sort.Strings(rec.Buckets)
+	js, err := json.Marshal(rec)
+	if err != nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.CallTimeout)
+	defer cancel()
+	_ = scriptRegister.Run(ctx, c.rdb, []string{proxiesKey(c.cfg.Prefix)}, c.cfg.ProxyID, string(js),
+		forgetProxyAfter.Milliseconds(), c.cfg.MetaTTL.Milliseconds()).Err()
+}
+
+// forgetProxyAfter drops a silent proxy from the proxy table.
+const forgetProxyAfter = 10 * time.Minute
+
+func (c *Coordinator) unregister() {
+	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.CallTimeout)
+	defer cancel()
+	_ = scriptRegister.Run(ctx, c.rdb, []string{proxiesKey(c.cfg.Prefix)}, c.cfg.ProxyID, "", 0, 0).Err()
 }
 
 // recovered is deferred by every coordinator goroutine's unit of work: a bug must cost that

@@ -12,6 +12,7 @@ import (
 
 // countMetrics counts hook calls.
 type countMetrics struct {
+	NopMetrics
 	mu       sync.Mutex
 	outcomes map[string]int
 	fallback []bool
@@ -70,11 +71,6 @@ func zcard(t *testing.T, srv *redistest.Server, c *Coordinator, bucket string, k
 	}
 	return n
 }
-
-const (
-	keyHolders = 0
-	keyQueue   = 1
-)
 
 func TestAcquireFastPathReleaseSnapshot(t *testing.T) {
 	srv := redistest.Start(t)
@@ -208,11 +204,16 @@ func TestSetCapRaiseGrantsLowerKillsNothing(t *testing.T) {
 	if n := zcard(t, srv, c, "b1", keyHolders); n != 2 {
 		t.Fatalf("lowering the cap removed leases: %d held", n)
 	}
-	// Another proxy with the old configured cap does not undo it.
-	d := newCoord(t, srv, fastConfig("p2", map[string]BucketConfig{"b1": {Cap: 5}}))
-	d.Acquire("b1", time.Now().Add(500*time.Millisecond), rs.cb("d"))
-	if r := rs.wait(t, "d", 2*time.Second); r.Outcome != TimedOut {
-		t.Fatalf("grant above the stored cap: %+v", r)
+	c.Acquire("b1", time.Now().Add(500*time.Millisecond), rs.cb("c"))
+	if r := rs.wait(t, "c", 2*time.Second); r.Outcome != TimedOut || r.Cap != 1 {
+		t.Fatalf("grant above the lowered cap: %+v", r)
+	}
+	// A proxy that loads its config later sets the fleet's cap (the most recently loaded
+	// config wins).
+	d := newCoord(t, srv, fastConfig("p2", map[string]BucketConfig{"b1": {Cap: 3}}))
+	d.Acquire("b1", time.Now().Add(time.Second), rs.cb("d"))
+	if r := rs.wait(t, "d", 2*time.Second); r.Outcome != Granted || r.Cap != 3 {
+		t.Fatalf("after a newer config with cap 3: %+v", r)
 	}
 }
 

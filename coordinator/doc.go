@@ -6,15 +6,18 @@
 //
 // # Files
 //
-//	coordinator.go  public API: Coordinator, Acquire/Cancel/Release, SetCap,
-//	                Reload, Snapshot, Close; Result, Lease, Ticket, Outcome,
-//	                Mode; the Pub/Sub listener and the heartbeat ticker
+//	coordinator.go  public API: Coordinator, Acquire/AcquireRequest/Cancel/
+//	                Release, SetCap, Reload, Snapshot, Close; Request, Holder,
+//	                Result, Lease, Ticket, Outcome, Mode, State; the Pub/Sub
+//	                listener, the heartbeat ticker and the proxy table entry
+//	fleet.go        Fleet: the operator's side (tdspoolctl): read proxies,
+//	                buckets, leases and holders; set cap or state; kill
 //	bucket.go       one bucket's local state and its worker goroutine (the
 //	                only goroutine that calls Redis for the bucket), fallback
 //	                quota, reply parsing
 //	scripts.go      the Lua: one script per atomic operation (acquire,
 //	                release/cancel, heartbeat, setcap) on a shared prelude
-//	                (TIME, epoch/grace, pump)
+//	                (TIME, epoch/grace, state, pump); the proxy table's script
 //	config.go       Config, BucketConfig, RedisConfig (AUTH/ACL user, TLS,
 //	                Sentinel, Cluster via go-redis UniversalOptions), defaults,
 //	                Validate, key names
@@ -28,8 +31,13 @@
 //	P:{b}:qa    ZSET waiter id -> liveness deadline ms       same
 //	P:{b}:seq   STRING ticket counter (INCR)                 same
 //	P:{b}:px    ZSET proxy id -> last call ms (live proxies) same
-//	P:{b}:meta  HASH cap, epoch, grace_until, seen, grants   MetaTTL (24h)
+//	P:{b}:meta  HASH cap, cap_by, cap_at, state, state_by,   MetaTTL (24h)
+//	                 state_at, epoch, grace_until, seen, grants
+//	P:{b}:i     HASH id -> "<since ms> <holder JSON>"        2×max(lease, waiter TTL)
+//	P:{b}:kill  SET lease ids an operator asked to end      1 min
+//	P:proxies   HASH proxy id -> JSON (host, pid, buckets, labels, seen)  MetaTTL
 //	P:grant:<proxyId>  Pub/Sub channel: "<bucket>\n<id>\n<ticket>\n<grantSeq>"
+//	P:control   Pub/Sub channel: "<bucket>": an operator changed it; heartbeat now
 //
 // Ids are "<proxyId>:<n>"; a request keeps its id from Acquire to Release, so
 // every script is idempotent (a retried acquire finds its id, a second
@@ -63,7 +71,7 @@
 //
 // # Threads
 //
-// Acquire, Cancel, Release, SetCap, Reload and Snapshot take a mutex for
+// Acquire, Cancel, Release, SetCap, Reload, Snapshot and Lease.SetPins take a mutex for
 // microseconds and never touch Redis, so the filter may call them on Envoy's
 // worker thread. Callbacks and Metrics run on coordinator goroutines (bucket
 // workers, timers, the Pub/Sub listener), never inside those calls; they must
@@ -120,9 +128,30 @@
 // grants). On recovery the heartbeat re-asserts every open session's lease,
 // re-queues waiters, and the worker sends pending releases and new acquires.
 //
-// Caps: Redis stores the cap; a proxy seeds it from its config only when it
-// is missing; SetCap/Reload overwrite it for the fleet. Lowering never
-// removes a lease.
+// Caps: Redis stores the cap (and who set it, when). A coordinator writes its
+// configured caps when it starts (New) and when Reload changes one, so the
+// most recently loaded config sets the fleet's cap; Fleet.SetCap (an
+// operator) overrides it until the next config load anywhere. Raising grants
+// queued waiters at once (the control channel makes every proxy with waiters
+// call); lowering never removes a lease: grants stop until the count is under
+// the new cap. Every reply carries the enforced cap (Result.Cap, Snapshot,
+// Metrics.Enforced).
+//
+// Operator state (Fleet.SetState, meta "state"), checked inside the scripts:
+// paused grants nothing (requests queue until their deadline; resume grants
+// them in ticket order); draining and disabled refuse new requests at once
+// (Outcome Draining, Disabled) and waiters when their proxy hears of it (its
+// next reply: at once through the control channel, else within Heartbeat);
+// held leases live on until released. Fleet.Kill puts a lease id in the kill
+// set; its owner's next heartbeat takes it out and calls Request.OnKill.
+//
+// Holders: AcquireRequest stores a JSON record (proxy, client, user, app,
+// database, pins) for each waiter and lease in the same script call; a grant
+// restamps its "since"; a release, reap or dead waiter removes it; pins
+// changed by Lease.SetPins travel with the next heartbeat. Every Heartbeat a
+// coordinator also writes its entry in P:proxies (host, pid, buckets, labels;
+// "seen" from Redis TIME), and a bucket with no work still calls every
+// RefreshEvery, so an idle proxy's view of cap and state stays current.
 //
 // # Debugging
 //
@@ -130,6 +159,8 @@
 //	redis-cli ZRANGE 'P:{b}:q' 0 -1 WITHSCORES     the queue in ticket order
 //	redis-cli HGETALL 'P:{b}:meta'                 cap, epoch, grace, grants
 //	redis-cli SUBSCRIBE 'P:grant:<proxyId>'        grant hints for one proxy
+//	redis-cli HGETALL 'P:{b}:i'                    who each lease and waiter is for
+//	tdspoolctl pools|clients|proxies               the same, as tables or JSON
 //
 // Snapshot gives the same view without a call; Metrics.RedisCall carries
 // every script error with the bucket and operation in it.

@@ -41,7 +41,8 @@ func newCoord(t *testing.T, srv *redistest.Server, cfg Config) *Coordinator {
 // does not start the new-epoch grace period.
 func seed(t *testing.T, rdb *redis.Client, cfg Config, bucket string) {
 	t.Helper()
-	if err := rdb.HSet(context.Background(), cfg.withDefaults().keys(bucket)[5], "epoch", "1").Err(); err != nil {
+	// grace_until 0: a config's cap written before the seed may have started a new epoch.
+	if err := rdb.HSet(context.Background(), cfg.withDefaults().keys(bucket)[5], "epoch", "1", "grace_until", "0").Err(); err != nil {
 		t.Fatal(err)
 	}
 }

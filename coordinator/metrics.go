@@ -25,6 +25,9 @@ type Metrics interface {
 	// LeasesExpired counts leases (of any proxy) whose TTL ran out and that a
 	// call from this proxy reaped.
 	LeasesExpired(bucket string, n int)
+	// Enforced reports, after every successful call, the cap Redis enforces
+	// for the bucket and its operator state.
+	Enforced(bucket string, cap int, state State)
 }
 
 // NopMetrics discards everything.
@@ -36,3 +39,4 @@ func (NopMetrics) RedisCall(string, string, time.Duration, error)   {}
 func (NopMetrics) FallbackActive(string, bool)                      {}
 func (NopMetrics) LeasesRenewed(string, int, int)                   {}
 func (NopMetrics) LeasesExpired(string, int)                        {}
+func (NopMetrics) Enforced(string, int, State)                      {}

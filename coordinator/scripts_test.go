@@ -20,8 +20,9 @@ func rig(t *testing.T, srv *redistest.Server, proxy string, cap int) scriptRig {
 	// The tests drive the scripts by hand with ids the coordinator never acquired. Its
 	// Pub/Sub listener must not hear their grant hints: it would release such a grant as
 	// unknown, racing the test (seen under load in CI).
-	c, err := NewWithClient(fastConfig(proxy, map[string]BucketConfig{"b1": {Cap: cap, MaxQueue: 3}}),
-		deafRedis{srv.Client()})
+	cfg := fastConfig(proxy, map[string]BucketConfig{"b1": {Cap: cap, MaxQueue: 3}})
+	cfg.RefreshEvery = time.Hour // no background calls: the test makes every call
+	c, err := NewWithClient(cfg, deafRedis{srv.Client()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -40,7 +41,7 @@ func (r scriptRig) acquire(ids ...string) (reply, []int64) {
 	r.t.Helper()
 	args := []any{r.b.cfg.MaxQueue, int64(1000)}
 	for _, id := range ids {
-		args = append(args, id, int64(5000))
+		args = append(args, id, int64(5000), `{"proxy":"test"}`)
 	}
 	rep, err := r.b.call("acquire", scriptAcquire, args)
 	if err != nil {
@@ -70,7 +71,7 @@ func (r scriptRig) heartbeat(held []string, waiting ...any) reply {
 	r.t.Helper()
 	args := []any{int64(1000), len(held)}
 	for _, id := range held {
-		args = append(args, id)
+		args = append(args, id, "")
 	}
 	args = append(args, waiting...)
 	rep, err := r.b.call("heartbeat", scriptHeartbeat, args)
@@ -82,7 +83,7 @@ func (r scriptRig) heartbeat(held []string, waiting ...any) reply {
 
 func (r scriptRig) setCap(n int) reply {
 	r.t.Helper()
-	rep, err := r.b.call("setcap", scriptSetCap, []any{n})
+	rep, err := r.b.call("setcap", scriptSetCap, []any{n, "test"})
 	if err != nil {
 		r.t.Fatal(err)
 	}

@@ -1,6 +1,7 @@
 package filter
 
 import (
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -32,6 +33,8 @@ type coordBucketStats struct {
 	acquires, renewed, expired atomic.Uint64
 	fallback                   atomic.Int64 // 0/1, -1 unknown
 	fleetQueue                 atomic.Int64
+	cap, state                 atomic.Int64 // as Redis last reported; -1 unknown
+	capShown, stateShown       int64        // what the gauges show (flush, under mu)
 }
 
 var _ coordinator.Metrics = (*coordStats)(nil)
@@ -44,6 +47,9 @@ func newCoordStats(f *Factory, buckets []string) *coordStats {
 		bs := &coordBucketStats{}
 		bs.fallback.Store(-1)
 		bs.fleetQueue.Store(-1)
+		bs.cap.Store(-1)
+		bs.state.Store(-1)
+		bs.capShown, bs.stateShown = -1, -1
 		c.buckets[b] = bs
 	}
 	return c
@@ -101,11 +107,24 @@ func (c *coordStats) LeasesExpired(bucket string, n int) {
 func (c *coordStats) flush(conn host.Conn) {
 	g := &c.f.stats
 	if c.capsPublished.CompareAndSwap(false, true) {
-		// Gauges are process-wide: publishing the configured caps once is enough.
+		// Until Redis answers, the configured caps are the best known.
 		for _, b := range c.f.buckets {
 			conn.SetGauge(b.stats.maxConnections, uint64(b.cfg.MaxConnections))
 		}
 	}
+	c.mu.Lock()
+	for name, b := range c.buckets {
+		st := &c.f.buckets[name].stats
+		if v := b.cap.Load(); v >= 0 && v != b.capShown {
+			conn.SetGauge(st.maxConnections, uint64(v))
+			b.capShown = v
+		}
+		if v := b.state.Load(); v >= 0 && v != b.stateShown {
+			conn.SetGauge(st.bucketState, uint64(v))
+			b.stateShown = v
+		}
+	}
+	c.mu.Unlock()
 	if n := c.redisCalls.Swap(0); n > 0 {
 		conn.IncCounter(g.redisCalls, n)
 	}
@@ -143,4 +162,35 @@ func (c *coordStats) flush(conn host.Conn) {
 			conn.SetGauge(st.queueFleet, uint64(v))
 		}
 	}
+}
+
+// Enforced keeps the cap and operator state Redis reported; flush turns them into the
+// max_connections and state gauges.
+func (c *coordStats) Enforced(bucket string, cap int, state coordinator.State) {
+	if b := c.bucket(bucket); b != nil {
+		b.cap.Store(int64(cap))
+		b.state.Store(int64(stateGauge(state)))
+	}
+}
+
+// stateGauge is the state gauge's value: 0 serving, 1 paused, 2 draining, 3 disabled.
+func stateGauge(s coordinator.State) int {
+	switch s {
+	case coordinator.Paused:
+		return 1
+	case coordinator.StateDraining:
+		return 2
+	case coordinator.StateDisabled:
+		return 3
+	}
+	return 0
+}
+
+// stateBy says who set the bucket's operator state and when, for error texts.
+func (c *coordStats) stateBy(bucket string) string {
+	snap, ok := c.f.coordinatorSnapshot(bucket)
+	if !ok || snap.StateBy == "" {
+		return "by an operator"
+	}
+	return fmt.Sprintf("by %s at %s", snap.StateBy, snap.StateAt.UTC().Format(time.RFC3339))
 }

@@ -26,9 +26,15 @@ const (
 	errBackendUnavailable
 	errPolicy
 	errProtocol
+	errBucketPaused   // the queue timeout ran out while an operator had paused the bucket
+	errBucketDraining // an operator is draining the bucket
+	errBucketDisabled // an operator disabled the bucket
+	errKilled         // an operator killed the session
+	numErrorKinds
 )
 
-var errorKindNames = [...]string{"pool_exhausted", "no_route", "backend_unavailable", "policy", "protocol"}
+var errorKindNames = [numErrorKinds]string{"pool_exhausted", "no_route", "backend_unavailable", "policy", "protocol",
+	"bucket_paused", "bucket_draining", "bucket_disabled", "killed"}
 
 func (k errorKind) String() string { return errorKindNames[k] }
 
@@ -37,9 +43,12 @@ func (k errorKind) String() string { return errorKindNames[k] }
 // so their retry logic reconnects; 40532 (no route) and 18456 (policy) deliberately are not.
 func (k errorKind) number(set tdspoolpb.ErrorNumbers) int32 {
 	if set == tdspoolpb.ErrorNumbers_SEED {
-		return [...]int32{50001, 50002, 50003, 50004, 50005}[k]
+		return [numErrorKinds]int32{50001, 50002, 50003, 50004, 50005, 50006, 50007, 50008, 50009}[k]
 	}
-	return [...]int32{10928, 40532, 40613, 18456, 40613}[k]
+	// Paused and draining are transient (40613: drivers retry, and get in once the operator
+	// resumes); disabled is not (40532, like an unknown server); a killed session gets SQL
+	// Server's own number for a session in the kill state.
+	return [numErrorKinds]int32{10928, 40532, 40613, 18456, 40613, 40613, 40613, 40532, 596}[k]
 }
 
 func poolExhausted(bucket string, waited time.Duration, cap uint32, queueFull bool) clientError {
@@ -49,6 +58,28 @@ func poolExhausted(bucket string, waited time.Duration, cap uint32, queueFull bo
 	}
 	return clientError{kind: errPoolExhausted, class: 20, text: fmt.Sprintf(
 		"tdspool: pool exhausted for bucket '%s' (cap %d connections): %s. Retry the connection later.", bucket, cap, why)}
+}
+
+func bucketPaused(bucket, by string, waited time.Duration) clientError {
+	return clientError{kind: errBucketPaused, class: 20, text: fmt.Sprintf(
+		"tdspool: bucket '%s' is paused by an operator (%s); no connection was granted within %s. Retry the connection later.",
+		bucket, by, waited.Round(time.Millisecond))}
+}
+
+func bucketDraining(bucket, by string) clientError {
+	return clientError{kind: errBucketDraining, class: 20, text: fmt.Sprintf(
+		"tdspool: bucket '%s' is being drained for maintenance (%s) and accepts no new connections. Retry the connection later.",
+		bucket, by)}
+}
+
+func bucketDisabled(bucket, by string) clientError {
+	return clientError{kind: errBucketDisabled, class: 20, text: fmt.Sprintf(
+		"tdspool: bucket '%s' is disabled by an operator (%s). The login failed.", bucket, by)}
+}
+
+func sessionKilled(bucket string) clientError {
+	return clientError{kind: errKilled, class: 21, text: fmt.Sprintf(
+		"tdspool: this session on bucket '%s' was ended by an operator (kill). Reconnect to continue.", bucket)}
 }
 
 func noRoute(f loginFacts) clientError {

@@ -1,7 +1,10 @@
 package filter
 
 import (
+	"crypto/rand"
+	"crypto/sha256"
 	"crypto/tls"
+	"encoding/hex"
 	"fmt"
 	"time"
 
@@ -61,7 +64,7 @@ func NewFactory(name string, config []byte, h host.ConfigHost) (host.FilterFacto
 		f.slots = newLocalSlots(nil) // `envoy --mode validate`: check, connect to nothing
 		return f, nil
 	}
-	if f.slots, err = newSlots(cfg, f.coordStats); err != nil {
+	if f.slots, err = newSlots(cfg, name, config, f.coordStats); err != nil {
 		return nil, err
 	}
 	return f, nil
@@ -109,7 +112,12 @@ func newFactory(cfg *tdspoolpb.Config, m host.Metrics) (*Factory, error) {
 }
 
 // newSlots builds the Redis coordinator, or a process-local cap when no Redis is configured.
-func newSlots(cfg *tdspoolpb.Config, metrics *coordStats) (Slots, error) {
+//
+// The coordinator's proxy id is proxy_id plus a random instance tag: one Envoy can run several
+// coordinators at once (two listeners, or the old and new config during a listener update),
+// and a proxy restarted under the same proxy_id must never take a dead instance's lease ids
+// for its own.
+func newSlots(cfg *tdspoolpb.Config, name string, raw []byte, metrics *coordStats) (Slots, error) {
 	if len(cfg.Redis.Addresses) == 0 {
 		caps := map[string][2]int{}
 		for _, b := range cfg.Buckets {
@@ -128,6 +136,8 @@ func newSlots(cfg *tdspoolpb.Config, metrics *coordStats) (Slots, error) {
 			Password: passwordFromEnv(r.PasswordEnv),
 		},
 		Prefix:       r.KeyPrefix,
+		ProxyID:      cfg.ProxyId + "~" + instanceTag(),
+		Labels:       map[string]string{"filter_config": name, "config": configGeneration(raw)},
 		Buckets:      buckets,
 		QueueTimeout: cfg.Timeouts.QueueTimeout.AsDuration(),
 		LeaseTTL:     r.LeaseTtl.AsDuration(),
@@ -148,6 +158,29 @@ func newSlots(cfg *tdspoolpb.Config, metrics *coordStats) (Slots, error) {
 		return nil, fmt.Errorf("redis coordinator: %w", err)
 	}
 	return coordinatorSlots{c}, nil
+}
+
+// instanceTag is 6 random hex digits.
+func instanceTag() string {
+	var b [3]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// configGeneration names the loaded config for the fleet view: when it was loaded and a short
+// hash of its bytes (the same hash on two proxies means the same config).
+func configGeneration(raw []byte) string {
+	sum := sha256.Sum256(raw)
+	return time.Now().UTC().Format(time.RFC3339) + " " + hex.EncodeToString(sum[:4])
+}
+
+// coordinatorSnapshot is the coordinator's view of a bucket (false without Redis).
+func (f *Factory) coordinatorSnapshot(bucket string) (coordinator.Snapshot, bool) {
+	cs, ok := f.slots.(coordinatorSlots)
+	if !ok {
+		return coordinator.Snapshot{}, false
+	}
+	return cs.c.Snapshot(bucket)
 }
 
 // NewFilter makes the per-connection filter (worker thread).

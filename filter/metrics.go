@@ -27,7 +27,7 @@ type globalStats struct {
 	tlsFull           host.MetricID // counter: TDS 7 full TLS handshakes started
 	tlsFailed         host.MetricID // counter: client TLS handshakes that failed
 	tlsStrict         host.MetricID // counter: TDS 8 sessions (TLS terminated by Envoy)
-	errorsByKind      [5]host.MetricID
+	errorsByKind      [numErrorKinds]host.MetricID
 
 	// From the coordinator (flushed by connections; see coordStats).
 	redisCalls        host.MetricID // counter
@@ -43,7 +43,9 @@ type bucketStats struct {
 	sessionsActive host.MetricID // gauge: logged-in sessions
 	sessionsQueued host.MetricID // gauge: sessions waiting for a slot
 	sessionsPinned host.MetricID // gauge: sessions with any pin reason
-	maxConnections host.MetricID // gauge: the bucket's configured fleet-wide cap
+	maxConnections host.MetricID // gauge: the fleet-wide cap in force (Redis's, else the configured one)
+	bucketState    host.MetricID // gauge: operator state 0 serving, 1 paused, 2 draining, 3 disabled
+	sessionsKilled host.MetricID // counter: sessions ended by an operator's kill
 	pinnedBy       [numPinReasons]host.MetricID
 	pinEvents      [numPinReasons]host.MetricID
 
@@ -134,6 +136,8 @@ func defineBucketStats(d *metricDefiner, bucket string) bucketStats {
 		sessionsQueued:       d.gauge(p + "sessions_queued"),
 		sessionsPinned:       d.gauge(p + "sessions_pinned"),
 		maxConnections:       d.gauge(p + "max_connections"),
+		bucketState:          d.gauge(p + "state"),
+		sessionsKilled:       d.counter(p + "sessions_killed_total"),
 		slotGranted:          d.counter(p + "slot_granted_total"),
 		slotTimedOut:         d.counter(p + "slot_timed_out_total"),
 		slotQueueFull:        d.counter(p + "slot_queue_full_total"),

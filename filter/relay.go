@@ -241,6 +241,9 @@ func (s *session) setPin(reason pinReason, on bool) {
 	} else {
 		s.conn.DecGauge(b.stats.pinnedBy[reason], 1)
 	}
+	if s.setPins != nil {
+		s.setPins(r.pinNames())
+	}
 	if now := r.pinned(); now != wasPinned {
 		if now {
 			s.conn.IncGauge(b.stats.sessionsPinned, 1)
@@ -249,6 +252,24 @@ func (s *session) setPin(reason pinReason, on bool) {
 		}
 	}
 }
+
+// pinNames lists the session's pin reasons, comma separated (for the fleet view).
+func (r *relayState) pinNames() string {
+	var b []byte
+	for reason, on := range r.pins {
+		if on {
+			if len(b) > 0 {
+				b = append(b, ',')
+			}
+			b = append(b, pinReasonNames[reason]...)
+		}
+	}
+	return string(b)
+}
+
+// idle: no request is waiting for (or receiving) its response, so a message of ours can go
+// to the client without cutting into the server's stream.
+func (r *relayState) idle() bool { return r.inspect && r.pending == 0 }
 
 func (r *relayState) pinned() bool {
 	for _, p := range r.pins {

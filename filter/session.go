@@ -3,7 +3,11 @@ package filter
 import (
 	"errors"
 	"fmt"
+	"net"
+	"strconv"
 	"time"
+
+	"github.com/tdspool/tdspool/coordinator"
 
 	"github.com/tdspool/tdspool/envoy/host"
 	"github.com/tdspool/tdspool/proto/tdspoolpb"
@@ -60,6 +64,7 @@ type session struct {
 
 	cancelAcquire func() bool
 	release       func()
+	setPins       func(string) // tells the fleet view the session's pin reasons; nil without Redis
 	acquiredAt    time.Time
 	loginStarted  time.Time
 	timer         *time.Timer
@@ -276,7 +281,10 @@ func (s *session) onClientLogin7(msg tds.Message) {
 	s.acquiredAt = s.f.now()
 	deadline := s.acquiredAt.Add(b.cfg.QueueTimeout.AsDuration())
 	conn := s.conn
-	s.cancelAcquire = s.f.slots.Acquire(b.cfg.Name, deadline, func(r SlotResult) {
+	req := SlotRequest{Bucket: b.cfg.Name, Deadline: deadline, Holder: coordinator.Holder{
+		Client: s.clientAddress(), User: login.UserName, App: login.AppName, Database: login.Database},
+		OnKill: func() { conn.Post(s.onKill) }}
+	s.cancelAcquire = s.f.slots.Acquire(req, func(r SlotResult) {
 		// Coordinator goroutine: hop onto the worker. If the connection is gone, the
 		// slot must not leak.
 		if !conn.Post(func() { s.onSlot(r) }) && r.Granted {
@@ -300,15 +308,32 @@ func (s *session) onSlot(r SlotResult) {
 	s.conn.RecordHistogram(b.stats.queueWaitMs, uint64(s.f.now().Sub(s.acquiredAt).Milliseconds()))
 	s.f.coordStats.flush(s.conn)
 	if !r.Granted {
+		waited := s.f.now().Sub(s.acquiredAt)
+		cap := b.cfg.MaxConnections
+		if r.Cap > 0 {
+			cap = uint32(r.Cap) // the cap Redis enforces, which an operator may have changed
+		}
 		switch r.Outcome {
 		case "timed_out":
 			s.conn.IncCounter(b.stats.slotTimedOut, 1)
+			if r.State == coordinator.Paused {
+				s.refuse(bucketPaused(b.cfg.Name, s.f.coordStats.stateBy(b.cfg.Name), waited))
+				return
+			}
 		case "queue_full":
 			s.conn.IncCounter(b.stats.slotQueueFull, 1)
+		case "draining":
+			s.conn.IncCounter(b.stats.slotRefused, 1)
+			s.refuse(bucketDraining(b.cfg.Name, s.f.coordStats.stateBy(b.cfg.Name)))
+			return
+		case "disabled":
+			s.conn.IncCounter(b.stats.slotRefused, 1)
+			s.refuse(bucketDisabled(b.cfg.Name, s.f.coordStats.stateBy(b.cfg.Name)))
+			return
 		default:
 			s.conn.IncCounter(b.stats.slotRefused, 1)
 		}
-		s.refuse(poolExhausted(b.cfg.Name, s.f.now().Sub(s.acquiredAt), b.cfg.MaxConnections, r.Outcome == "queue_full"))
+		s.refuse(poolExhausted(b.cfg.Name, waited, cap, r.Outcome == "queue_full"))
 		return
 	}
 	s.conn.IncCounter(b.stats.slotGranted, 1)
@@ -316,6 +341,7 @@ func (s *session) onSlot(r SlotResult) {
 		s.conn.IncCounter(b.stats.slotFallback, 1)
 	}
 	s.release = r.Release
+	s.setPins = r.SetPins
 	if ms := s.f.idleTimeout.Milliseconds(); ms > 0 {
 		s.conn.SetFilterStateTyped(idleTimeoutFilterStateKey, fmt.Sprint(ms))
 	}
@@ -558,6 +584,33 @@ func (s *session) onBackendTimeout() {
 	b := s.bucket
 	s.conn.IncCounter(b.stats.backendUnavailable, 1)
 	s.refuse(backendUnavailable(b.cfg.Name, fmt.Sprintf("no PRELOGIN answer within %s", s.f.backendTimeout)))
+}
+
+// onKill runs on the worker when an operator killed this session's lease (tdspoolctl kill).
+// Between requests the client gets a real ERROR (class 21) and the connection closes; in the
+// middle of a response an ERROR would land inside the server's token stream, so the
+// connection only closes.
+func (s *session) onKill() {
+	if s.finished || s.bucket == nil {
+		return
+	}
+	b := s.bucket
+	s.conn.IncCounter(b.stats.sessionsKilled, 1)
+	s.conn.Log(host.LogInfo, fmt.Sprintf("bucket %s: session killed by an operator (phase %s)", b.cfg.Name, s.ph))
+	if s.ph == phRelay && s.relay.idle() {
+		s.refuse(sessionKilled(b.cfg.Name))
+		return
+	}
+	s.finishWith(host.NoFlush, "tdspool_killed")
+}
+
+// clientAddress is the client's address as the fleet view shows it.
+func (s *session) clientAddress() string {
+	addr, port, ok := s.conn.RemoteAddress()
+	if !ok {
+		return ""
+	}
+	return net.JoinHostPort(addr, strconv.FormatUint(uint64(port), 10))
 }
 
 // backendDown says why the bucket's cluster cannot take a connection now, or "". Envoy's

@@ -39,7 +39,7 @@ func newHarness(t *testing.T, jsonCfg string) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if f.slots, err = newSlots(cfg, f.coordStats); err != nil {
+	if f.slots, err = newSlots(cfg, "tdspool", nil, f.coordStats); err != nil {
 		t.Fatal(err)
 	}
 	return &harness{t: t, f: f, metrics: m}

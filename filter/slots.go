@@ -12,30 +12,47 @@ import (
 // some goroutine (never inside Acquire), unless cancel returns true first. Release functions
 // are idempotent.
 type Slots interface {
-	Acquire(bucket string, deadline time.Time, done func(SlotResult)) (cancel func() bool)
+	Acquire(req SlotRequest, done func(SlotResult)) (cancel func() bool)
 	Close() error
+}
+
+// SlotRequest is one session asking for a slot.
+type SlotRequest struct {
+	Bucket   string
+	Deadline time.Time
+	// Holder describes the session for the fleet view (no secrets).
+	Holder coordinator.Holder
+	// OnKill is called (any goroutine) when an operator kills the session's lease.
+	OnKill func()
 }
 
 // SlotResult is the outcome of one Acquire.
 type SlotResult struct {
-	Granted  bool
-	Release  func() // non-nil when Granted; idempotent
-	Outcome  string // granted, queue_full, timed_out, refused
+	Granted bool
+	Release func() // non-nil when Granted; idempotent
+	// SetPins tells the fleet view why the session is pinned (nil without Redis).
+	SetPins  func(pins string)
+	Outcome  string // granted, queue_full, timed_out, refused, draining, disabled
 	Waited   time.Duration
 	Fallback bool // decided by the local quota while Redis was unreachable
-	Err      error
+	// State and Cap: the bucket's operator state and the cap in force, for error texts.
+	State coordinator.State
+	Cap   int
+	Err   error
 }
 
 // coordinatorSlots adapts the Redis coordinator.
 type coordinatorSlots struct{ c *coordinator.Coordinator }
 
-func (s coordinatorSlots) Acquire(bucket string, deadline time.Time, done func(SlotResult)) func() bool {
-	t := s.c.Acquire(bucket, deadline, func(r coordinator.Result) {
+func (s coordinatorSlots) Acquire(req SlotRequest, done func(SlotResult)) func() bool {
+	t := s.c.AcquireRequest(coordinator.Request{Bucket: req.Bucket, Deadline: req.Deadline, Holder: req.Holder,
+		OnKill: req.OnKill}, func(r coordinator.Result) {
 		res := SlotResult{Granted: r.Outcome == coordinator.Granted, Outcome: r.Outcome.String(),
-			Waited: r.Waited, Fallback: r.Fallback, Err: r.Err}
+			Waited: r.Waited, Fallback: r.Fallback, State: r.State, Cap: r.Cap, Err: r.Err}
 		if res.Granted {
 			lease := r.Lease
 			res.Release = func() { s.c.Release(lease) } // idempotent in the coordinator
+			res.SetPins = lease.SetPins
 		}
 		done(res)
 	})
@@ -73,7 +90,8 @@ func newLocalSlots(caps map[string][2]int) *localSlots {
 	return s
 }
 
-func (s *localSlots) Acquire(bucket string, deadline time.Time, done func(SlotResult)) func() bool {
+func (s *localSlots) Acquire(req SlotRequest, done func(SlotResult)) func() bool {
+	bucket, deadline := req.Bucket, req.Deadline
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	b := s.buckets[bucket]

@@ -137,6 +137,9 @@ func Validate(cfg *Config) Problems {
 		}
 	}
 
+	if strings.ContainsAny(cfg.ProxyId, ": \t\r\n") {
+		add("proxy_id", "%q must not contain ':' or whitespace (it starts every Redis lease id)", cfg.ProxyId)
+	}
 	names := map[string]bool{}
 	clusters := map[string]string{}
 	if len(cfg.Buckets) == 0 {
