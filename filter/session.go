@@ -92,6 +92,14 @@ func (s *session) OnNewConnection() host.Status {
 }
 
 func (s *session) OnRead(size int, endStream bool) host.Status {
+	if endStream && s.ph < phRelay {
+		// The client hung up before its session started. tcp_proxy turns on half-close, so
+		// Envoy reports the FIN here instead of closing; without this the connection (and a
+		// queue place) would be held until a timer ran out, for nobody.
+		s.conn.DrainRead(size)
+		s.finishWith(host.NoFlush, "tdspool_client_gone")
+		return host.StopIteration
+	}
 	switch s.ph {
 	case phPrelogin, phLogin:
 		if s.ph == phPrelogin && s.clientIn.Buffered() == 0 && !s.firstByteOK() {

@@ -467,3 +467,46 @@ func TestLogin7PacketSizeCappedBeforeTheBackend(t *testing.T) {
 		t.Fatalf("forwarded LOGIN7: packet size %d user %q", got.PacketSize, got.UserName)
 	}
 }
+
+func TestClientHangingUpBeforeTheSessionClosesAtOnce(t *testing.T) {
+	// tcp_proxy enables half-close, so a client's FIN arrives as end_stream on OnRead, not as
+	// a close event: the filter must close, give up any queue place and settle its gauges.
+	for _, tc := range []struct {
+		name  string
+		drive func(c *client)
+	}{
+		{"silent", func(c *client) {}},
+		{"mid prelogin", func(c *client) { c.fromClient(preloginMsg(tds.EncryptOff)[:5]) }},
+		{"after prelogin", func(c *client) { c.fromClient(preloginMsg(tds.EncryptOff)) }},
+		{"queued for a slot", func(c *client) {
+			c.fromClient(preloginMsg(tds.EncryptOff))
+			c.fromClient(login7Msg("app", "", "proxy"))
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t, testConfig)
+			holder := h.connect()
+			holder.login(t, "app", "") // b1's only slot is taken: a login waits in the queue
+			c := h.connect()
+			tc.drive(c)
+			if st := c.s.OnRead(0, true); st != host.StopIteration {
+				t.Fatalf("OnRead(end_stream) = %s", st)
+			}
+			if !c.conn.Closed {
+				t.Fatal("a client that hung up is still held open")
+			}
+			c.s.OnEvent(host.LocalClose)
+			holder.s.OnEvent(host.RemoteClose)
+			if v := h.metrics.Value("connections_active"); v != 0 {
+				t.Fatalf("connections_active = %d", v)
+			}
+			if v := h.metrics.Value("bucket.b1.sessions_queued"); v != 0 {
+				t.Fatalf("sessions_queued = %d", v)
+			}
+			// The slot is free: the next client gets it at once.
+			next := h.connect()
+			next.login(t, "app", "")
+			next.s.OnEvent(host.RemoteClose)
+		})
+	}
+}
