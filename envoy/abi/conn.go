@@ -21,7 +21,6 @@ import (
 // on the connection's worker thread inside a hook (Envoy's objects are not thread-safe).
 type conn struct {
 	envoyPtr  C.envoy_dynamic_module_type_network_filter_envoy_ptr
-	handle    uintptr
 	config    *filterConfig
 	filter    host.Filter
 	scheduler C.envoy_dynamic_module_type_network_filter_scheduler_module_ptr

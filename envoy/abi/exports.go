@@ -7,7 +7,6 @@ package abi
 #include <stddef.h>
 #include <stdint.h>
 #include "abi/abi.h"
-#include "shim.h"
 */
 import "C"
 
@@ -21,9 +20,13 @@ import (
 	"github.com/tdspool/tdspool/envoy/host"
 )
 
-// Every exported hook has the same shape: look the handle up (absent → safe default), then run
-// the Go side under guard, which turns a panic into "close this one connection, count it, log
-// once" so that nothing unwinds into Envoy.
+// Every exported hook has the same shape: look the module pointer up (absent → safe default),
+// then run the Go side under guard, which turns a panic into "close this one connection, count
+// it, log once" so that nothing unwinds into Envoy.
+//
+// Every pointer-typed value crossing the boundary is a real address: Envoy's own objects, C
+// strings, or the registry's C allocations. Nothing else (no integer handle) ever travels in
+// a pointer type, because the Go runtime checks pointer slots whenever it moves a stack.
 
 var (
 	factoriesMu sync.Mutex
@@ -92,12 +95,12 @@ func envoy_dynamic_module_on_network_filter_config_new(
 		return nil
 	}
 	fc.factory = ff
-	return C.envoy_dynamic_module_type_network_filter_config_module_ptr(C.tdspool_handle_to_ptr(C.uintptr_t(configs.add(fc))))
+	return C.envoy_dynamic_module_type_network_filter_config_module_ptr(configs.add(fc))
 }
 
 //export envoy_dynamic_module_on_network_filter_config_destroy
 func envoy_dynamic_module_on_network_filter_config_destroy(configPtr C.envoy_dynamic_module_type_network_filter_config_module_ptr) {
-	fc, ok := configs.remove(handleOf(unsafe.Pointer(configPtr)))
+	fc, ok := configs.remove(unsafe.Pointer(configPtr))
 	if !ok {
 		return
 	}
@@ -110,7 +113,7 @@ func envoy_dynamic_module_on_network_filter_new(
 	configPtr C.envoy_dynamic_module_type_network_filter_config_module_ptr,
 	envoyPtr C.envoy_dynamic_module_type_network_filter_envoy_ptr,
 ) (result C.envoy_dynamic_module_type_network_filter_module_ptr) {
-	fc, ok := configs.get(handleOf(unsafe.Pointer(configPtr)))
+	fc, ok := configs.get(unsafe.Pointer(configPtr))
 	if !ok {
 		return nil // Envoy closes the connection
 	}
@@ -122,8 +125,7 @@ func envoy_dynamic_module_on_network_filter_new(
 		}
 	}()
 	c.filter = fc.factory.NewFilter(c)
-	c.handle = conns.add(c)
-	return C.envoy_dynamic_module_type_network_filter_module_ptr(C.tdspool_handle_to_ptr(C.uintptr_t(c.handle)))
+	return C.envoy_dynamic_module_type_network_filter_module_ptr(conns.add(c))
 }
 
 //export envoy_dynamic_module_on_network_filter_new_connection
@@ -251,7 +253,7 @@ func envoy_dynamic_module_on_network_filter_below_write_buffer_low_watermark(
 
 //export envoy_dynamic_module_on_network_filter_destroy
 func envoy_dynamic_module_on_network_filter_destroy(filterPtr C.envoy_dynamic_module_type_network_filter_module_ptr) {
-	c, ok := conns.remove(handleOf(unsafe.Pointer(filterPtr)))
+	c, ok := conns.remove(unsafe.Pointer(filterPtr))
 	if !ok {
 		return
 	}
@@ -274,10 +276,8 @@ const (
 	stopIteration  = C.envoy_dynamic_module_type_on_network_filter_data_status(host.StopIteration)
 )
 
-func handleOf(p unsafe.Pointer) uintptr { return uintptr(C.tdspool_ptr_to_handle(p)) }
-
 func lookup(envoyPtr C.envoy_dynamic_module_type_network_filter_envoy_ptr, filterPtr C.envoy_dynamic_module_type_network_filter_module_ptr) (*conn, bool) {
-	c, ok := conns.get(handleOf(unsafe.Pointer(filterPtr)))
+	c, ok := conns.get(unsafe.Pointer(filterPtr))
 	if !ok || c.envoyPtr != envoyPtr {
 		return nil, false
 	}

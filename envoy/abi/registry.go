@@ -1,34 +1,49 @@
 package abi
 
+/*
+#include <stdlib.h>
+*/
+import "C"
+
 import (
 	"sync"
 	"sync/atomic"
+	"unsafe"
 )
 
-// registry maps the opaque handles Envoy holds to Go values. Handles are small integers that
-// never alias a Go pointer; a handle that was never issued or was already removed looks up as
-// absent, so a late or duplicated Envoy call gets a safe default instead of touching freed state.
+// registry maps the opaque pointers Envoy holds for us (a filter config, a connection's filter)
+// to Go values.
 //
-// Every Envoy callback looks its handle up, from every worker at once, so reads are lock-free
-// (sync.Map is built for keys written once and read many times).
+// Each pointer is a real C allocation (one byte of malloc, freed on remove), never a Go
+// pointer and never a made-up integer: Envoy passes these values back as hook arguments, so
+// they sit in pointer-typed slots of Go stack frames, and the Go runtime aborts the whole
+// process ("invalid pointer found on stack") when it copies a stack holding a small integer
+// in such a slot. A real address outside the Go heap is ignored by the runtime. The address
+// is only a key: it is never dereferenced, so a stale or duplicated call from Envoy looks up
+// as absent (or, once malloc reuses the address, as the newer item — callers check it).
+//
+// Every Envoy callback looks its pointer up, from every worker at once, so reads are
+// lock-free (sync.Map is built for keys written once and read many times).
 type registry[T any] struct {
-	next  atomic.Uint64
-	items sync.Map // uintptr → T
+	items sync.Map // uintptr(address) → T
 	count atomic.Int64
 }
 
 func newRegistry[T any]() *registry[T] { return &registry[T]{} }
 
-// add stores v and returns its handle; handles start at 1 so 0 (NULL) always means "none".
-func (r *registry[T]) add(v T) uintptr {
-	h := uintptr(r.next.Add(1))
-	r.items.Store(h, v)
+// add stores v and returns the pointer Envoy will hold for it (never nil: nil means "none").
+func (r *registry[T]) add(v T) unsafe.Pointer {
+	p := C.malloc(1)
+	if p == nil {
+		panic("tdspool: out of memory allocating an Envoy handle")
+	}
+	r.items.Store(uintptr(p), v)
 	r.count.Add(1)
-	return h
+	return p
 }
 
-func (r *registry[T]) get(h uintptr) (T, bool) {
-	v, ok := r.items.Load(h)
+func (r *registry[T]) get(p unsafe.Pointer) (T, bool) {
+	v, ok := r.items.Load(uintptr(p))
 	if !ok {
 		var zero T
 		return zero, false
@@ -36,13 +51,14 @@ func (r *registry[T]) get(h uintptr) (T, bool) {
 	return v.(T), true
 }
 
-// remove deletes h and returns what it held, if anything.
-func (r *registry[T]) remove(h uintptr) (T, bool) {
-	v, ok := r.items.LoadAndDelete(h)
+// remove deletes p, frees its allocation and returns what it held, if anything.
+func (r *registry[T]) remove(p unsafe.Pointer) (T, bool) {
+	v, ok := r.items.LoadAndDelete(uintptr(p))
 	if !ok {
 		var zero T
 		return zero, false
 	}
+	C.free(p)
 	r.count.Add(-1)
 	return v.(T), true
 }

@@ -30,10 +30,12 @@ type tdsStack struct {
 }
 
 type tdsStackOptions struct {
-	capacity int
-	redis    bool
-	tls      bool           // TDS 7 TLS in the filter and a TDS 8 chain in Envoy
-	extra    map[string]any // merged into the filter config
+	capacity  int
+	redis     bool
+	tls       bool           // TDS 7 TLS in the filter and a TDS 8 chain in Envoy
+	extra     map[string]any // merged into the filter config
+	envoyEnv  []string       // extra environment for the Envoy process
+	moduleDir string         // a module build other than bin/ (e.g. bin/stackmove)
 }
 
 func startTDSStack(t *testing.T, o tdsStackOptions) *tdsStack {
@@ -84,7 +86,7 @@ func startTDSStack(t *testing.T, o tdsStackOptions) *tdsStack {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.envoy, err = stack.StartEnvoy(stack.EnvoyOptions{Config: yaml, AdminPort: params.AdminPort})
+	s.envoy, err = stack.StartEnvoy(stack.EnvoyOptions{Config: yaml, AdminPort: params.AdminPort, Env: o.envoyEnv, ModuleDir: o.moduleDir})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -320,6 +320,7 @@ type EnvoyOptions struct {
 	LogLevel  string // default "info"
 	Tee       io.Writer
 	ReadyWait time.Duration // default 20s
+	Env       []string      // extra environment, e.g. GOGC=1 for the module's Go runtime
 }
 
 // StartEnvoy writes the config to a temp dir and starts Envoy on it, waiting for /ready.
@@ -350,7 +351,8 @@ func StartEnvoy(o EnvoyOptions) (*Envoy, error) {
 	if err := os.WriteFile(cfg, o.Config, 0o644); err != nil {
 		return nil, err
 	}
-	p, err := Start("envoy", o.Tee, []string{"ENVOY_DYNAMIC_MODULES_SEARCH_PATH=" + o.ModuleDir}, bin,
+	env := append([]string{"ENVOY_DYNAMIC_MODULES_SEARCH_PATH=" + o.ModuleDir}, o.Env...)
+	p, err := Start("envoy", o.Tee, env, bin,
 		"-c", cfg, "--disable-hot-restart", "--concurrency", "2", "-l", o.LogLevel,
 		"--log-format", "[%Y-%m-%d %T.%e][%l][%n] %v")
 	if err != nil {

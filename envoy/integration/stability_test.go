@@ -1,0 +1,181 @@
+package integration
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	mssql "github.com/microsoft/go-mssqldb"
+
+	"github.com/tdspool/tdspool/internal/stack"
+	"github.com/tdspool/tdspool/standin/compat"
+	"github.com/tdspool/tdspool/tds"
+)
+
+func envInt(name string, def int) int {
+	if n, err := strconv.Atoi(os.Getenv(name)); err == nil && n > 0 {
+		return n
+	}
+	return def
+}
+
+// TestEnvoySurvivesConnectionChurnUnderGCPressure runs the module with GOGC=1 (a collection
+// after nearly every allocation, so goroutine stacks are shrunk and grown again constantly)
+// while real drivers in every encryption mode and raw sockets churn thousands of connections.
+// Every value Envoy hands the module, and every value the module hands back, sits in Go stack
+// frames that the runtime then copies; a non-pointer in a pointer-typed slot kills the process
+// with "invalid pointer found on stack", which no recover can catch. The oracle is the process
+// itself: same PID, no fatal error in its log. TDSPOOL_CHURN_SECONDS, _CLIENTS, _CAP and
+// _REDIS=1 scale it up (the defaults keep `make test` short).
+func TestEnvoySurvivesConnectionChurnUnderGCPressure(t *testing.T) {
+	s := startTDSStack(t, tdsStackOptions{capacity: envInt("TDSPOOL_CHURN_CAP", 8), tls: true,
+		redis: os.Getenv("TDSPOOL_CHURN_REDIS") != "", envoyEnv: []string{"GOGC=1"},
+		extra: map[string]any{"buckets": []map[string]any{{"name": "bucket-001", "cluster": "bucket_001",
+			"max_connections": envInt("TDSPOOL_CHURN_CAP", 8), "queue_timeout": "5s", "max_queue": 1000}}}})
+	runChurn(t, s, time.Duration(envInt("TDSPOOL_CHURN_SECONDS", 20))*time.Second, envInt("TDSPOOL_CHURN_CLIENTS", 12), 4)
+}
+
+// TestNoNonPointerValueInAPointerSlot runs the module built with every function prologue
+// moving its goroutine's stack (make build-stackmove: -d=maymorestack=runtime.mayMoreStackMove).
+// A stack move checks every pointer slot of every frame, so a handle smuggled through a
+// pointer type crashes Envoy on the first connection instead of once in a few thousand.
+func TestNoNonPointerValueInAPointerSlot(t *testing.T) {
+	dir, err := stack.ModuleDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	moveDir := filepath.Join(dir, "stackmove")
+	if _, err := os.Stat(filepath.Join(moveDir, "libtdspool.so")); err != nil {
+		t.Fatalf("stack-moving module missing (make build-stackmove): %v", err)
+	}
+	s := startTDSStack(t, tdsStackOptions{capacity: 4, tls: true, redis: true, moduleDir: moveDir})
+	runChurn(t, s, 6*time.Second, len(compat.GoEncryptModes), 2)
+}
+
+// runChurn loops go-mssqldb clients (connect → query → close, each in one encryption mode)
+// and raw sockets (a PRELOGIN, garbage or an immediate close) for d, then checks that Envoy
+// lived through it, served the drivers and ended idle.
+func runChurn(t *testing.T, s *tdsStack, d time.Duration, clients, rawClients int) {
+	t.Helper()
+	pid := s.envoy.Pid()
+	if s.redis != nil {
+		// The first grant from a fresh Redis waits out the coordinator's start-up grace.
+		warm := s.db(t, 1)
+		if err := driverRoundTrip(context.Background(), warm); err != nil {
+			t.Fatalf("warm-up session: %v", err)
+		}
+		warm.Close()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+
+	var served, driverErrs, raw atomic.Int64
+	var firstErr atomic.Value
+	var wg sync.WaitGroup
+	for w := 0; w < clients; w++ {
+		connector, err := mssql.NewConnector(compat.GoDSN(s.target(), compat.GoEncryptModes[w%len(compat.GoEncryptModes)]))
+		if err != nil {
+			t.Fatal(err)
+		}
+		db := sql.OpenDB(connector)
+		db.SetMaxIdleConns(0) // every query is a new session
+		db.SetMaxOpenConns(1)
+		t.Cleanup(func() { db.Close() })
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ctx.Err() == nil {
+				if err := driverRoundTrip(ctx, db); err != nil {
+					if ctx.Err() == nil {
+						driverErrs.Add(1)
+						firstErr.CompareAndSwap(nil, err.Error())
+					}
+					continue
+				}
+				served.Add(1)
+			}
+		}()
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", s.port)
+	for w := 0; w < rawClients; w++ {
+		wg.Add(1)
+		go func(seed uint64) {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(seed, 1))
+			for ctx.Err() == nil {
+				c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+				if err != nil {
+					continue
+				}
+				raw.Add(1)
+				_ = c.SetDeadline(time.Now().Add(2 * time.Second))
+				switch rng.IntN(3) {
+				case 0:
+					pre := tds.Prelogin{HasVersion: true, Version: 0x0C000000, HasEncryption: true, Encryption: tds.EncryptNotSup}
+					_, _ = c.Write(tds.AppendPackets(nil, tds.PacketPrelogin, 0, pre.AppendPrelogin(nil), 4096))
+					_, _ = c.Read(make([]byte, 512))
+				case 1:
+					junk := make([]byte, 1+rng.IntN(600))
+					for i := range junk {
+						junk[i] = byte(rng.Uint32())
+					}
+					_, _ = c.Write(junk)
+				}
+				c.Close()
+				time.Sleep(time.Millisecond) // churn, not a SYN flood: drivers must still get in
+			}
+		}(uint64(w))
+	}
+	wg.Wait()
+
+	t.Logf("churn for %s: %d driver sessions served, %d driver errors, %d raw connections", d, served.Load(), driverErrs.Load(), raw.Load())
+	if exited, err := s.envoy.Exited(); exited {
+		t.Fatalf("Envoy (pid %d) died under churn: %v\n%s", pid, err, fatalLines(s.envoy.Output()))
+	}
+	if out := s.envoy.Output(); strings.Contains(out, "fatal error") {
+		t.Fatalf("Envoy logged a fatal error:\n%s", fatalLines(out))
+	}
+	if s.envoy.Pid() != pid {
+		t.Fatalf("Envoy PID changed from %d to %d", pid, s.envoy.Pid())
+	}
+	if served.Load() == 0 {
+		t.Fatalf("no driver session was served (first error: %v)", firstErr.Load())
+	}
+	if e := driverErrs.Load(); e > served.Load()/100 {
+		t.Errorf("%d driver errors against %d served (first: %v)", e, served.Load(), firstErr.Load())
+	}
+	s.waitIdle(t)
+}
+
+// driverRoundTrip opens a session, runs one query and closes it (db keeps no idle sessions).
+func driverRoundTrip(ctx context.Context, db *sql.DB) error {
+	cctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	var n int
+	if err := db.QueryRowContext(cctx, "SELECT 1").Scan(&n); err != nil {
+		return err
+	}
+	if n != 1 {
+		return fmt.Errorf("SELECT 1 returned %d", n)
+	}
+	return nil
+}
+
+// fatalLines is the part of a log around the first "fatal error" (the runtime's own report).
+func fatalLines(out string) string {
+	i := strings.Index(out, "fatal error")
+	if i < 0 {
+		return tailLines(out, 30)
+	}
+	return out[max(0, i-2000):min(len(out), i+4000)]
+}
