@@ -6,13 +6,12 @@
 //
 //	exports.go   the hooks Envoy calls (program init, config new/destroy, filter new,
 //	             new connection, read, write, event, scheduled, watermarks, destroy), each
-//	             behind the same guard: look the handle up (absent: a safe default), run the
+//	             behind the same guard: look our pointer up (absent: a safe default), run the
 //	             filter, turn a panic into "close this connection, count it, log it"
 //	conn.go      conn implements host.Conn on Envoy's callbacks; configHost defines stats
 //	             while a config loads; logging
-//	registry.go  the handle registry (Envoy's opaque handles → Go values) and the queue
-//	             behind host.Conn.Post
-//	shim.c/.h    C helpers that turn handles into the pointer-typed values Envoy stores
+//	registry.go  the registry (the opaque pointers Envoy holds for us, each a real C
+//	             allocation → Go values) and the queue behind host.Conn.Post
 //
 // # Rules
 //
