@@ -25,6 +25,9 @@
 //	            LOGIN7 defaults (fODBC), language, date, lock, text size,
 //	            isolation level, deadlock priority.
 //	context.go  CONTEXT_INFO, SESSION_CONTEXT, application roles.
+//	control.go  BEGIN/END, IF/ELSE, WHILE, TRY/CATCH, THROW, ERROR_*(),
+//	            table variables, OUTPUT INSERTED/DELETED.
+//	procs.go    Stored procedures.
 //	audit.go    The audit log (per request: SPID, login, database, kind,
 //	            reset flags), SessionInfos and sys.dm_exec_sessions.
 //	tsql.go     Statements from tds.LexSQL tokens (the protocol library's
@@ -79,12 +82,19 @@
 // #temp tables (SQLite TEMP tables) are private to the session and
 // BEGIN/COMMIT map onto SQLite transactions (WAL mode, 10 s busy timeout for
 // lock waits between sessions). Declared SQL Server column types are kept in
-// SQLite's schema (see types.go) so SELECT returns them. Session commands
-// (SET, USE, BEGIN/COMMIT/ROLLBACK/SAVE TRAN, WAITFOR DELAY,
-// RAISERROR/THROW, PRINT, DECLARE, IF/ELSE, EXEC sp_*) are interpreted;
-// everything else is rewritten ([x], #t, N'..', 0x.., @vars, @@vars,
-// TOP n, dbo. prefixes, GETDATE/NEWID/ISNULL/LEN/CAST/CONVERT/OBJECT_ID,
-// IDENTITY) and run by SQLite. The first error ends the batch.
+// SQLite's schema (see types.go) so SELECT returns them. A batch is lexed
+// (tds.LexSQL), split into statements and parsed into a tree of BEGIN ...
+// END blocks, IF/ELSE, WHILE (BREAK/CONTINUE) and TRY/CATCH (control.go).
+// Session commands (SET, USE, BEGIN/COMMIT/ROLLBACK/SAVE TRAN, WAITFOR
+// DELAY, RAISERROR/THROW, PRINT, DECLARE incl. table variables, RETURN,
+// EXEC) are interpreted; everything else is rewritten ([x], #t, N'..',
+// 0x.., @vars, @@vars, TOP n, dbo. prefixes, GETDATE/NEWID/ISNULL/LEN/
+// CAST/CONVERT/OBJECT_ID, IDENTITY as AUTOINCREMENT, OUTPUT INSERTED/
+// DELETED as RETURNING) and run by SQLite. An error not caught by TRY ends
+// the batch. Stored procedures (procs.go) live in each database's file
+// (table __standin_procedures): CREATE [OR ALTER] / ALTER / DROP PROCEDURE,
+// parameters with defaults and OUTPUT, RETURN status, ERROR_PROCEDURE(),
+// error 266 on an unbalanced @@TRANCOUNT, called by RPC or EXEC.
 //
 // # Transactions
 //

@@ -30,27 +30,43 @@ const (
 	cmdUpdate uint16 = 0xC5
 )
 
-// runBatch runs statements; inProc selects DONEINPROC for statement DONEs
-// (inside an RPC or EXEC). It reports whether every statement succeeded.
+// runBatch runs a batch and reports its error, if any, in r; inProc
+// selects DONEINPROC for statement DONEs (inside an RPC or EXEC). It
+// reports whether the batch succeeded.
 func (s *session) runBatch(ctx context.Context, r *resp, text string, vars map[string]any, inProc bool) bool {
-	toks, lerr := lex(text)
-	if lerr != nil {
-		s.fail(ctx, r, lerr, inProc)
-		return false
+	e := s.execText(ctx, r, text, vars, inProc)
+	if e != nil {
+		s.fail(ctx, r, e, inProc)
 	}
-	stmts := splitStatements(toks)
-	for i := 0; i < len(stmts); {
-		if ctx.Err() != nil {
-			return false
-		}
-		next, e := s.runStmt(ctx, r, stmts, i, vars, inProc)
-		if e != nil {
-			s.fail(ctx, r, e, inProc)
-			return false
-		}
-		i = next
+	if s.batchDepth == 0 {
+		s.endOfBatch(ctx, r)
 	}
-	return true
+	return e == nil
+}
+
+// execText runs T-SQL text (a batch, an sp_executesql statement or a
+// procedure body) and returns the error that ended it, unreported, so an
+// enclosing TRY can catch it. The first error not caught ends the text.
+func (s *session) execText(ctx context.Context, r *resp, text string, vars map[string]any, inProc bool) *sqlError {
+	toks, e := lex(text)
+	if e != nil {
+		return e
+	}
+	if len(toks) == 0 {
+		return nil
+	}
+	s.batchDepth++
+	defer func() { s.batchDepth-- }()
+	if isProcDDL(toks) {
+		return s.createProc(ctx, r, text, toks, inProc)
+	}
+	nodes, e := parseNodes(splitStatements(toks))
+	if e != nil {
+		return e
+	}
+	defer s.dropTableVars(vars)
+	_, e = s.runNodes(ctx, r, nodes, vars, inProc)
+	return e
 }
 
 // fail reports the error that ended the batch. With XACT_ABORT ON a
@@ -81,62 +97,52 @@ func (s *session) stmtDone(r *resp, inProc bool, curcmd uint16, count int64, cou
 	r.done(tok, 0, curcmd, count, counted)
 }
 
-// runStmt runs stmts[i] (and, for IF/ELSE, the statements it owns) and
-// returns the index of the next statement.
-func (s *session) runStmt(ctx context.Context, r *resp, stmts [][]token, i int, vars map[string]any, inProc bool) (int, *sqlError) {
-	st := stmts[i]
+// runStmt runs one statement; control-flow statements report how they
+// leave their block.
+func (s *session) runStmt(ctx context.Context, r *resp, st []token, vars map[string]any, inProc bool) (flow, *sqlError) {
+	f, e := s.stmt(ctx, r, st, vars, inProc)
+	if e != nil && e.proc == "" && s.procName != "" {
+		e.proc = s.procName
+	}
+	return f, e
+}
+
+func (s *session) stmt(ctx context.Context, r *resp, st []token, vars map[string]any, inProc bool) (flow, *sqlError) {
+	const i = 0 // the old statement-index result; kept so each case reads "return flowNext, e"
 	head := st[0]
 	if head.k != tkWord {
-		return i + 1, syntaxErr(head.text)
+		return flowNext, syntaxErr(head.text)
 	}
-	done := func() (int, *sqlError) { s.stmtDone(r, inProc, 0, 0, false); return i + 1, nil }
+	done := func() (flow, *sqlError) { s.stmtDone(r, inProc, 0, 0, false); return flowNext, nil }
 	if e := s.implicitBegin(ctx, r, st); e != nil {
-		return i + 1, e
+		return flowNext, e
 	}
 	switch head.upper {
-	case "IF":
-		cond, e := s.evalCond(ctx, st[1:], vars)
-		if e != nil {
-			return i + 1, e
-		}
-		if i+1 >= len(stmts) {
-			return i + 1, syntaxErr(joinTokens(st[len(st)-1:]))
-		}
-		next := i + 2
-		hasElse := next < len(stmts) && stmts[next][0].upper == "ELSE"
-		if cond {
-			n, e := s.runStmt(ctx, r, stmts, i+1, vars, inProc)
-			if e != nil || !hasElse {
-				return n, e
+	case "RETURN":
+		if len(st) > 1 {
+			v, e := s.eval(ctx, st[1:], vars)
+			if e != nil {
+				return flowNext, e
 			}
-			// Skip the ELSE branch (the ELSE token plus its statement).
-			if len(stmts[next]) == 1 {
-				return next + 2, nil
-			}
-			return next + 1, nil
+			n, _ := asInt(v)
+			vars["\x00return"] = n
 		}
-		if !hasElse {
-			return next, nil
-		}
-		if len(stmts[next]) == 1 {
-			return s.runStmt(ctx, r, stmts, next+1, vars, inProc)
-		}
-		rest := append([][]token{stmts[next][1:]}, stmts[next+1:]...)
-		n, e := s.runStmt(ctx, r, rest, 0, vars, inProc)
-		return next + n, e
-	case "ELSE":
-		return i + 1, syntaxErr("ELSE")
+		return flowReturn, nil
+	case "BREAK":
+		return flowBreak, nil
+	case "CONTINUE":
+		return flowContinue, nil
 	case "SET":
-		return i + 1, s.doSet(ctx, r, st, vars, inProc)
+		return flowNext, s.doSet(ctx, r, st, vars, inProc)
 	case "USE":
 		if len(st) != 2 {
-			return i + 1, syntaxErr(joinTokens(st[1:]))
+			return flowNext, syntaxErr(joinTokens(st[1:]))
 		}
 		name, _ := st[1].name()
 		if st[1].k == tkString {
 			name = st[1].text
 		}
-		return i + 1, s.use(r, name, inProc)
+		return flowNext, s.use(r, name, inProc)
 	case "BEGIN":
 		if len(st) >= 2 && (st[1].upper == "TRAN" || st[1].upper == "TRANSACTION" || st[1].upper == "DISTRIBUTED") {
 			name := ""
@@ -144,14 +150,14 @@ func (s *session) runStmt(ctx context.Context, r *resp, stmts [][]token, i int, 
 				name, _ = st[k].name()
 			}
 			if e := s.beginTran(ctx, r, name); e != nil {
-				return i + 1, e
+				return flowNext, e
 			}
 			return done()
 		}
-		return i + 1, errf(50000, 1, 16, "BEGIN ... END blocks, TRY/CATCH and other control flow are not supported by the test backend.")
+		return flowNext, errf(50000, 1, 16, "BEGIN ... END blocks, TRY/CATCH and other control flow are not supported by the test backend.")
 	case "COMMIT":
 		if e := s.commitTran(ctx, r, false); e != nil {
-			return i + 1, e
+			return flowNext, e
 		}
 		return done()
 	case "ROLLBACK":
@@ -160,57 +166,48 @@ func (s *session) runStmt(ctx context.Context, r *resp, stmts [][]token, i int, 
 			name, _ = st[2].name()
 		}
 		if e := s.rollbackTran(ctx, r, name); e != nil {
-			return i + 1, e
+			return flowNext, e
 		}
 		return done()
 	case "SAVE":
 		if len(st) < 3 {
-			return i + 1, syntaxErr(joinTokens(st))
+			return flowNext, syntaxErr(joinTokens(st))
 		}
 		name, _ := st[2].name()
 		if e := s.saveTran(ctx, name); e != nil {
-			return i + 1, e
+			return flowNext, e
 		}
 		return done()
 	case "WAITFOR":
-		return i + 1, s.waitfor(ctx, r, st, vars, inProc)
+		return flowNext, s.waitfor(ctx, r, st, vars, inProc)
 	case "RAISERROR":
-		return i + 1, s.raiserror(ctx, r, st, vars, inProc)
+		return flowNext, s.raiserror(ctx, r, st, vars, inProc)
 	case "THROW":
-		args := splitArgs(st[1:])
-		if len(args) != 3 {
-			return i + 1, errf(102, 1, 15, "Incorrect syntax near 'THROW'.")
-		}
-		num, e1 := s.eval(ctx, args[0], vars)
-		msg, e2 := s.eval(ctx, args[1], vars)
-		state, e3 := s.eval(ctx, args[2], vars)
-		if e := firstErr(e1, e2, e3); e != nil {
-			return i + 1, e
-		}
-		n, _ := asInt(num)
-		stv, _ := asInt(state)
-		return i + 1, errf(int32(n), uint8(stv), 16, fmt.Sprint(msg))
+		return flowNext, s.throw(ctx, st, vars)
 	case "PRINT":
 		v, e := s.eval(ctx, st[1:], vars)
 		if e != nil {
-			return i + 1, e
+			return flowNext, e
 		}
 		r.sqlErr(errf(0, 1, 0, fmt.Sprint(nz(v))))
 		return done()
 	case "DECLARE":
-		return i + 1, s.declare(ctx, st, vars)
+		return flowNext, s.declare(ctx, st, vars)
 	case "EXEC", "EXECUTE":
-		return i + 1, s.execProc(ctx, r, st[1:], vars, inProc)
+		return flowNext, s.execProc(ctx, r, st[1:], vars, inProc)
 	case "CREATE":
 		if len(st) > 2 && st[1].upper == "TABLE" {
-			return i + 1, s.createTable(ctx, r, st, inProc)
+			return flowNext, s.createTable(ctx, r, st, inProc)
 		}
 		if len(st) > 1 && (st[1].upper == "PROCEDURE" || st[1].upper == "PROC" || st[1].upper == "FUNCTION" || st[1].upper == "TRIGGER") {
-			return i + 1, errf(50000, 1, 16, "CREATE "+st[1].upper+" is not supported by the test backend.")
+			return flowNext, errf(50000, 1, 16, "CREATE "+st[1].upper+" is not supported by the test backend.")
 		}
 	case "DROP":
+		if len(st) > 2 && (st[1].upper == "PROC" || st[1].upper == "PROCEDURE") {
+			return flowNext, s.dropProc(ctx, r, st, inProc)
+		}
 		if len(st) > 2 && st[1].upper == "TABLE" {
-			return i + 1, s.dropTable(ctx, r, st, inProc)
+			return flowNext, s.dropTable(ctx, r, st, inProc)
 		}
 	case "TRUNCATE":
 		if len(st) == 3 && st[1].upper == "TABLE" {
@@ -218,14 +215,14 @@ func (s *session) runStmt(ctx context.Context, r *resp, stmts [][]token, i int, 
 		}
 	case "SELECT":
 		if len(st) > 2 && st[1].k == tkVar && st[2].text == "=" {
-			return i + 1, s.selectAssign(ctx, r, st, vars, inProc)
+			return flowNext, s.selectAssign(ctx, r, st, vars, inProc)
 		}
 	}
 	if len(st) == 1 && !statementStarts[head.upper] {
 		// A bare name at the start of a batch is a procedure call.
-		return i + 1, s.execProc(ctx, r, st, vars, inProc)
+		return flowNext, s.execProc(ctx, r, st, vars, inProc)
 	}
-	return i + 1, s.runSQL(ctx, r, st, vars, inProc)
+	return flowNext, s.runSQL(ctx, r, st, vars, inProc)
 }
 
 func boolInt(b bool) int {
@@ -500,7 +497,10 @@ func (s *session) declare(ctx context.Context, st []token, vars map[string]any) 
 			j++
 		}
 		if j < len(d) && d[j].upper == "TABLE" {
-			return errf(50000, 1, 16, "Table variables are not supported by the test backend.")
+			if e := s.declareTable(ctx, d[0].text, d[j+1:], vars); e != nil {
+				return e
+			}
+			continue
 		}
 		var val any
 		for k := j; k < len(d); k++ {
@@ -629,6 +629,27 @@ func (s *session) evalCond(ctx context.Context, cond []token, vars map[string]an
 // runSQL translates one statement and runs it on SQLite, streaming a result
 // set when it returns columns.
 func (s *session) runSQL(ctx context.Context, r *resp, st []token, vars map[string]any, inProc bool) *sqlError {
+	if s.doomed && startsImplicitTran(st) && st[0].upper != "SELECT" {
+		return errDoomed()
+	}
+	switch st[0].upper {
+	case "INSERT", "UPDATE", "DELETE":
+		stmt, ret, ok, e := outputClause(st)
+		if e != nil {
+			return e
+		}
+		if ok {
+			q, args, e := s.translate(stmt, vars)
+			if e != nil {
+				return e
+			}
+			rq, rargs, e := s.translate(ret, vars)
+			if e != nil {
+				return e
+			}
+			return s.query(ctx, r, q+" RETURNING "+rq, append(args, rargs...), inProc)
+		}
+	}
 	q, args, e := s.translate(st, vars)
 	if e != nil {
 		return e
@@ -786,6 +807,7 @@ func (s *session) createTable(ctx context.Context, r *resp, st []token, inProc b
 			return errf(2715, 6, 16, fmt.Sprintf("Column, parameter, or variable #%d: Cannot find data type %s.", n+1, tn))
 		}
 		decl := t.sqliteDecl()
+		identity := false
 		rest := d[k:]
 		var extra []string
 		if idx := wordIndex(rest, "IDENTITY"); idx >= 0 {
@@ -795,8 +817,10 @@ func (s *session) createTable(ctx context.Context, r *resp, st []token, inProc b
 			}
 			rest = append(append([]token{}, rest[:idx]...), rest[end+1:]...)
 			decl = "INTEGER" // rowid alias: SQLite's auto-numbering
+			identity = true
 			if !hasPK {
-				extra = append(extra, "PRIMARY KEY")
+				// AUTOINCREMENT: like IDENTITY, numbers are never reused.
+				extra = append(extra, "PRIMARY KEY AUTOINCREMENT")
 			}
 		}
 		rest = dropWords(rest, "CLUSTERED", "NONCLUSTERED", "ROWGUIDCOL", "SPARSE")
@@ -806,6 +830,9 @@ func (s *session) createTable(ctx context.Context, r *resp, st []token, inProc b
 		restSQL, e := s.colConstraints(rest)
 		if e != nil {
 			return e
+		}
+		if identity && hasPK && strings.Contains(strings.ToUpper(restSQL), "PRIMARY KEY") {
+			restSQL = regexp.MustCompile(`(?i)PRIMARY\s+KEY`).ReplaceAllString(restSQL, "PRIMARY KEY AUTOINCREMENT")
 		}
 		out = append(out, strings.TrimSpace(quoteIdent(col)+" "+decl+" "+restSQL+" "+strings.Join(extra, " ")))
 	}
@@ -1010,6 +1037,10 @@ func (s *session) translate(ts []token, vars map[string]any) (string, []any, *sq
 			if !ok {
 				return "", nil, errf(137, 2, 15, fmt.Sprintf("Must declare the scalar variable \"@%s\".", t.text))
 			}
+			if tv, isTable := v.(tableVar); isTable {
+				emit("temp." + quoteIdent(tv.sqlName))
+				continue
+			}
 			emit("?")
 			args = append(args, bindValue(v))
 		case tkSysVar:
@@ -1149,7 +1180,7 @@ func (s *session) sysVar(name string) (string, *sqlError) {
 	case "ROWCOUNT":
 		return strconv.FormatInt(s.rowcount, 10), nil
 	case "ERROR":
-		return "0", nil
+		return strconv.Itoa(int(s.lastError)), nil
 	case "IDENTITY":
 		return "last_insert_rowid()", nil
 	case "LANGUAGE":
@@ -1234,10 +1265,16 @@ func (s *session) function(ts []token, j int, vars map[string]any, args *[]any) 
 		k, _ := key.(string)
 		return sqlLiteral(s.sessCtx[k].val), n, true, nil
 	case "XACT_STATE":
+		if s.doomed {
+			return "-1", n, true, nil
+		}
 		if s.trancount > 0 {
 			return "1", n, true, nil
 		}
 		return "0", n, true, nil
+	case "ERROR_NUMBER", "ERROR_SEVERITY", "ERROR_STATE", "ERROR_LINE", "ERROR_MESSAGE", "ERROR_PROCEDURE":
+		v, _ := s.errorFunction(ts[j].upper)
+		return v, n, true, nil
 	case "SESSIONPROPERTY":
 		if len(inner) == 1 && inner[0].k == tkString {
 			if v, ok := s.opts.sessionProperty(inner[0].text).(int64); ok {

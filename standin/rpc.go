@@ -19,6 +19,7 @@ type paramDecl struct {
 	name   string // lower-case, without '@'
 	typ    sqlType
 	output bool
+	def    []token // default value (procedures), nil for none
 }
 
 // parseParamDecls parses "@p1 int, @p2 nvarchar(max) OUTPUT".
@@ -55,8 +56,19 @@ func parseParamDecls(s string) ([]paramDecl, *sqlError) {
 		}
 		pd := paramDecl{name: strings.ToLower(d[0].text), typ: t}
 		for ; k < len(d); k++ {
-			if d[k].upper == "OUTPUT" || d[k].upper == "OUT" {
+			switch {
+			case d[k].upper == "OUTPUT" || d[k].upper == "OUT":
 				pd.output = true
+			case d[k].text == "=" && pd.def == nil:
+				end := k + 1
+				for end < len(d) && d[end].upper != "OUTPUT" && d[end].upper != "OUT" && d[end].upper != "READONLY" {
+					end++
+				}
+				pd.def = d[k+1 : end]
+				if len(pd.def) == 0 {
+					return nil, syntaxErr("=")
+				}
+				k = end - 1
 			}
 		}
 		out = append(out, pd)
@@ -74,15 +86,19 @@ type outParam struct {
 func (s *session) runRPC(ctx context.Context, r *resp, call rpcCall) {
 	vars := map[string]any{}
 	outs, e := s.callProc(ctx, r, call, vars)
+	defer s.endOfBatch(ctx, r)
 	if e != nil {
 		r.sqlErr(e)
+		if e.class > 10 && e.class != 15 && s.opts.has(optXactAbort) {
+			s.rollbackAll(ctx, r)
+		}
 		r.done(tds.TokenDoneProc, tds.DoneError, 0, 0, false)
 		return
 	}
 	if ctx.Err() != nil {
 		return
 	}
-	r.tok(tds.AppendReturnStatus(nil, 0))
+	r.tok(tds.AppendReturnStatus(nil, returnStatus(vars)))
 	for _, o := range outs {
 		t := typeFromInfo(&o.p.ti)
 		ti := t.typeInfo()
@@ -138,8 +154,7 @@ func (s *session) callProc(ctx context.Context, r *resp, call rpcCall, vars map[
 		if e != nil {
 			return nil, e
 		}
-		s.runBatch(ctx, r, stmt, vars, true)
-		return outs, nil
+		return outs, s.execText(ctx, r, stmt, vars, true)
 	case "sp_prepare", "sp_prepexec":
 		declText, _ := str(1)
 		stmt, ok := str(2)
@@ -166,8 +181,7 @@ func (s *session) callProc(ctx context.Context, r *resp, call rpcCall, vars map[
 		if e != nil {
 			return nil, e
 		}
-		s.runBatch(ctx, r, stmt, vars, true)
-		return append(outs, more...), nil
+		return append(outs, more...), s.execText(ctx, r, stmt, vars, true)
 	case "sp_execute":
 		h, ok := handleOf(0)
 		p := s.prepared[h]
@@ -178,8 +192,7 @@ func (s *session) callProc(ctx context.Context, r *resp, call rpcCall, vars map[
 		if e != nil {
 			return nil, e
 		}
-		s.runBatch(ctx, r, p.text, vars, true)
-		return outs, nil
+		return outs, s.execText(ctx, r, p.text, vars, true)
 	case "sp_unprepare":
 		h, ok := handleOf(0)
 		if !ok || s.prepared[h] == nil {
@@ -196,12 +209,22 @@ func (s *session) callProc(ctx context.Context, r *resp, call rpcCall, vars map[
 	case "sp_unsetapprole":
 		return nil, s.unsetAppRole(ps)
 	}
+	if outs, ok, e := s.userProc(ctx, r, call, vars); ok {
+		return outs, e
+	}
 	return nil, errf(2812, 62, 16, fmt.Sprintf("Could not find stored procedure '%s'.", call.name))
 }
 
 // bindParams matches values to declared parameters: by name when the value
 // is named, otherwise by position (what sp_execute callers do).
 func bindParams(decls []paramDecl, vals []rpcParam, firstOrdinal int, vars map[string]any, declText string) ([]outParam, *sqlError) {
+	return bindParamsWith(decls, vals, firstOrdinal, vars, declText, nil)
+}
+
+// bindParamsWith is bindParams where missing supplies (or refuses) a value
+// for a declared parameter no argument matched.
+func bindParamsWith(decls []paramDecl, vals []rpcParam, firstOrdinal int, vars map[string]any, declText string,
+	missing func(paramDecl) (any, *sqlError)) ([]outParam, *sqlError) {
 	var outs []outParam
 	used := make([]bool, len(vals))
 	pos := 0
@@ -220,6 +243,14 @@ func bindParams(decls []paramDecl, vals []rpcParam, firstOrdinal int, vars map[s
 			if pos < len(vals) {
 				idx = pos
 			}
+		}
+		if idx < 0 && missing != nil {
+			v, e := missing(d)
+			if e != nil {
+				return nil, e
+			}
+			vars[d.name] = coerceParam(v, d.typ)
+			continue
 		}
 		if idx < 0 {
 			return nil, errf(8178, 1, 16, fmt.Sprintf("The parameterized query '(%s)' expects the parameter '@%s', which was not supplied.", declText, d.name))
@@ -328,9 +359,9 @@ func (s *session) execProc(ctx context.Context, r *resp, st []token, vars map[st
 		}
 	}
 	if retVar != "" {
-		vars[retVar] = int64(0)
+		vars[retVar] = int64(returnStatus(procVars))
 	}
-	r.tok(tds.AppendReturnStatus(nil, 0))
+	r.tok(tds.AppendReturnStatus(nil, returnStatus(procVars)))
 	s.stmtDone(r, inProc, 0, 0, false)
 	return nil
 }

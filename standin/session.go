@@ -45,6 +45,13 @@ type session struct {
 	sessCtx                      map[string]sessCtxEntry
 	appRole                      string // active application role, "" for none
 	appRoleCookie                []byte
+	// Control flow (control.go).
+	doomed      bool      // XACT_ABORT error inside TRY: XACT_STATE() -1
+	caught      *sqlError // the error a CATCH block handles
+	lastError   int32     // @@ERROR
+	tableVarSeq int
+	batchDepth  int    // nesting of execText (procedures, sp_executesql)
+	procName    string // the user procedure running, for ERROR_PROCEDURE()
 	// dropAfterReply closes the connection once the current reply is out
 	// (what SQL Server does when a reset is refused).
 	dropAfterReply bool
@@ -333,12 +340,20 @@ func startsImplicitTran(st []token) bool {
 }
 
 func (s *session) endTran() {
-	s.trancount, s.desc, s.tranName, s.savepoints = 0, 0, "", nil
+	s.trancount, s.desc, s.tranName, s.savepoints, s.doomed = 0, 0, "", nil, false
+}
+
+// errDoomed is what a doomed transaction answers to COMMIT and to writes.
+func errDoomed() *sqlError {
+	return errf(3930, 1, 16, "The current transaction cannot be committed and cannot support operations that write to the log file. Roll back the transaction.")
 }
 
 func (s *session) commitTran(ctx context.Context, r *resp, all bool) *sqlError {
 	if s.trancount == 0 {
 		return errf(3902, 1, 16, "The COMMIT TRANSACTION request has no corresponding BEGIN TRANSACTION.")
+	}
+	if s.doomed {
+		return errDoomed()
 	}
 	if s.trancount > 1 && !all {
 		s.trancount--

@@ -41,6 +41,7 @@ type sqlError struct {
 	state  uint8
 	class  uint8
 	msg    string
+	proc   string // the procedure it was raised in
 }
 
 func (e *sqlError) Error() string { return e.msg }
@@ -89,7 +90,7 @@ var statementStarts = map[string]bool{
 	"ALTER": true, "SET": true, "USE": true, "BEGIN": true, "COMMIT": true, "ROLLBACK": true,
 	"SAVE": true, "WAITFOR": true, "RAISERROR": true, "THROW": true, "PRINT": true, "IF": true,
 	"DECLARE": true, "EXEC": true, "EXECUTE": true, "TRUNCATE": true, "WITH": true, "ELSE": true,
-	"RETURN": true, "MERGE": true,
+	"RETURN": true, "MERGE": true, "END": true, "WHILE": true, "BREAK": true, "CONTINUE": true,
 }
 
 // splitStatements cuts a token list into statements: at ';' and before a
@@ -100,6 +101,7 @@ func splitStatements(toks []token) [][]token {
 	var out [][]token
 	var cur []token
 	depth := 0
+	cases := 0 // open CASE expressions: their ELSE and END do not split
 	flush := func() {
 		if len(cur) > 0 {
 			out = append(out, cur)
@@ -116,7 +118,15 @@ func splitStatements(toks []token) [][]token {
 		} else if t.k == tkOp && t.text == ")" && depth > 0 {
 			depth--
 		}
-		if t.k == tkWord && depth == 0 && len(cur) > 0 && statementStarts[t.upper] && !continues(cur, t, toks[i-1]) {
+		if t.k == tkWord && t.upper == "CASE" {
+			cases++
+		}
+		if t.k == tkWord && t.upper == "END" && cases > 0 {
+			cases--
+			cur = append(cur, t)
+			continue
+		}
+		if t.k == tkWord && depth == 0 && cases == 0 && len(cur) > 0 && statementStarts[t.upper] && !continues(cur, t, toks[i-1]) {
 			flush()
 		}
 		cur = append(cur, t)
@@ -159,7 +169,9 @@ func continues(cur []token, t token, prev token) bool {
 	case "ELSE":
 		return false
 	case "IF":
-		return p == "TABLE" || p == "VIEW" || p == "INDEX" // DROP TABLE IF EXISTS
+		// DROP TABLE|PROCEDURE|... IF EXISTS
+		return p == "TABLE" || p == "VIEW" || p == "INDEX" || p == "PROC" || p == "PROCEDURE" ||
+			p == "FUNCTION" || p == "TRIGGER" || p == "SCHEMA" || p == "TYPE"
 	}
 	if head == "BEGIN" || head == "COMMIT" || head == "ROLLBACK" || head == "SAVE" {
 		// BEGIN TRAN/TRANSACTION/DISTRIBUTED, COMMIT WORK: the statement is

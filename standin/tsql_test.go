@@ -1,0 +1,92 @@
+package standin_test
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"testing"
+
+	mssql "github.com/microsoft/go-mssqldb"
+
+	"github.com/tdspool/tdspool/standin"
+)
+
+// The T-SQL that drivers and ORMs send beyond single statements: blocks,
+// IF/ELSE, WHILE, TRY/CATCH, THROW, table variables, OUTPUT INSERTED,
+// SCOPE_IDENTITY and stored procedures.
+func TestTSQLControlFlowAndProcedures(t *testing.T) {
+	srv := start(t, standin.Config{Databases: []string{"tenant_a"}})
+	c := oneConn(t, srv)
+	runSteps(t, c, []step{
+		{q: "CREATE TABLE items (id INT IDENTITY(1,1) PRIMARY KEY, name NVARCHAR(50) NOT NULL, qty INT)"},
+		{q: "IF 1 = 1 BEGIN SELECT 'then' END ELSE BEGIN SELECT 'else' END", want: "then"},
+		{q: "IF 1 = 0 SELECT 'then' ELSE SELECT 'else'", want: "else"},
+		{q: "IF 1 = 0 SELECT 1 ELSE IF 2 = 2 SELECT 2 ELSE SELECT 3", want: 2},
+		{q: "SELECT CASE WHEN 1 = 1 THEN 'a' ELSE 'b' END", want: "a"},
+		{q: "DECLARE @i INT = 0; WHILE @i < 5 BEGIN SET @i = @i + 1; IF @i = 3 BREAK END; SELECT @i", want: 3},
+		{q: "BEGIN TRY INSERT INTO items (name) VALUES (NULL) END TRY BEGIN CATCH SELECT ERROR_NUMBER() END CATCH", want: 515},
+		{q: "BEGIN TRY INSERT INTO items (name) VALUES (NULL) END TRY BEGIN CATCH SELECT ERROR_MESSAGE() END CATCH",
+			want: "Cannot insert the value NULL into column 'name', table 'tenant_a.dbo.items'; column does not allow nulls. INSERT fails."},
+		{q: "BEGIN TRY THROW 50001, N'custom', 3 END TRY BEGIN CATCH SELECT ERROR_NUMBER() * 100 + ERROR_STATE() END CATCH", want: 5000103},
+		{q: "BEGIN TRY THROW 50002, N'again', 1 END TRY BEGIN CATCH THROW END CATCH", errCode: 50002},
+		{q: "SELECT 1; THROW", errCode: 10704},
+		{q: "SELECT ERROR_NUMBER()", want: nil},
+		{q: "DECLARE @t TABLE (k INT, v NVARCHAR(10)); INSERT INTO @t VALUES (1, N'x'), (2, N'y'); SELECT COUNT(*) FROM @t", want: 2},
+		{q: "INSERT INTO items (name, qty) OUTPUT INSERTED.id VALUES (N'apple', 3)", want: 1},
+		{q: "INSERT INTO items (name, qty) VALUES (N'pear', 1); SELECT SCOPE_IDENTITY()", want: 2},
+		{q: "UPDATE items SET qty = qty + 10 OUTPUT INSERTED.qty WHERE id = 1", want: 13},
+		{q: "DELETE FROM items OUTPUT DELETED.name WHERE id = 2", want: "pear"},
+		{q: `CREATE PROCEDURE dbo.add_item @name NVARCHAR(50), @qty INT = 1, @id INT OUTPUT
+AS
+BEGIN
+	SET NOCOUNT ON;
+	IF @qty < 0 THROW 50010, N'negative quantity', 1;
+	INSERT INTO items (name, qty) VALUES (@name, @qty);
+	SET @id = SCOPE_IDENTITY();
+	RETURN 7;
+END`},
+		{q: "CREATE PROCEDURE add_item AS SELECT 1", errCode: 2714},
+		{q: "DECLARE @id INT, @rc INT; EXEC @rc = add_item N'plum', @id = @id OUTPUT; SELECT @rc * 1000 + @id", want: 7003},
+		{q: "SELECT qty FROM items WHERE name = N'plum'", want: 1},
+		{q: "DECLARE @id INT; EXEC add_item @name = N'bad', @qty = -1, @id = @id OUTPUT", errCode: 50010},
+		{q: "DECLARE @id INT; BEGIN TRY EXEC add_item N'bad', -1, @id OUTPUT END TRY BEGIN CATCH SELECT ERROR_PROCEDURE() END CATCH", want: "add_item"},
+		{q: "EXEC add_item @qty = 1", errCode: 201},
+		{q: "CREATE OR ALTER PROCEDURE add_item AS RETURN 1"},
+		{q: "DROP PROCEDURE add_item"},
+		{q: "DROP PROCEDURE add_item", errCode: 3701},
+		{q: "DROP PROCEDURE IF EXISTS add_item"},
+		{q: `SET XACT_ABORT ON; BEGIN TRAN; BEGIN TRY INSERT INTO items (name) VALUES (NULL) END TRY
+BEGIN CATCH
+	DECLARE @state INT = XACT_STATE(), @commit INT;
+	BEGIN TRY COMMIT END TRY BEGIN CATCH SET @commit = ERROR_NUMBER() END CATCH;
+	ROLLBACK;
+	SELECT @state * 10000 + @commit
+END CATCH`, want: -10000 + 3930},
+		{q: "BEGIN TRAN; BEGIN TRY INSERT INTO items (name) VALUES (NULL) END TRY BEGIN CATCH END CATCH", errCode: 3998},
+		{q: "SELECT @@TRANCOUNT", want: 0},
+	})
+}
+
+// A stored procedure's OUTPUT parameter and return status over RPC (what
+// database/sql sends for a procedure name with sql.Out arguments).
+func TestStoredProcedureRPC(t *testing.T) {
+	srv := start(t, standin.Config{Databases: []string{"tenant_a"}})
+	c := oneConn(t, srv)
+	ctx := context.Background()
+	if _, err := c.ExecContext(ctx, "CREATE PROCEDURE double_it @in INT, @out INT OUTPUT AS BEGIN SET @out = @in * 2; RETURN 3 END"); err != nil {
+		t.Fatal(err)
+	}
+	var out int
+	var rs mssql.ReturnStatus
+	if _, err := c.ExecContext(ctx, "double_it", sql.Named("in", 21), sql.Named("out", sql.Out{Dest: &out}), &rs); err != nil {
+		t.Fatal(err)
+	}
+	if out != 42 || rs != 3 {
+		t.Fatalf("out %d status %d, want 42 and 3", out, rs)
+	}
+	_, err := c.ExecContext(ctx, "double_it", sql.Named("in", 1))
+	var me mssql.Error
+	if !errors.As(err, &me) || me.Number != 201 {
+		t.Fatalf("missing parameter: %v, want 201", err)
+	}
+}
