@@ -1,4 +1,4 @@
-package tds_test
+package pool_test
 
 import (
 	"bytes"
