@@ -2,4 +2,13 @@
 // of it, against real SQL Server drivers: go-mssqldb in process (RunGo), python-tds and
 // pymssql (FreeTDS) as child processes running the embedded Python scripts (RunPytds,
 // RunPymssql). The same workload runs against the stand-in directly and through Envoy.
+//
+// Each workload checks, with the driver's own APIs: every column type
+// round trip, a committed and a rolled-back transaction through the
+// driver's autocommit-off API (the rollback must undo the insert and the
+// update), prepared statements, OUTPUT parameters, a stored procedure with
+// an OUTPUT parameter, TRY/CATCH (the caught error's number and message,
+// and THROW surfacing it to the driver), a session-option round trip
+// (DATEFIRST, LOCK_TIMEOUT, XACT_ABORT set and read back), a temp table
+// gone after the pool's reset, a cancelled WAITFOR and server errors.
 package compat

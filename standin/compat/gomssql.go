@@ -324,6 +324,66 @@ func RunGo(ctx context.Context, t Target, encrypt string, logf Step) (err error)
 		}
 		return nil
 	})
+	proc := table + "_double"
+	step("stored procedure with an OUTPUT parameter", func() error {
+		if _, err := db.ExecContext(ctx, "CREATE PROCEDURE "+proc+" @in INT, @out INT OUTPUT AS BEGIN SET NOCOUNT ON; SET @out = @in * 2; RETURN 5 END"); err != nil {
+			return err
+		}
+		defer db.ExecContext(context.Background(), "DROP PROCEDURE IF EXISTS "+proc)
+		var out int64
+		var rs mssql.ReturnStatus
+		if _, err := db.ExecContext(ctx, proc, sql.Named("in", 21), sql.Named("out", sql.Out{Dest: &out}), &rs); err != nil {
+			return err
+		}
+		if out != 42 || rs != 5 {
+			return fmt.Errorf("out=%d status=%d, want 42 and 5", out, rs)
+		}
+		return nil
+	})
+	step("TRY/CATCH surfaces the error", func() error {
+		var num int
+		var msg string
+		dup := "INSERT INTO " + table + " (id) VALUES (1)" // id 1 exists
+		if err := db.QueryRowContext(ctx, "BEGIN TRY "+dup+" END TRY BEGIN CATCH SELECT ERROR_NUMBER(), ERROR_MESSAGE() END CATCH").Scan(&num, &msg); err != nil {
+			return err
+		}
+		if num != 2627 || !strings.Contains(msg, "duplicate key") {
+			return fmt.Errorf("caught %d %q, want 2627", num, msg)
+		}
+		_, err := db.ExecContext(ctx, "BEGIN TRY "+dup+" END TRY BEGIN CATCH THROW; END CATCH")
+		var me mssql.Error
+		if !errors.As(err, &me) || me.Number != 2627 {
+			return fmt.Errorf("rethrown: %v, want error 2627", err)
+		}
+		return nil
+	})
+	step("session option round trip", func() error {
+		c, err := db.Conn(ctx)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		if _, err := c.ExecContext(ctx, "SET DATEFIRST 3; SET LOCK_TIMEOUT 1234; SET XACT_ABORT ON"); err != nil {
+			return err
+		}
+		var first, lock, xa int
+		if err := c.QueryRowContext(ctx, "SELECT @@DATEFIRST, @@LOCK_TIMEOUT, @@OPTIONS & 16384").Scan(&first, &lock, &xa); err != nil {
+			return err
+		}
+		if first != 3 || lock != 1234 || xa != 16384 {
+			return fmt.Errorf("after SET: DATEFIRST %d LOCK_TIMEOUT %d XACT_ABORT %d", first, lock, xa)
+		}
+		if _, err := c.ExecContext(ctx, "SET DATEFIRST 7; SET LOCK_TIMEOUT -1; SET XACT_ABORT OFF"); err != nil {
+			return err
+		}
+		if err := c.QueryRowContext(ctx, "SELECT @@DATEFIRST, @@LOCK_TIMEOUT, @@OPTIONS & 16384").Scan(&first, &lock, &xa); err != nil {
+			return err
+		}
+		if first != 7 || lock != -1 || xa != 0 {
+			return fmt.Errorf("after SET back: DATEFIRST %d LOCK_TIMEOUT %d XACT_ABORT %d", first, lock, xa)
+		}
+		return nil
+	})
 	step("temp table gone after reset", func() error {
 		c1, err := db.Conn(ctx)
 		if err != nil {

@@ -154,6 +154,42 @@ def _():
     assert out[3] == 42, out
 
 
+@step("stored procedure with an OUTPUT parameter")
+def _():
+    proc = table + "_double"
+    cur.execute("CREATE PROCEDURE %s @in INT, @out INT OUTPUT AS BEGIN SET NOCOUNT ON; SET @out = @in * 2; RETURN 5 END" % proc)
+    try:
+        out = cur.callproc(proc, (21, pytds.output(param_type="int")))
+        assert out[1] == 42, out
+        assert cur.get_proc_return_status() == 5
+    finally:
+        cur.execute("DROP PROCEDURE IF EXISTS " + proc)
+
+
+@step("TRY/CATCH surfaces the error")
+def _():
+    dup = "INSERT INTO %s (id) VALUES (1)" % table  # id 1 exists
+    cur.execute("BEGIN TRY %s END TRY BEGIN CATCH SELECT ERROR_NUMBER(), ERROR_MESSAGE() END CATCH" % dup)
+    num, msg = cur.fetchone()
+    assert num == 2627 and "duplicate key" in msg, (num, msg)
+    try:
+        cur.execute("BEGIN TRY %s END TRY BEGIN CATCH THROW; END CATCH" % dup)
+    except pytds.Error as e:
+        assert e.msg_no == 2627, e
+    else:
+        raise AssertionError("the rethrown error did not surface")
+
+
+@step("session option round trip")
+def _():
+    cur.execute("SET DATEFIRST 3; SET LOCK_TIMEOUT 1234; SET XACT_ABORT ON")
+    cur.execute("SELECT @@DATEFIRST, @@LOCK_TIMEOUT, @@OPTIONS & 16384")
+    assert tuple(cur.fetchone()) == (3, 1234, 16384)
+    cur.execute("SET DATEFIRST 7; SET LOCK_TIMEOUT -1; SET XACT_ABORT OFF")
+    cur.execute("SELECT @@DATEFIRST, @@LOCK_TIMEOUT, @@OPTIONS & 16384")
+    assert tuple(cur.fetchone()) == (7, -1, 0)
+
+
 @step("temp table gone after reset")
 def _():
     # pytds's pool resets a reused connection with RPC sp_reset_connection.
