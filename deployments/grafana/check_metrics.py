@@ -44,7 +44,8 @@ DASHBOARD = os.path.join(HERE, "tdspool-dashboard.json")
 RULE_FILES = sorted(glob.glob(os.path.join(ROOT, "deployments", "prometheus", "*.yml")))
 # Envoy's own metrics of the production bootstrap (tdspool lines removed: see testdata/README.md).
 ENVOY_SAMPLE = os.path.join(HERE, "testdata", "stats_prometheus_production_sample.txt")
-GENERATOR = "deployments/grafana/build_dashboard.py"
+GENERATOR = "deployments/grafana/dashboard.go"
+REGENERATE = "go generate ./deployments/grafana"
 
 # PromQL words that look like identifiers but are not metric names.
 KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "bool", "and", "or",
@@ -247,7 +248,7 @@ def main():
         if not names and not re.fullmatch(r"\s*vector\(\s*[0-9.eE+-]+\s*\)\s*", expr):
             problems.append(f"{where}: no metric name found in {expr!r}")
         for n in sorted(names - known):
-            fix = (f"rename or remove it in {GENERATOR}, then run `python3 {GENERATOR}`"
+            fix = (f"rename or remove it in {GENERATOR}, then run `{REGENERATE}`"
                    if where.startswith(("panel", "variable", "annotation"))
                    else "rename or remove it in deployments/prometheus/ (and its test in alerts_test.yml)")
             problems.append(f"{where}: reads {n}, which Envoy + tdspool no longer export: {fix}")
@@ -266,7 +267,7 @@ def main():
         kind = tdspool_live[n]
         problems.append(
             f"{n} ({kind}) is exported but no dashboard panel reads it: add a target with "
-            f"{HOW_TO_SHOW.get(kind, 'it')} to a panel in {GENERATOR}, run `python3 {GENERATOR}` "
+            f"{HOW_TO_SHOW.get(kind, 'it')} to a panel in {GENERATOR}, run `{REGENERATE}` "
             f"and commit tdspool-dashboard.json; if it signals trouble, also add an alert to "
             f"deployments/prometheus/alerts.yml with a test in alerts_test.yml")
 
