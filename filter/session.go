@@ -73,6 +73,8 @@ type session struct {
 	backendIn tds.Reassembler // backend PRELOGIN reply
 	loginResp tds.ResponseScanner
 	loginAck  bool
+	// loginFailed: the backend's login response ended without LOGINACK; the close is posted.
+	loginFailed bool
 
 	relay relayState
 
@@ -432,6 +434,9 @@ func (s *session) onBackendPreloginBytes() {
 // onBackendLoginBytes watches the login response as it passes to the client.
 func (s *session) onBackendLoginBytes(size int) {
 	s.conn.IncCounter(s.bucket.stats.txBytes, uint64(size))
+	if s.loginFailed {
+		return // the refusal is complete; the session is closing
+	}
 	for _, chunk := range s.conn.WriteBuffer() {
 		events, err := s.loginResp.Feed(chunk)
 		for _, ev := range events {
@@ -460,10 +465,20 @@ func (s *session) onLoginResponseDone() {
 	b := s.bucket
 	s.stopTimer()
 	if !s.loginAck {
-		// The backend refused the login (wrong password, unknown database...). Its ERROR is
-		// on its way to the client; the backend closes the connection and we follow.
+		// The backend refused the login (wrong password, unknown database...). Its ERROR
+		// tokens are the bytes passing through this very write, not yet in the connection's
+		// write buffer: a close now (even FlushWrite) would find that buffer empty, close the
+		// socket, and the client would read a bare EOF. Close once this write has left the
+		// filter chain; FlushWrite then sends the errors first. (If the backend hangs up
+		// first, tcp_proxy closes the client the same flushing way and the posted close
+		// finds the session finished.)
 		s.conn.IncCounter(b.stats.loginFailed, 1)
-		s.finishWith(host.FlushWrite, "tdspool_backend_login_failed")
+		s.loginFailed = true
+		s.conn.Post(func() {
+			if !s.finished {
+				s.finishWith(host.FlushWrite, "tdspool_backend_login_failed")
+			}
+		})
 		return
 	}
 	s.conn.IncCounter(b.stats.loginOK, 1)

@@ -296,6 +296,15 @@ func TestSessionBackendLoginFailureReachesClientAndReleases(t *testing.T) {
 	if out := c.fromBackend(resp); !bytes.Equal(out, resp) {
 		t.Fatal("the backend's login error must reach the client unchanged")
 	}
+	// Closing inside OnWrite would lose the very bytes passing through it (Envoy moves them
+	// into its write buffer only after the filter returns): the close comes after, flushing.
+	if c.conn.Closed {
+		t.Fatal("closed while the login error was still in the write filter chain")
+	}
+	c.waitPosted(time.Second)
+	if c.conn.CloseType != host.FlushWrite {
+		t.Fatalf("close type %v, want FlushWrite", c.conn.CloseType)
+	}
 	if !c.conn.Closed || h.metrics.Value("bucket.b1.slot_released_total") != 1 || h.metrics.Value("bucket.b1.login_failed_total") != 1 {
 		t.Fatalf("closed=%v released=%d failed=%d", c.conn.Closed,
 			h.metrics.Value("bucket.b1.slot_released_total"), h.metrics.Value("bucket.b1.login_failed_total"))

@@ -85,6 +85,7 @@ type Conn struct {
 	Continued       int // ContinueReading calls
 	Closed          bool
 	CloseDetails    string
+	CloseType       host.CloseType
 	ReadDisabled    int
 	// UnhealthyClusters makes ClusterHosts report no healthy host.
 	UnhealthyClusters map[string]bool
@@ -150,6 +151,7 @@ func (c *Conn) ContinueReading()                    { c.Continued++ }
 func (c *Conn) Close(how host.CloseType, details string) {
 	c.Closed = true
 	c.CloseDetails = details
+	c.CloseType = how
 }
 func (c *Conn) ReadDisable(disable bool) {
 	if disable {
