@@ -35,7 +35,8 @@ const (
 var (
 	pinReasons  = []string{"transaction", "prepared", "temp_table", "set_option", "cursor", "bulk_load", "app_role", "unparsed"}
 	requestKind = []string{"sql_batch", "rpc", "attention", "transaction_manager", "bulk_load", "other", "unclassified"}
-	errorKinds  = []string{"pool_exhausted", "no_route", "backend_unavailable", "policy", "protocol"}
+	errorKinds  = []string{"pool_exhausted", "no_route", "backend_unavailable", "policy", "protocol",
+		"bucket_paused", "bucket_draining", "bucket_disabled", "killed"}
 	slotResults = []string{"granted", "timed_out", "queue_full", "refused", "cancelled", "fallback"}
 	tlsModes    = [][2]string{{"none", "none (plaintext)"}, {"login_only", "TDS 7 login-only"},
 		{"full", "TDS 7 full"}, {"strict", "TDS 8 strict"}, {"failed", "handshake failed"}}
@@ -203,6 +204,16 @@ func Build() ([]byte, error) {
 			queries: []q{{"max by (bucket) (envoy_tdspool_bucket_queue_fleet{" + pb + "})", "{{bucket}} fleet"}, {"sum by (bucket) (envoy_tdspool_bucket_sessions_queued{" + pb + "})", "{{bucket}} local"}}}.build(),
 		panel{title: "Coordinator acquires", unit: "ops", w: 8, h: 8, desc: "Grants as the Redis coordinator saw them.",
 			queries: []q{{"sum by (bucket) (rate(envoy_tdspool_bucket_coordinator_acquires_total{" + pb + "}[" + ri + "]))", "{{bucket}}"}}}.build(),
+	)
+
+	row("Fleet control",
+		panel{title: "Bucket state", w: 12, h: 7,
+			desc: "As set by an operator through Redis, max over the selected proxies: 0 serving, 1 paused (logins wait), " +
+				"2 draining (no new logins, sessions finish), 3 disabled (logins refused).",
+			queries: []q{{"max by (bucket) (envoy_tdspool_bucket_state{" + pb + "})", "{{bucket}}"}}}.build(),
+		panel{title: "Sessions killed by an operator", unit: "ops", w: 12, h: 7,
+			desc:    "Sessions whose lease an operator killed; the client got error 596.",
+			queries: []q{{"sum by (bucket) (rate(envoy_tdspool_bucket_sessions_killed_total{" + pb + "}[" + ri + "]))", "{{bucket}}"}}}.build(),
 	)
 
 	row("Latency",
