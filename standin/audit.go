@@ -146,6 +146,8 @@ type SessionInfo struct {
 	SessionContext            map[string]any
 	TempTables                []string // #temp tables the session holds
 	PreparedHandles           int
+	OpenCursors               int   // T-SQL and API cursors
+	AppLocks                  int   // application locks held (session and transaction)
 	Requests                  int64 // requests executed
 	LastRequestStartTime      time.Time
 }
@@ -160,6 +162,7 @@ func (s *session) snapshot() *SessionInfo {
 		Language: o.language, DateFormat: o.dateFormat, DateFirst: o.dateFirst, LockTimeout: o.lockTimeout,
 		TextSize: o.textSize, DeadlockPriority: o.deadlockPriority,
 		ContextInfo: append([]byte(nil), s.contextInfo...), PreparedHandles: len(s.prepared),
+		OpenCursors: s.openCursors(), AppLocks: s.c.srv.locks.count(s.c.spid),
 		Requests: s.requests, LastRequestStartTime: s.lastRequest}
 	if len(s.sessCtx) > 0 {
 		in.SessionContext = map[string]any{}

@@ -28,6 +28,12 @@
 //	control.go  BEGIN/END, IF/ELSE, WHILE, TRY/CATCH, THROW, ERROR_*(),
 //	            table variables, OUTPUT INSERTED/DELETED.
 //	procs.go    Stored procedures.
+//	cursors.go  STATIC server cursors: DECLARE/OPEN/FETCH/CLOSE/DEALLOCATE
+//	            with @@FETCH_STATUS and CURSOR_STATUS, and the
+//	            sp_cursoropen/sp_cursorfetch/sp_cursorclose RPCs.
+//	applock.go  sp_getapplock/sp_releaseapplock/APPLOCK_MODE: session- or
+//	            transaction-owned, SQL Server's mode compatibility, waits
+//	            bounded by @LockTimeout or @@LOCK_TIMEOUT.
 //	audit.go    The audit log (per request: SPID, login, database, kind,
 //	            reset flags), SessionInfos and sys.dm_exec_sessions.
 //	tsql.go     Statements from tds.LexSQL tokens (the protocol library's
@@ -119,7 +125,8 @@
 // application names, the database. RESETCONNECTION (the packet flag or
 // sp_reset_connection) rolls back the transaction (not with
 // RESETCONNECTIONSKIPTRAN), drops temp tables and prepared handles, clears
-// CONTEXT_INFO and SESSION_CONTEXT, restores every option and the login
+// CONTEXT_INFO and SESSION_CONTEXT, deallocates cursors, releases
+// session-owned application locks, restores every option and the login
 // database (ENVCHANGE database/language when they differ) and
 // acknowledges with ENVCHANGE 18. Under an application role set without a
 // cookie being unset, the reset is refused with 18059 and the connection

@@ -192,7 +192,15 @@ func (s *session) stmt(ctx context.Context, r *resp, st []token, vars map[string
 		r.sqlErr(errf(0, 1, 0, fmt.Sprint(nz(v))))
 		return done()
 	case "DECLARE":
+		if len(st) > 2 && st[1].k != tkVar && hasWord(st, "CURSOR") {
+			if e := s.declareCursor(st); e != nil {
+				return flowNext, e
+			}
+			return done()
+		}
 		return flowNext, s.declare(ctx, st, vars)
+	case "OPEN", "FETCH", "CLOSE", "DEALLOCATE":
+		return flowNext, s.cursorStmt(ctx, r, st, vars, inProc)
 	case "EXEC", "EXECUTE":
 		return flowNext, s.execProc(ctx, r, st[1:], vars, inProc)
 	case "CREATE":
@@ -682,14 +690,36 @@ func (s *session) runSQL(ctx context.Context, r *resp, st []token, vars map[stri
 var identRE = regexp.MustCompile(`^[A-Za-z_#@$][A-Za-z0-9_#@$]*$`)
 
 func (s *session) query(ctx context.Context, r *resp, q string, args []any, inProc bool) *sqlError {
+	rs, e := s.collect(ctx, q, args)
+	if e != nil {
+		return e
+	}
+	if e := rs.emit(r, rs.rows); e != nil {
+		return e
+	}
+	s.rowcount = int64(len(rs.rows))
+	s.stmtDone(r, inProc, cmdSelect, int64(len(rs.rows)), true)
+	return nil
+}
+
+// resultSet is a query's columns and rows as SQLite returned them.
+type resultSet struct {
+	cols  []tds.Column
+	types []sqlType
+	rows  [][]any
+}
+
+// collect runs a query and reads every row, typing the columns from the
+// declared types or, for expressions, from the values.
+func (s *session) collect(ctx context.Context, q string, args []any) (*resultSet, *sqlError) {
 	rows, err := s.sc.QueryContext(ctx, q, args...)
 	if err != nil {
-		return mapSQLiteErr(err, s)
+		return nil, mapSQLiteErr(err, s)
 	}
 	defer rows.Close()
 	cts, err := rows.ColumnTypes()
 	if err != nil {
-		return mapSQLiteErr(err, s)
+		return nil, mapSQLiteErr(err, s)
 	}
 	var data [][]any
 	for rows.Next() {
@@ -699,15 +729,14 @@ func (s *session) query(ctx context.Context, r *resp, q string, args []any, inPr
 			ptrs[j] = &vals[j]
 		}
 		if err := rows.Scan(ptrs...); err != nil {
-			return mapSQLiteErr(err, s)
+			return nil, mapSQLiteErr(err, s)
 		}
 		data = append(data, vals)
 	}
 	if err := rows.Err(); err != nil {
-		return mapSQLiteErr(err, s)
+		return nil, mapSQLiteErr(err, s)
 	}
-	cols := make([]tds.Column, len(cts))
-	types := make([]sqlType, len(cts))
+	rs := &resultSet{cols: make([]tds.Column, len(cts)), types: make([]sqlType, len(cts)), rows: data}
 	for j, ct := range cts {
 		t, ok := fromDecl(ct.DatabaseTypeName())
 		if !ok {
@@ -717,30 +746,35 @@ func (s *session) query(ctx context.Context, r *resp, q string, args []any, inPr
 			}
 			t = inferType(colVals)
 		}
-		types[j] = t
+		rs.types[j] = t
 		name := ct.Name()
 		if !identRE.MatchString(name) {
 			name = "" // unnamed expression column, as SQL Server reports it
 		}
-		cols[j] = tds.Column{Flags: tds.ColNullable | 0x0008, Type: t.typeInfo(), Name: name}
+		rs.cols[j] = tds.Column{Flags: tds.ColNullable | 0x0008, Type: t.typeInfo(), Name: name}
 	}
-	b := tds.ColMetadata{Columns: cols}.AppendColMetadata(nil)
-	for _, row := range data {
+	return rs, nil
+}
+
+// emit writes COLMETADATA and the given rows (a subset of rs.rows for a
+// cursor fetch).
+func (rs *resultSet) emit(r *resp, rows [][]any) *sqlError {
+	b := tds.ColMetadata{Columns: rs.cols}.AppendColMetadata(nil)
+	for _, row := range rows {
+		out := make([]any, len(row))
 		for j := range row {
-			v, err := wireValue(types[j], row[j])
+			v, err := wireValue(rs.types[j], row[j])
 			if err != nil {
 				return errf(245, 1, 16, err.Error())
 			}
-			row[j] = v
+			out[j] = v
 		}
 		var err error
-		if b, err = tds.AppendRow(b, cols, row); err != nil {
+		if b, err = tds.AppendRow(b, rs.cols, out); err != nil {
 			return errf(245, 1, 16, "Conversion failed: "+err.Error())
 		}
 	}
 	r.tok(b)
-	s.rowcount = int64(len(data))
-	s.stmtDone(r, inProc, cmdSelect, int64(len(data)), true)
 	return nil
 }
 
@@ -1195,6 +1229,8 @@ func (s *session) sysVar(name string) (string, *sqlError) {
 		return strconv.FormatInt(s.opts.textSize, 10), nil
 	case "DATEFIRST":
 		return strconv.Itoa(s.opts.dateFirst), nil
+	case "FETCH_STATUS":
+		return strconv.Itoa(s.fetchStatus), nil
 	case "MICROSOFTVERSION":
 		return "268436456", nil
 	}
@@ -1275,6 +1311,37 @@ func (s *session) function(ts []token, j int, vars map[string]any, args *[]any) 
 	case "ERROR_NUMBER", "ERROR_SEVERITY", "ERROR_STATE", "ERROR_LINE", "ERROR_MESSAGE", "ERROR_PROCEDURE":
 		v, _ := s.errorFunction(ts[j].upper)
 		return v, n, true, nil
+	case "CURSOR_STATUS":
+		a := splitArgs(inner)
+		if len(a) != 2 {
+			return "", 0, false, syntaxErr(")")
+		}
+		name, e := s.eval(context.Background(), a[1], vars)
+		if e != nil {
+			return "", 0, false, e
+		}
+		c := s.cursors[strings.ToLower(fmt.Sprint(nz(name)))]
+		switch {
+		case c == nil:
+			return "-3", n, true, nil
+		case c.rs == nil:
+			return "-1", n, true, nil
+		case len(c.rs.rows) == 0:
+			return "0", n, true, nil
+		}
+		return "1", n, true, nil
+	case "APPLOCK_MODE":
+		a := splitArgs(inner)
+		if len(a) != 3 {
+			return "", 0, false, syntaxErr(")")
+		}
+		res, e1 := s.eval(context.Background(), a[1], vars)
+		own, e2 := s.eval(context.Background(), a[2], vars)
+		if e := firstErr(e1, e2); e != nil {
+			return "", 0, false, e
+		}
+		tran, _ := lockOwnerParam(own, true)
+		return lit(s.c.srv.locks.mode(s.lockKey(fmt.Sprint(nz(res))), lockOwner{s.c.spid, tran})), n, true, nil
 	case "SESSIONPROPERTY":
 		if len(inner) == 1 && inner[0].k == tkString {
 			if v, ok := s.opts.sessionProperty(inner[0].text).(int64); ok {

@@ -208,6 +208,16 @@ func (s *session) callProc(ctx context.Context, r *resp, call rpcCall, vars map[
 		return s.setAppRole(ps, vars)
 	case "sp_unsetapprole":
 		return nil, s.unsetAppRole(ps)
+	case "sp_getapplock":
+		return nil, s.getAppLock(ctx, ps, vars)
+	case "sp_releaseapplock":
+		return nil, s.releaseAppLock(ps, vars)
+	case "sp_cursoropen":
+		return s.cursorOpen(ctx, r, ps, vars)
+	case "sp_cursorfetch":
+		return nil, s.cursorFetch(r, ps)
+	case "sp_cursorclose":
+		return nil, s.cursorClose(ps)
 	}
 	if outs, ok, e := s.userProc(ctx, r, call, vars); ok {
 		return outs, e
@@ -258,7 +268,11 @@ func bindParamsWith(decls []paramDecl, vals []rpcParam, firstOrdinal int, vars m
 		used[idx] = true
 		vars[d.name] = coerceParam(vals[idx].val, d.typ)
 		if vals[idx].status&tds.ParamByRef != 0 {
-			outs = append(outs, outParam{ordinal: firstOrdinal + idx, p: vals[idx], varName: d.name})
+			p := vals[idx]
+			if p.name == "" {
+				p.name = "@" + d.name // RETURNVALUE names the formal parameter
+			}
+			outs = append(outs, outParam{ordinal: firstOrdinal + idx, p: p, varName: d.name})
 		}
 	}
 	return outs, nil

@@ -140,6 +140,8 @@ type Server struct {
 	// peakSessions is the highest number of logged-in sessions at once.
 	peakSessions int
 
+	locks *appLocks // sp_getapplock's lock space
+
 	auditMu  sync.Mutex
 	auditLog []AuditRecord
 	auditSeq int64
@@ -190,7 +192,7 @@ func New(cfg Config) (*Server, error) {
 	if len(problems) > 0 {
 		return nil, fmt.Errorf("standin: invalid config:\n  %s", strings.Join(problems, "\n  "))
 	}
-	s := &Server{cfg: cfg, conns: map[*conn]struct{}{}, nextSPID: 51}
+	s := &Server{cfg: cfg, conns: map[*conn]struct{}{}, nextSPID: 51, locks: newAppLocks()}
 	s.delay.Store(int64(cfg.Delay))
 	return s, nil
 }

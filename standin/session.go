@@ -52,6 +52,11 @@ type session struct {
 	tableVarSeq int
 	batchDepth  int    // nesting of execText (procedures, sp_executesql)
 	procName    string // the user procedure running, for ERROR_PROCEDURE()
+	// Cursors (cursors.go): T-SQL ones by name, API ones by handle.
+	cursors     map[string]*cursor
+	apiCursors  map[int32]*cursor
+	nextCursor  int32
+	fetchStatus int // @@FETCH_STATUS
 	// dropAfterReply closes the connection once the current reply is out
 	// (what SQL Server does when a reset is refused).
 	dropAfterReply bool
@@ -68,6 +73,7 @@ func newSession(c *conn, login, db string, l *tds.Login7) (*session, error) {
 	s := &session{c: c, login: login, loginDB: db, prepared: map[int32]*prepared{}, loginOpts: loginOptions(l)}
 	s.opts = s.loginOpts.clone()
 	s.loginTime = time.Now()
+	s.fetchStatus = -1
 	if l != nil {
 		s.hostName, s.appName, s.clientLib = l.HostName, l.AppName, l.CltIntName
 	}
@@ -110,6 +116,7 @@ func (s *session) close() {
 	if s.sc != nil {
 		s.closeConn()
 	}
+	s.releaseSessionLocks()
 }
 
 // listTemps names the session's #temp tables.
@@ -291,6 +298,8 @@ func (s *session) reset(r *resp, skipTran bool) *sqlError {
 	s.opts = s.loginOpts.clone()
 	s.rowcount = 0
 	s.contextInfo, s.sessCtx = nil, nil
+	s.cursors, s.apiCursors, s.fetchStatus = nil, nil, -1
+	s.c.srv.locks.releaseAll(lockOwner{s.c.spid, false})
 	r.env(tds.EnvChangeResetAck())
 	return nil
 }
@@ -341,6 +350,7 @@ func startsImplicitTran(st []token) bool {
 
 func (s *session) endTran() {
 	s.trancount, s.desc, s.tranName, s.savepoints, s.doomed = 0, 0, "", nil, false
+	s.releaseTranLocks()
 }
 
 // errDoomed is what a doomed transaction answers to COMMIT and to writes.

@@ -21,10 +21,11 @@ const sessionState = `SELECT @@OPTIONS, @@LANGUAGE, @@DATEFIRST, @@LOCK_TIMEOUT,
 	(SELECT transaction_isolation_level FROM sys.dm_exec_sessions WHERE session_id = @@SPID),
 	(SELECT date_format FROM sys.dm_exec_sessions WHERE session_id = @@SPID),
 	(SELECT deadlock_priority FROM sys.dm_exec_sessions WHERE session_id = @@SPID),
-	OBJECT_ID('tempdb..#pooled'), APP_NAME(), HOST_NAME(), SUSER_SNAME(), @@SPID`
+	OBJECT_ID('tempdb..#pooled'), APP_NAME(), HOST_NAME(), SUSER_SNAME(), @@SPID,
+	CURSOR_STATUS('global', 'pooledcur'), APPLOCK_MODE('public', 'pooled', 'Session')`
 
 func readState(ctx context.Context, c *sql.Conn) (string, error) {
-	vals := make([]any, 21)
+	vals := make([]any, 23)
 	ptrs := make([]any, len(vals))
 	for i := range vals {
 		ptrs[i] = &vals[i]
@@ -69,6 +70,8 @@ func TestResetConnectionRestoresLoginState(t *testing.T) {
 		"SET CONTEXT_INFO 0x0102",
 		"EXEC sp_set_session_context N'tenant', N'acme'",
 		"CREATE TABLE #pooled (x INT)",
+		"DECLARE pooledcur CURSOR FOR SELECT 1; OPEN pooledcur",
+		"EXEC sp_getapplock @Resource = 'pooled', @LockMode = 'Exclusive', @LockOwner = 'Session'",
 	} {
 		if _, err := c.ExecContext(ctx, q); err != nil {
 			t.Fatalf("%s: %v", q, err)
@@ -80,6 +83,9 @@ func TestResetConnectionRestoresLoginState(t *testing.T) {
 	}
 	if dirty == fresh {
 		t.Fatalf("state did not change: %s", dirty)
+	}
+	if !strings.HasSuffix(fresh, " -3 NoLock]") || !strings.HasSuffix(dirty, " 1 Exclusive]") {
+		t.Fatalf("cursor/applock not visible: fresh %s dirty %s", fresh, dirty)
 	}
 	c.Close() // back to the pool; the next request carries RESETCONNECTION
 	before := srv.Stats().Resets
@@ -108,7 +114,8 @@ func TestResetConnectionRestoresLoginState(t *testing.T) {
 		t.Errorf("the open transaction's insert: count %d %v, want 0 (rolled back by the reset)", n, err)
 	}
 	in, ok := srv.Session(spid)
-	if !ok || len(in.TempTables) != 0 || in.OpenTransactionCount != 0 || in.DatabaseName != "tenant_b" || in.ProgramName != "resetapp" {
+	if !ok || len(in.TempTables) != 0 || in.OpenTransactionCount != 0 || in.DatabaseName != "tenant_b" || in.ProgramName != "resetapp" ||
+		in.OpenCursors != 0 || in.AppLocks != 0 {
 		t.Errorf("SessionInfo after reset: %+v", in)
 	}
 }

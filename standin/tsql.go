@@ -91,6 +91,7 @@ var statementStarts = map[string]bool{
 	"SAVE": true, "WAITFOR": true, "RAISERROR": true, "THROW": true, "PRINT": true, "IF": true,
 	"DECLARE": true, "EXEC": true, "EXECUTE": true, "TRUNCATE": true, "WITH": true, "ELSE": true,
 	"RETURN": true, "MERGE": true, "END": true, "WHILE": true, "BREAK": true, "CONTINUE": true,
+	"OPEN": true, "FETCH": true, "CLOSE": true, "DEALLOCATE": true,
 }
 
 // splitStatements cuts a token list into statements: at ';' and before a
@@ -140,6 +141,9 @@ func continues(cur []token, t token, prev token) bool {
 	p := prev.upper
 	switch t.upper {
 	case "SELECT":
+		if head == "DECLARE" && p == "FOR" { // DECLARE c CURSOR FOR SELECT
+			return true
+		}
 		if p == "UNION" || p == "ALL" || p == "EXCEPT" || p == "INTERSECT" || prev.text == "(" {
 			return true
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"testing"
 
 	mssql "github.com/microsoft/go-mssqldb"
@@ -90,3 +91,93 @@ func TestStoredProcedureRPC(t *testing.T) {
 		t.Fatalf("missing parameter: %v, want 201", err)
 	}
 }
+
+// T-SQL cursors and API cursors (sp_cursoropen/sp_cursorfetch/
+// sp_cursorclose by RPC).
+func TestCursors(t *testing.T) {
+	srv := start(t, standin.Config{Databases: []string{"tenant_a"}})
+	c := oneConn(t, srv)
+	ctx := context.Background()
+	runSteps(t, c, []step{
+		{q: "CREATE TABLE cur (id INT PRIMARY KEY, v NVARCHAR(10)); INSERT INTO cur VALUES (1, N'a'), (2, N'b'), (3, N'c')"},
+		{q: `DECLARE @id INT, @v NVARCHAR(10), @sum INT = 0;
+DECLARE walk CURSOR LOCAL FAST_FORWARD FOR SELECT id, v FROM cur ORDER BY id;
+OPEN walk;
+FETCH NEXT FROM walk INTO @id, @v;
+WHILE @@FETCH_STATUS = 0
+BEGIN
+	SET @sum = @sum + @id;
+	FETCH NEXT FROM walk INTO @id, @v;
+END;
+CLOSE walk;
+DEALLOCATE walk;
+SELECT @sum`, want: 6},
+		{q: "DECLARE g CURSOR SCROLL FOR SELECT v FROM cur ORDER BY id"},
+		{q: "OPEN g"},
+		{q: "FETCH LAST FROM g", want: "c"},
+		{q: "FETCH PRIOR FROM g", want: "b"},
+		{q: "FETCH ABSOLUTE 1 FROM g", want: "a"},
+		{q: "OPEN g", errCode: 16905},
+		{q: "DECLARE g CURSOR FOR SELECT 1", errCode: 16915},
+		{q: "CLOSE g; DEALLOCATE g"},
+		{q: "FETCH NEXT FROM g", errCode: 16916},
+	})
+	var h, scroll, cc, rows int32
+	scroll, cc = 8, 1 // static, read-only
+	if _, err := c.ExecContext(ctx, "sp_cursoropen", sql.Named("cursor", sql.Out{Dest: &h}), sql.Named("stmt", "SELECT id FROM cur ORDER BY id"),
+		sql.Named("scrollopt", sql.Out{Dest: &scroll}), sql.Named("ccopt", sql.Out{Dest: &cc}), sql.Named("rowcount", sql.Out{Dest: &rows})); err != nil {
+		t.Fatal(err)
+	}
+	if h == 0 || rows != 3 {
+		t.Fatalf("sp_cursoropen: handle %d rowcount %d", h, rows)
+	}
+	rs, err := c.QueryContext(ctx, "sp_cursorfetch", h, 2, 0, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []int
+	for rs.Next() {
+		var id int
+		rs.Scan(&id)
+		got = append(got, id)
+	}
+	rs.Close()
+	if len(got) != 2 || got[0] != 1 || got[1] != 2 {
+		t.Fatalf("sp_cursorfetch NEXT 2: %v", got)
+	}
+	if _, err := c.ExecContext(ctx, "sp_cursorclose", h); err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.ExecContext(ctx, "sp_cursorclose", h)
+	var me mssql.Error
+	if !errors.As(err, &me) || me.Number != 16950 {
+		t.Fatalf("closing twice: %v", err)
+	}
+}
+
+// sp_getapplock / sp_releaseapplock: owners, conflicts, time-outs and
+// release at commit.
+func TestAppLocks(t *testing.T) {
+	srv := start(t, standin.Config{Databases: []string{"tenant_a"}})
+	a, b := oneConn(t, srv), oneConn(t, srv)
+	lock := "DECLARE @r INT; EXEC @r = sp_getapplock @Resource = 'job', @LockMode = '%s', @LockOwner = '%s', @LockTimeout = %d; SELECT @r"
+	runSteps(t, a, []step{
+		{q: sprintf(lock, "Exclusive", "Session", 0), want: 0},
+		{q: "SELECT APPLOCK_MODE('public', 'job', 'Session')", want: "Exclusive"},
+	})
+	runSteps(t, b, []step{
+		{q: sprintf(lock, "Shared", "Session", 0), want: -1},
+		{q: sprintf(lock, "Shared", "Session", 50), want: -1},
+		{q: sprintf(lock, "Exclusive", "Transaction", 0), errCode: 50000}, // no transaction
+		{q: "EXEC sp_releaseapplock @Resource = 'job', @LockOwner = 'Session'", errCode: 1223},
+	})
+	runSteps(t, a, []step{{q: "EXEC sp_releaseapplock @Resource = 'job', @LockOwner = 'Session'"}})
+	runSteps(t, b, []step{
+		{q: "BEGIN TRAN; " + sprintf(lock, "Exclusive", "Transaction", 0), want: 0},
+	})
+	runSteps(t, a, []step{{q: sprintf(lock, "Shared", "Session", 0), want: -1}})
+	runSteps(t, b, []step{{q: "COMMIT"}}) // the transaction's lock goes with it
+	runSteps(t, a, []step{{q: sprintf(lock, "Shared", "Session", 0), want: 0}})
+}
+
+func sprintf(f string, a ...any) string { return fmt.Sprintf(f, a...) }
