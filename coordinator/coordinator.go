@@ -118,6 +118,18 @@ func (s State) String() string {
 	return string(s)
 }
 
+// MarshalText names Serving "serving" (JSON and text output).
+func (s State) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
+
+// UnmarshalText reads what MarshalText wrote.
+func (s *State) UnmarshalText(b []byte) error {
+	st, err := ParseState(string(b))
+	if err == nil {
+		*s = st
+	}
+	return err
+}
+
 // ParseState reads a state name ("serving" or "" for Serving).
 func ParseState(s string) (State, error) {
 	switch st := State(strings.ToLower(s)); st {

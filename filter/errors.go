@@ -62,7 +62,7 @@ func poolExhausted(bucket string, waited time.Duration, cap uint32, queueFull bo
 
 func bucketPaused(bucket, by string, waited time.Duration) clientError {
 	return clientError{kind: errBucketPaused, class: 20, text: fmt.Sprintf(
-		"tdspool: bucket '%s' is paused by an operator (%s); no connection was granted within %s. Retry the connection later.",
+		"tdspool: bucket '%s' is paused (%s); no connection was granted within %s. Retry the connection later.",
 		bucket, by, waited.Round(time.Millisecond))}
 }
 
@@ -74,7 +74,7 @@ func bucketDraining(bucket, by string) clientError {
 
 func bucketDisabled(bucket, by string) clientError {
 	return clientError{kind: errBucketDisabled, class: 20, text: fmt.Sprintf(
-		"tdspool: bucket '%s' is disabled by an operator (%s). The login failed.", bucket, by)}
+		"tdspool: bucket '%s' is disabled (%s). The login failed.", bucket, by)}
 }
 
 func sessionKilled(bucket string) clientError {

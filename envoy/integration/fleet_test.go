@@ -1,0 +1,523 @@
+package integration
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	mssql "github.com/microsoft/go-mssqldb"
+
+	"github.com/tdspool/tdspool/deployments/envoyconfig"
+	"github.com/tdspool/tdspool/internal/stack"
+	"github.com/tdspool/tdspool/standin"
+)
+
+// fleetStack is two Envoys (proxy ids envoy-a and envoy-b) with tdspool in front of one
+// stand-in (bucket-001), sharing one Redis; tdspoolctl is built and pointed at that Redis.
+type fleetStack struct {
+	backend *standin.Server
+	redis   *stack.Redis
+	envoys  []*stack.Envoy
+	ports   []int
+	admins  []string
+	ctl     string
+}
+
+var (
+	ctlOnce sync.Once
+	ctlPath string
+	ctlErr  error
+)
+
+func buildCtl(t *testing.T) string {
+	t.Helper()
+	ctlOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "tdspoolctl")
+		if err != nil {
+			ctlErr = err
+			return
+		}
+		ctlPath = filepath.Join(dir, "tdspoolctl")
+		out, err := exec.Command("go", "build", "-o", ctlPath, "github.com/tdspool/tdspool/tdspoolctl").CombinedOutput()
+		if err != nil {
+			ctlErr = fmt.Errorf("build tdspoolctl: %v\n%s", err, out)
+		}
+	})
+	if ctlErr != nil {
+		t.Fatal(ctlErr)
+	}
+	return ctlPath
+}
+
+func startFleet(t *testing.T, capacity int, queueTimeout string) *fleetStack {
+	t.Helper()
+	backend, err := standin.New(standin.Config{
+		ServerName: "bucket-001", Users: map[string]string{"demo": "Demo-Passw0rd"},
+		Databases: []string{"tenant_a"}, DataDir: t.TempDir(), Encryption: standin.EncryptionOptional,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := backend.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { backend.Close() })
+	f := &fleetStack{backend: backend, redis: startRedis(t), ctl: buildCtl(t)}
+	for _, id := range []string{"envoy-a", "envoy-b"} {
+		cfg := map[string]any{
+			"proxy_id": id,
+			"listener": map[string]any{"encryption": "OFF_ALLOWED"},
+			"buckets": []map[string]any{{"name": "bucket-001", "cluster": "bucket_001", "max_connections": capacity,
+				"queue_timeout": queueTimeout, "max_queue": 64}},
+			"default_bucket": "bucket-001",
+			"redis": map[string]any{"addresses": []string{f.redis.Addr}, "heartbeat_interval": "0.5s",
+				"lease_ttl": "3s", "call_timeout": "0.2s"},
+		}
+		js, _ := json.Marshal(cfg)
+		params := envoyconfig.Params{Buckets: []envoyconfig.Bucket{{Cluster: "bucket_001", Port: backend.Port()}},
+			FilterConfigJSON: string(js)}
+		params.ListenerPort, _ = stack.FreePort()
+		params.AdminPort, _ = stack.FreePort()
+		yaml, err := envoyconfig.Render(params)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e, err := stack.StartEnvoy(stack.EnvoyOptions{Config: yaml, AdminPort: params.AdminPort})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			e.Stop()
+			if t.Failed() {
+				t.Logf("envoy %s output (tail):\n%s", id, tailLines(e.Output(), 40))
+			}
+		})
+		f.envoys = append(f.envoys, e)
+		f.ports = append(f.ports, params.ListenerPort)
+		f.admins = append(f.admins, fmt.Sprintf("127.0.0.1:%d", params.AdminPort))
+	}
+	// The bucket's first grant waits out the coordinator's new-epoch grace: pay it here.
+	s, err := f.open(0)
+	if err != nil {
+		t.Fatalf("warm-up login: %v", err)
+	}
+	s.close()
+	return f
+}
+
+// ctlRun runs tdspoolctl against the fleet's Redis (and both admin addresses).
+func (f *fleetStack) ctlRun(t *testing.T, args ...string) string {
+	t.Helper()
+	all := append([]string{"-redis", f.redis.Addr, "-admin", strings.Join(f.admins, ","), "-by", "it-test"}, args...)
+	out, err := exec.Command(f.ctl, all...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("tdspoolctl %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+func (f *fleetStack) ctlJSON(t *testing.T, into any, args ...string) {
+	t.Helper()
+	out := f.ctlRun(t, append([]string{"-json"}, args...)...)
+	if err := json.Unmarshal([]byte(out), into); err != nil {
+		t.Fatalf("tdspoolctl %v: %v in %s", args, err, out)
+	}
+}
+
+// session is one logged-in client connection (its own database/sql pool of one).
+type session struct {
+	db   *sql.DB
+	conn *sql.Conn
+}
+
+func (f *fleetStack) open(i int) (*session, error) {
+	db, err := sql.Open("sqlserver", fmt.Sprintf(
+		"sqlserver://demo:Demo-Passw0rd@127.0.0.1:%d?database=tenant_a&encrypt=disable&dial+timeout=5&connection+timeout=30&app+name=fleet-it", f.ports[i]))
+	if err != nil {
+		return nil, err
+	}
+	db.SetMaxOpenConns(1)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := db.Conn(ctx)
+	if err == nil {
+		err = conn.PingContext(ctx)
+	}
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	return &session{db: db, conn: conn}, nil
+}
+
+func (s *session) query() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var n int
+	return s.conn.QueryRowContext(ctx, "SELECT 1").Scan(&n)
+}
+
+func (s *session) close() { s.conn.Close(); s.db.Close() }
+
+// errNumber is the SQL error number a driver error carries (0 if none).
+func errNumber(err error) int32 {
+	var me mssql.Error
+	if errors.As(err, &me) {
+		return me.Number
+	}
+	return 0
+}
+
+type ctlPool struct {
+	Bucket   string                                `json:"bucket"`
+	Cap      int                                   `json:"cap"`
+	CapBy    string                                `json:"cap_set_by"`
+	State    string                                `json:"state"`
+	InUse    int                                   `json:"in_use"`
+	Queued   int                                   `json:"queued"`
+	PerProxy map[string]struct{ Held, Queued int } `json:"per_proxy"`
+	Sessions map[string]uint64                     `json:"envoy_sessions_active"`
+}
+
+type ctlClient struct {
+	ID     string `json:"id"`
+	Proxy  string `json:"proxy"`
+	Held   bool   `json:"held"`
+	Holder struct {
+		Client, User, App string
+		Database          string `json:"db"`
+	} `json:"holder"`
+}
+
+func (f *fleetStack) pool(t *testing.T) ctlPool {
+	t.Helper()
+	var v struct{ Pools []ctlPool }
+	f.ctlJSON(t, &v, "pools")
+	if len(v.Pools) != 1 {
+		t.Fatalf("pools: %+v", v.Pools)
+	}
+	return v.Pools[0]
+}
+
+func (f *fleetStack) clients(t *testing.T) []ctlClient {
+	t.Helper()
+	var v struct{ Clients []ctlClient }
+	f.ctlJSON(t, &v, "clients")
+	return v.Clients
+}
+
+func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("not within %v: %s", within, what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestFleetViewMatchesBackendAndKillEndsOneClient: three sessions through two Envoys; the
+// fleet view's counts equal the stand-in's own session count, its clients carry who they
+// are, and kill ends exactly the named client with an error while the others go on.
+func TestFleetViewMatchesBackendAndKillEndsOneClient(t *testing.T) {
+	f := startFleet(t, 4, "4s")
+	var ss []*session
+	for _, i := range []int{0, 0, 1} {
+		s, err := f.open(i)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.close()
+		ss = append(ss, s)
+	}
+	p := f.pool(t)
+	if p.InUse != 3 || p.InUse != f.backend.Sessions() || p.Cap != 4 || p.State != "serving" {
+		t.Fatalf("pools %+v; the stand-in holds %d sessions", p, f.backend.Sessions())
+	}
+	waitFor(t, 3*time.Second, "both Envoys' sessions_active in the view", func() bool {
+		p = f.pool(t)
+		return p.Sessions[f.admins[0]] == 2 && p.Sessions[f.admins[1]] == 1
+	})
+	cs := f.clients(t)
+	byProxy := map[string]int{}
+	var victim ctlClient
+	for _, c := range cs {
+		byProxy[strings.SplitN(c.Proxy, "~", 2)[0]]++
+		if c.Holder.User != "demo" || c.Holder.Database != "tenant_a" || c.Holder.App != "fleet-it" || c.Holder.Client == "" || !c.Held {
+			t.Fatalf("client record %+v", c)
+		}
+		if strings.HasPrefix(c.Proxy, "envoy-b~") {
+			victim = c
+		}
+	}
+	if len(cs) != 3 || byProxy["envoy-a"] != 2 || byProxy["envoy-b"] != 1 {
+		t.Fatalf("clients %+v", cs)
+	}
+	t.Logf("pools:\n%s", f.ctlRun(t, "pools"))
+	t.Logf("clients:\n%s", f.ctlRun(t, "clients"))
+	t.Logf("servers:\n%s", f.ctlRun(t, "servers"))
+	t.Logf("proxies:\n%s", f.ctlRun(t, "proxies"))
+
+	// Kill the envoy-b client by its address: exactly that session ends, with an error.
+	t.Logf("kill: %s", f.ctlRun(t, "kill", victim.Holder.Client))
+	var killedErr error
+	waitFor(t, 3*time.Second, "the killed session fails", func() bool {
+		killedErr = ss[2].query()
+		return killedErr != nil
+	})
+	for i, s := range ss[:2] {
+		if err := s.query(); err != nil {
+			t.Fatalf("session %d (not killed) failed: %v", i, err)
+		}
+	}
+	waitFor(t, 3*time.Second, "backend down to 2 sessions", func() bool { return f.backend.Sessions() == 2 })
+	waitStat(t, f.envoys[1], "tdspool.bucket.bucket-001.sessions_killed_total", 1)
+	if stats, _ := f.envoys[0].Stats(); stats["tdspool.bucket.bucket-001.sessions_killed_total"] != 0 {
+		t.Fatal("envoy-a killed a session too")
+	}
+	t.Logf("the killed client saw: %v (number %d)", killedErr, errNumber(killedErr))
+	if p := f.pool(t); p.InUse != 2 {
+		t.Fatalf("after kill the view shows %d in use", p.InUse)
+	}
+}
+
+// TestCapChangesUnderLoadAcrossTwoEnvoys: clients churn through both Envoys while an operator
+// lowers the cap from 4 to 1 and raises it to 3. Once the sessions held above the new cap have
+// ended, the stand-in never holds more than the cap in force; raising admits waiters at once;
+// both Envoys' max_connections gauges show the enforced cap; every client is served or told
+// why.
+func TestCapChangesUnderLoadAcrossTwoEnvoys(t *testing.T) {
+	f := startFleet(t, 4, "5s")
+	var cur atomic.Int64 // the cap in force, as the test last set it; 0 while draining down
+	var violations, samples atomic.Int64
+	var peakAfterRaise, longestOver atomic.Int64 // longestOver: µs
+	var overSince time.Time
+	stop := make(chan struct{})
+	var bg sync.WaitGroup
+	bg.Add(1)
+	go func() { // the oracle: the stand-in's own session count
+		defer bg.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(2 * time.Millisecond):
+			}
+			n := int64(f.backend.Sessions())
+			c := cur.Load()
+			if c > 0 {
+				samples.Add(1)
+				if n > c {
+					violations.Add(1)
+					if overSince.IsZero() {
+						overSince = time.Now()
+					}
+					longestOver.Store(max(longestOver.Load(), time.Since(overSince).Microseconds()))
+				} else {
+					overSince = time.Time{}
+				}
+				if c == 3 && n > peakAfterRaise.Load() {
+					peakAfterRaise.Store(n)
+				}
+			}
+		}
+	}()
+	var served, refused atomic.Int64
+	var otherErr atomic.Value
+	for w := 0; w < 8; w++ {
+		bg.Add(1)
+		go func(w int) {
+			defer bg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				s, err := f.open(w % 2)
+				if err != nil {
+					if n := errNumber(err); n == 10928 {
+						refused.Add(1) // pool exhausted: told why
+						continue
+					}
+					otherErr.Store(err.Error())
+					return
+				}
+				if err := s.query(); err != nil {
+					otherErr.Store(err.Error())
+				}
+				time.Sleep(30 * time.Millisecond)
+				s.close()
+				served.Add(1)
+			}
+		}(w)
+	}
+	cur.Store(4)
+	time.Sleep(1500 * time.Millisecond)
+	cur.Store(0)
+	f.ctlRun(t, "set-cap", "bucket-001", "1")
+	waitFor(t, 5*time.Second, "held sessions drained under the new cap", func() bool { return f.backend.Sessions() <= 1 })
+	cur.Store(1)
+	for _, e := range f.envoys {
+		waitStat(t, e, "tdspool.bucket.bucket-001.max_connections", 1)
+	}
+	time.Sleep(1500 * time.Millisecond)
+	if p := f.pool(t); p.Cap != 1 || p.CapBy != "it-test" {
+		t.Fatalf("view after lowering: %+v", p)
+	}
+	f.ctlRun(t, "set-cap", "bucket-001", "3")
+	cur.Store(3)
+	for _, e := range f.envoys {
+		waitStat(t, e, "tdspool.bucket.bucket-001.max_connections", 3)
+	}
+	time.Sleep(1500 * time.Millisecond)
+	close(stop)
+	bg.Wait()
+	t.Logf("served %d, refused with 10928 %d; %d oracle samples, %d above the cap in force (longest run %d µs); peak after raising to 3: %d",
+		served.Load(), refused.Load(), samples.Load(), violations.Load(), longestOver.Load(), peakAfterRaise.Load())
+	if e := otherErr.Load(); e != nil {
+		t.Fatalf("a client failed without a pool error: %v", e)
+	}
+	// A slot goes back when its client leaves, a few milliseconds before the stand-in has seen
+	// that session's backend connection close, so the next session's login can overlap it
+	// briefly (the hand-off). Anything longer is the cap not holding.
+	if longestOver.Load() > (25 * time.Millisecond).Microseconds() {
+		t.Fatalf("the stand-in held more sessions than the cap in force for %d µs (%d samples)", longestOver.Load(), violations.Load())
+	}
+	if peakAfterRaise.Load() < 2 {
+		t.Fatalf("raising the cap to 3 admitted no more than %d at once", peakAfterRaise.Load())
+	}
+	waitFor(t, 5*time.Second, "all sessions gone", func() bool { return f.backend.Sessions() == 0 && f.pool(t).InUse == 0 })
+}
+
+// TestPauseResumeDrainDisableAcrossTwoEnvoys: clients wait while the bucket is paused and
+// are all served on resume; a paused wait that outlives the queue timeout, a draining bucket
+// and a disabled one each give the client a TDS error that says so; sessions already in
+// go on through a drain. Nothing hangs.
+func TestPauseResumeDrainDisableAcrossTwoEnvoys(t *testing.T) {
+	f := startFleet(t, 2, "3s")
+	held, err := f.open(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.close()
+
+	// Pause: four clients (two per Envoy) wait; none gets in; resume serves them all.
+	f.ctlRun(t, "pause", "bucket-001")
+	type result struct {
+		err  error
+		took time.Duration
+	}
+	results := make(chan result, 4)
+	start := time.Now()
+	for i := 0; i < 4; i++ {
+		go func(i int) {
+			s, err := f.open(i % 2)
+			if err == nil {
+				err = s.query()
+				time.Sleep(100 * time.Millisecond)
+				s.close()
+			}
+			results <- result{err, time.Since(start)}
+		}(i)
+	}
+	time.Sleep(1 * time.Second)
+	if n := f.backend.Sessions(); n != 1 {
+		t.Fatalf("paused, yet the stand-in holds %d sessions", n)
+	}
+	if p := f.pool(t); p.State != "paused" || p.Queued != 4 {
+		t.Fatalf("view while paused: %+v", p)
+	}
+	f.ctlRun(t, "resume", "bucket-001")
+	for i := 0; i < 4; i++ {
+		r := <-results
+		if r.err != nil {
+			t.Fatalf("a paused client was not served after resume: %v", r.err)
+		}
+		if r.took > 3*time.Second {
+			t.Fatalf("a client was served %v after it came (queue timeout 3s)", r.took)
+		}
+	}
+
+	// A paused wait runs into the queue timeout: the client is told the bucket is paused.
+	f.ctlRun(t, "pause", "bucket-001")
+	t0 := time.Now()
+	_, err = f.open(1)
+	if n := errNumber(err); n != 40613 || !strings.Contains(err.Error(), "paused") || time.Since(t0) > 5*time.Second {
+		t.Fatalf("paused past the queue timeout: %v (number %d) after %v", err, n, time.Since(t0))
+	}
+	t.Logf("paused past the queue timeout: %v", err)
+	f.ctlRun(t, "resume", "bucket-001")
+
+	// Drain: a waiter and a newcomer are refused with a clear error; sessions in go on.
+	second, err := f.open(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waiter := make(chan error, 1)
+	go func() {
+		s, err := f.open(0)
+		if err == nil {
+			s.close()
+		}
+		waiter <- err
+	}()
+	waitFor(t, 3*time.Second, "a waiter queued", func() bool { return f.pool(t).Queued == 1 })
+	f.ctlRun(t, "drain", "bucket-001")
+	select {
+	case err := <-waiter:
+		if n := errNumber(err); n != 40613 || !strings.Contains(err.Error(), "drained") {
+			t.Fatalf("waiter during drain: %v (number %d)", err, n)
+		}
+		t.Logf("waiter during drain: %v", err)
+	case <-time.After(2 * time.Second):
+		t.Fatal("the waiter was not told of the drain within 2 s")
+	}
+	t0 = time.Now()
+	_, err = f.open(1)
+	if n := errNumber(err); n != 40613 || time.Since(t0) > time.Second {
+		t.Fatalf("newcomer during drain: %v (number %d) after %v", err, n, time.Since(t0))
+	}
+	for _, s := range []*session{held, second} {
+		if err := s.query(); err != nil {
+			t.Fatalf("a session in the bucket failed during the drain: %v", err)
+		}
+	}
+	second.close()
+	held.close()
+	waitFor(t, 3*time.Second, "drained to zero", func() bool {
+		p := f.pool(t)
+		return p.InUse == 0 && p.State == "draining" && f.backend.Sessions() == 0
+	})
+
+	// Disable: refused at once, not transient.
+	f.ctlRun(t, "disable", "bucket-001")
+	for i := range f.envoys {
+		_, err = f.open(i)
+		if n := errNumber(err); n != 40532 || !strings.Contains(err.Error(), "disabled") {
+			t.Fatalf("disabled: %v (number %d)", err, n)
+		}
+	}
+	t.Logf("disabled: %v", err)
+	// The gauges move when a connection calls in (the ABI gives no other way to set them).
+	for _, e := range f.envoys {
+		waitStat(t, e, "tdspool.bucket.bucket-001.state", 3)
+	}
+	f.ctlRun(t, "resume", "bucket-001")
+	s, err := f.open(1)
+	if err != nil {
+		t.Fatalf("after resume: %v", err)
+	}
+	s.close()
+}

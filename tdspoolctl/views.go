@@ -1,0 +1,327 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"sort"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/tdspool/tdspool/coordinator"
+)
+
+// table prints rows under a header, aligned.
+func (c *ctl) table(header []string, rows [][]string) error {
+	tw := tabwriter.NewWriter(c.out, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, strings.Join(header, "\t"))
+	for _, r := range rows {
+		fmt.Fprintln(tw, strings.Join(r, "\t"))
+	}
+	return tw.Flush()
+}
+
+func (c *ctl) emitJSON(v any) error {
+	enc := json.NewEncoder(c.out)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func age(now, t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return now.Sub(t).Round(100 * time.Millisecond).String()
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// envoyStats is one Envoy's /stats (counters and gauges), or why it could not be read.
+type envoyStats struct {
+	Admin string            `json:"admin"`
+	Stats map[string]uint64 `json:"-"`
+	Err   string            `json:"error,omitempty"`
+}
+
+// readAdmins fetches /stats from every -admin address (only lines matching filter).
+func (c *ctl) readAdmins(ctx context.Context, filter string) []envoyStats {
+	var out []envoyStats
+	for _, a := range c.o.admins {
+		es := envoyStats{Admin: a, Stats: map[string]uint64{}}
+		if err := fetchStats(ctx, a, filter, es.Stats); err != nil {
+			es.Err = err.Error()
+		}
+		out = append(out, es)
+	}
+	return out
+}
+
+func fetchStats(ctx context.Context, admin, filter string, into map[string]uint64) error {
+	u := "http://" + admin + "/stats?filter=" + url.QueryEscape(filter)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("envoy admin %s: %w", admin, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("envoy admin %s: %s", admin, resp.Status)
+	}
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		name, val, ok := strings.Cut(sc.Text(), ": ")
+		if !ok {
+			continue
+		}
+		if n, err := strconv.ParseUint(strings.TrimSpace(val), 10, 64); err == nil {
+			into[name] = n
+		}
+	}
+	return sc.Err()
+}
+
+// pools: one row per bucket.
+func (c *ctl) pools(ctx context.Context) error {
+	now, err := c.fleet.Now(ctx)
+	if err != nil {
+		return err
+	}
+	bs, err := c.allBuckets(ctx)
+	if err != nil {
+		return err
+	}
+	envoys := c.readAdmins(ctx, `^tdspool\.bucket\.`)
+	type pool struct {
+		coordinator.BucketInfo
+		EnvoySessions map[string]uint64 `json:"envoy_sessions_active,omitempty"`
+		EnvoyQueued   map[string]uint64 `json:"envoy_sessions_queued,omitempty"`
+	}
+	var ps []pool
+	for _, b := range bs {
+		p := pool{BucketInfo: b}
+		for _, e := range envoys {
+			if e.Err != "" {
+				continue
+			}
+			if p.EnvoySessions == nil {
+				p.EnvoySessions, p.EnvoyQueued = map[string]uint64{}, map[string]uint64{}
+			}
+			p.EnvoySessions[e.Admin] = e.Stats["tdspool.bucket."+b.Bucket+".sessions_active"]
+			p.EnvoyQueued[e.Admin] = e.Stats["tdspool.bucket."+b.Bucket+".sessions_queued"]
+		}
+		ps = append(ps, p)
+	}
+	if c.o.json {
+		return c.emitJSON(map[string]any{"pools": ps, "envoys": envoys})
+	}
+	header := []string{"BUCKET", "STATE", "CAP", "IN_USE", "QUEUED", "CAP_SET_BY", "CAP_SET", "STATE_SET_BY", "PER_PROXY (held/queued)"}
+	if len(envoys) > 0 {
+		header = append(header, "ENVOY_SESSIONS")
+	}
+	var rows [][]string
+	for _, p := range ps {
+		var per []string
+		for _, id := range sortedKeys(p.PerProxy) {
+			per = append(per, fmt.Sprintf("%s=%d/%d", id, p.PerProxy[id].Held, p.PerProxy[id].Queued))
+		}
+		stateBy := "-"
+		if p.StateBy != "" {
+			stateBy = p.StateBy + " " + age(now, p.StateAt) + " ago"
+		}
+		row := []string{p.Bucket, p.State.String(), strconv.Itoa(p.Cap), strconv.Itoa(p.Held), strconv.Itoa(p.Queued),
+			orDash(p.CapBy), age(now, p.CapAt) + " ago", stateBy, orDash(strings.Join(per, " "))}
+		if len(envoys) > 0 {
+			var es []string
+			for _, e := range envoys {
+				if e.Err != "" {
+					es = append(es, e.Admin+"=?")
+				} else {
+					es = append(es, fmt.Sprintf("%s=%d", e.Admin, p.EnvoySessions[e.Admin]))
+				}
+			}
+			row = append(row, strings.Join(es, " "))
+		}
+		rows = append(rows, row)
+	}
+	return c.table(header, rows)
+}
+
+// clients: one row per lease (a session holding a backend connection) or waiter.
+func (c *ctl) clients(ctx context.Context, only []string) error {
+	now, err := c.fleet.Now(ctx)
+	if err != nil {
+		return err
+	}
+	bs, err := c.allBuckets(ctx)
+	if err != nil {
+		return err
+	}
+	var ls []coordinator.LeaseInfo
+	for _, b := range bs {
+		if len(only) == 1 && b.Bucket != only[0] {
+			continue
+		}
+		ls = append(ls, b.Leases...)
+	}
+	sort.SliceStable(ls, func(i, j int) bool {
+		if ls[i].Bucket != ls[j].Bucket {
+			return ls[i].Bucket < ls[j].Bucket
+		}
+		return ls[i].Held && !ls[j].Held
+	})
+	if c.o.json {
+		if ls == nil {
+			ls = []coordinator.LeaseInfo{}
+		}
+		return c.emitJSON(map[string]any{"clients": ls})
+	}
+	var rows [][]string
+	for _, l := range ls {
+		st := "active"
+		if !l.Held {
+			st = "waiting"
+		} else if l.Killing {
+			st = "killing"
+		}
+		rows = append(rows, []string{l.Bucket, l.Proxy, st, orDash(l.Holder.Client), orDash(l.Holder.User),
+			orDash(l.Holder.App), orDash(l.Holder.Database), age(now, l.Since), orDash(l.Holder.Pins), l.ID})
+	}
+	return c.table([]string{"BUCKET", "PROXY", "STATE", "CLIENT", "USER", "APP", "DATABASE", "FOR", "PINS", "LEASE"}, rows)
+}
+
+// servers: backend connections. Each lease is one backend connection (the slot is held until
+// that connection is gone); with -admin, each Envoy's own count of upstream connections per
+// cluster is shown beside it.
+func (c *ctl) servers(ctx context.Context) error {
+	bs, err := c.allBuckets(ctx)
+	if err != nil {
+		return err
+	}
+	envoys := c.readAdmins(ctx, `^cluster\..*\.upstream_cx_active$`)
+	type server struct {
+		Bucket string `json:"bucket"`
+		Proxy  string `json:"proxy"`
+		Active int    `json:"backend_connections"`
+	}
+	var ss []server
+	for _, b := range bs {
+		for _, id := range sortedKeys(b.PerProxy) {
+			if n := b.PerProxy[id].Held; n > 0 {
+				ss = append(ss, server{Bucket: b.Bucket, Proxy: id, Active: n})
+			}
+		}
+	}
+	type upstream struct {
+		Admin   string `json:"admin"`
+		Cluster string `json:"cluster"`
+		Active  uint64 `json:"upstream_cx_active"`
+	}
+	var us []upstream
+	for _, e := range envoys {
+		for _, name := range sortedKeys(e.Stats) {
+			cl := strings.TrimSuffix(strings.TrimPrefix(name, "cluster."), ".upstream_cx_active")
+			us = append(us, upstream{Admin: e.Admin, Cluster: cl, Active: e.Stats[name]})
+		}
+	}
+	if c.o.json {
+		return c.emitJSON(map[string]any{"servers": ss, "envoy_upstreams": us, "envoys": envoys})
+	}
+	var rows [][]string
+	for _, s := range ss {
+		rows = append(rows, []string{s.Bucket, s.Proxy, strconv.Itoa(s.Active)})
+	}
+	if err := c.table([]string{"BUCKET", "PROXY", "BACKEND_CONNECTIONS"}, rows); err != nil {
+		return err
+	}
+	if len(envoys) == 0 {
+		return nil
+	}
+	rows = nil
+	for _, u := range us {
+		rows = append(rows, []string{u.Admin, u.Cluster, strconv.FormatUint(u.Active, 10)})
+	}
+	for _, e := range envoys {
+		if e.Err != "" {
+			rows = append(rows, []string{e.Admin, "error: " + e.Err, "-"})
+		}
+	}
+	fmt.Fprintln(c.out)
+	return c.table([]string{"ENVOY", "CLUSTER", "UPSTREAM_CX_ACTIVE"}, rows)
+}
+
+// proxies: the proxy table.
+func (c *ctl) proxies(ctx context.Context) error {
+	ps, err := c.fleet.Proxies(ctx)
+	if err != nil {
+		return err
+	}
+	now, err := c.fleet.Now(ctx)
+	if err != nil {
+		return err
+	}
+	envoys := c.readAdmins(ctx, `^tdspool\.(connections_active|panics_total|coordinator_panics_total|redis_errors_total)$`)
+	if c.o.json {
+		if ps == nil {
+			ps = []coordinator.ProxyInfo{}
+		}
+		type envoyOut struct {
+			envoyStats
+			Stats map[string]uint64 `json:"stats"`
+		}
+		var eo []envoyOut
+		for _, e := range envoys {
+			eo = append(eo, envoyOut{envoyStats: e, Stats: e.Stats})
+		}
+		return c.emitJSON(map[string]any{"proxies": ps, "envoys": eo})
+	}
+	var rows [][]string
+	for _, p := range ps {
+		alive := "yes"
+		if !p.Alive {
+			alive = "NO"
+		}
+		rows = append(rows, []string{p.ID, orDash(p.Host), strconv.Itoa(p.PID), alive, age(now, p.Seen),
+			age(now, p.Started), orDash(p.Labels["config"]), strings.Join(p.Buckets, ",")})
+	}
+	if err := c.table([]string{"PROXY", "HOST", "PID", "ALIVE", "HEARTBEAT_AGE", "UP", "CONFIG", "BUCKETS"}, rows); err != nil {
+		return err
+	}
+	if len(envoys) == 0 {
+		return nil
+	}
+	rows = nil
+	for _, e := range envoys {
+		if e.Err != "" {
+			rows = append(rows, []string{e.Admin, "error: " + e.Err, "", "", ""})
+			continue
+		}
+		st := e.Stats
+		rows = append(rows, []string{e.Admin, strconv.FormatUint(st["tdspool.connections_active"], 10),
+			strconv.FormatUint(st["tdspool.panics_total"], 10), strconv.FormatUint(st["tdspool.coordinator_panics_total"], 10),
+			strconv.FormatUint(st["tdspool.redis_errors_total"], 10)})
+	}
+	fmt.Fprintln(c.out)
+	return c.table([]string{"ENVOY", "CONNECTIONS_ACTIVE", "PANICS", "COORDINATOR_PANICS", "REDIS_ERRORS"}, rows)
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	ks := make([]string, 0, len(m))
+	for k := range m {
+		ks = append(ks, k)
+	}
+	sort.Strings(ks)
+	return ks
+}
