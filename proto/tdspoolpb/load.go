@@ -24,6 +24,9 @@ const (
 	DefaultLeaseTTL          = 8 * time.Second
 	DefaultHeartbeatInterval = 2 * time.Second
 	DefaultKeyPrefix         = "tdspool"
+	DefaultPoolMaxIdleTime   = 300 * time.Second
+	DefaultPoolMaxLifetime   = time.Hour
+	DefaultPoolReauthAfter   = 300 * time.Second
 
 	// MS-TDS 2.2.6.4: the negotiated packet size must lie in 512..32767.
 	minPacketSize = 512
@@ -102,6 +105,15 @@ func ApplyDefaults(cfg *Config) {
 		if b.QueueTimeout == nil {
 			b.QueueTimeout = cfg.Timeouts.QueueTimeout
 		}
+		if b.Pool == nil {
+			b.Pool = &Pool{}
+		}
+		if b.Pool.Mode == PoolMode_POOL_MODE_UNSPECIFIED {
+			b.Pool.Mode = PoolMode_POOL_MODE_NONE
+		}
+		setDefault(&b.Pool.MaxIdleTime, DefaultPoolMaxIdleTime)
+		setDefault(&b.Pool.MaxLifetime, DefaultPoolMaxLifetime)
+		setDefault(&b.Pool.ReauthAfter, DefaultPoolReauthAfter)
 	}
 }
 
@@ -168,6 +180,7 @@ func Validate(cfg *Config) Problems {
 			add(path+".backend_encryption", "%s is not supported yet: only PLAINTEXT (trusted networks)", b.BackendEncryption)
 		}
 		checkDuration(add, path+".queue_timeout", b.QueueTimeout, 0, time.Hour)
+		validatePool(add, path+".pool", b)
 	}
 	for i, r := range cfg.Routes {
 		path := fmt.Sprintf("routes[%d]", i)
@@ -213,6 +226,55 @@ func Validate(cfg *Config) Problems {
 	checkDuration(add, "timeouts.backend_handshake_timeout", t.BackendHandshakeTimeout, 10*time.Millisecond, time.Hour)
 	checkDuration(add, "timeouts.idle_timeout", t.IdleTimeout, 0, 30*24*time.Hour)
 	return p
+}
+
+// validatePool checks a bucket's pool settings (after ApplyDefaults).
+func validatePool(add func(path, format string, args ...any), path string, b *Bucket) {
+	pl := b.Pool
+	switch pl.Mode {
+	case PoolMode_POOL_MODE_NONE:
+	case PoolMode_POOL_MODE_SESSION, PoolMode_POOL_MODE_TRANSACTION:
+		// Refuse rather than accept a setting the filter would ignore.
+		add(path+".mode", "%s is not supported yet: only POOL_MODE_NONE", pl.Mode)
+	default:
+		add(path+".mode", "unknown mode %d", pl.Mode)
+	}
+	checkDuration(add, path+".max_idle_time", pl.MaxIdleTime, time.Second, 24*time.Hour)
+	checkDuration(add, path+".max_lifetime", pl.MaxLifetime, time.Second, 7*24*time.Hour)
+	checkDuration(add, path+".reauth_after", pl.ReauthAfter, time.Second, 24*time.Hour)
+	if pl.MinIdle > 0 && pl.Mode == PoolMode_POOL_MODE_NONE {
+		add(path+".min_idle", "%d needs a pooling mode: without a pool, warm backends serve nobody", pl.MinIdle)
+	}
+	if pl.MinIdle > 0 && b.MaxConnections > 0 && pl.MinIdle > b.MaxConnections {
+		add(path+".min_idle", "%d exceeds max_connections %d: idle backends hold slots", pl.MinIdle, b.MaxConnections)
+	}
+	w := pl.Warmup
+	switch {
+	case pl.MinIdle > 0 && w == nil:
+		add(path+".warmup", "required when min_idle > 0: warm backends log in with the operator's credentials")
+	case pl.MinIdle == 0 && w != nil:
+		add(path+".warmup", "set but min_idle is 0: no backend would be warmed")
+	}
+	if w == nil {
+		return
+	}
+	if w.User == "" {
+		add(path+".warmup.user", "required")
+	}
+	switch {
+	case w.PasswordFile != "" && w.PasswordEnv != "":
+		add(path+".warmup.password_file", "set both password_file and password_env; use one")
+	case w.PasswordFile != "":
+		if _, err := os.Stat(w.PasswordFile); err != nil {
+			add(path+".warmup.password_file", "cannot read %q: %v", w.PasswordFile, errors.Unwrap(err))
+		}
+	case w.PasswordEnv != "":
+		if _, ok := os.LookupEnv(w.PasswordEnv); !ok {
+			add(path+".warmup.password_env", "environment variable %q is not set", w.PasswordEnv)
+		}
+	default:
+		add(path+".warmup.password_file", "required: password_file or password_env (never the password itself)")
+	}
 }
 
 func checkDuration(add func(path, format string, args ...any), path string, d *durationpb.Duration, lo, hi time.Duration) {

@@ -138,6 +138,64 @@ func (BackendEncryption) EnumDescriptor() ([]byte, []int) {
 	return file_tdspool_proto_rawDescGZIP(), []int{1}
 }
 
+type PoolMode int32
+
+const (
+	PoolMode_POOL_MODE_UNSPECIFIED PoolMode = 0 // treated as POOL_MODE_NONE
+	// Every client gets a backend login of its own, closed when it leaves.
+	PoolMode_POOL_MODE_NONE PoolMode = 1
+	// A client is answered from a pooled backend of its login (same user, password, database,
+	// language, app name, options), reset on reuse, returned when the client leaves.
+	// Not implemented yet: refused by validation.
+	PoolMode_POOL_MODE_SESSION PoolMode = 2
+	// A client holds a backend only between its first request and the end of its transaction.
+	// Not implemented yet: refused by validation.
+	PoolMode_POOL_MODE_TRANSACTION PoolMode = 3
+)
+
+// Enum value maps for PoolMode.
+var (
+	PoolMode_name = map[int32]string{
+		0: "POOL_MODE_UNSPECIFIED",
+		1: "POOL_MODE_NONE",
+		2: "POOL_MODE_SESSION",
+		3: "POOL_MODE_TRANSACTION",
+	}
+	PoolMode_value = map[string]int32{
+		"POOL_MODE_UNSPECIFIED": 0,
+		"POOL_MODE_NONE":        1,
+		"POOL_MODE_SESSION":     2,
+		"POOL_MODE_TRANSACTION": 3,
+	}
+)
+
+func (x PoolMode) Enum() *PoolMode {
+	p := new(PoolMode)
+	*p = x
+	return p
+}
+
+func (x PoolMode) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (PoolMode) Descriptor() protoreflect.EnumDescriptor {
+	return file_tdspool_proto_enumTypes[2].Descriptor()
+}
+
+func (PoolMode) Type() protoreflect.EnumType {
+	return &file_tdspool_proto_enumTypes[2]
+}
+
+func (x PoolMode) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use PoolMode.Descriptor instead.
+func (PoolMode) EnumDescriptor() ([]byte, []int) {
+	return file_tdspool_proto_rawDescGZIP(), []int{2}
+}
+
 type ErrorNumbers int32
 
 const (
@@ -171,11 +229,11 @@ func (x ErrorNumbers) String() string {
 }
 
 func (ErrorNumbers) Descriptor() protoreflect.EnumDescriptor {
-	return file_tdspool_proto_enumTypes[2].Descriptor()
+	return file_tdspool_proto_enumTypes[3].Descriptor()
 }
 
 func (ErrorNumbers) Type() protoreflect.EnumType {
-	return &file_tdspool_proto_enumTypes[2]
+	return &file_tdspool_proto_enumTypes[3]
 }
 
 func (x ErrorNumbers) Number() protoreflect.EnumNumber {
@@ -184,7 +242,7 @@ func (x ErrorNumbers) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ErrorNumbers.Descriptor instead.
 func (ErrorNumbers) EnumDescriptor() ([]byte, []int) {
-	return file_tdspool_proto_rawDescGZIP(), []int{2}
+	return file_tdspool_proto_rawDescGZIP(), []int{3}
 }
 
 type Config struct {
@@ -377,7 +435,9 @@ type Bucket struct {
 	AllowedUsers     []string `protobuf:"bytes,6,rep,name=allowed_users,json=allowedUsers,proto3" json:"allowed_users,omitempty"`
 	AllowedDatabases []string `protobuf:"bytes,7,rep,name=allowed_databases,json=allowedDatabases,proto3" json:"allowed_databases,omitempty"`
 	// Overrides timeouts.queue_timeout for this bucket.
-	QueueTimeout  *durationpb.Duration `protobuf:"bytes,8,opt,name=queue_timeout,json=queueTimeout,proto3" json:"queue_timeout,omitempty"`
+	QueueTimeout *durationpb.Duration `protobuf:"bytes,8,opt,name=queue_timeout,json=queueTimeout,proto3" json:"queue_timeout,omitempty"`
+	// Reuse of logged-in backend sessions. Unset: no pooling.
+	Pool          *Pool `protobuf:"bytes,20,opt,name=pool,proto3" json:"pool,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -468,6 +528,191 @@ func (x *Bucket) GetQueueTimeout() *durationpb.Duration {
 	return nil
 }
 
+func (x *Bucket) GetPool() *Pool {
+	if x != nil {
+		return x.Pool
+	}
+	return nil
+}
+
+// Pooled backends count against the bucket's max_connections, idle or not.
+type Pool struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Mode  PoolMode               `protobuf:"varint,1,opt,name=mode,proto3,enum=tdspool.v1.PoolMode" json:"mode,omitempty"`
+	// An idle backend is closed after this long. Default 300s.
+	MaxIdleTime *durationpb.Duration `protobuf:"bytes,2,opt,name=max_idle_time,json=maxIdleTime,proto3" json:"max_idle_time,omitempty"`
+	// A backend is closed this long after its login, at its next return. Default 3600s.
+	MaxLifetime *durationpb.Duration `protobuf:"bytes,3,opt,name=max_lifetime,json=maxLifetime,proto3" json:"max_lifetime,omitempty"`
+	// This long after a login's last real backend login, its next client logs in for real, so a
+	// changed password or a disabled login takes effect within this window. Default 300s.
+	ReauthAfter *durationpb.Duration `protobuf:"bytes,4,opt,name=reauth_after,json=reauthAfter,proto3" json:"reauth_after,omitempty"`
+	// Idle backends kept logged in with the warm-up credentials. Default 0.
+	MinIdle uint32 `protobuf:"varint,5,opt,name=min_idle,json=minIdle,proto3" json:"min_idle,omitempty"`
+	// Required when min_idle > 0.
+	Warmup        *Warmup `protobuf:"bytes,6,opt,name=warmup,proto3" json:"warmup,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Pool) Reset() {
+	*x = Pool{}
+	mi := &file_tdspool_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Pool) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Pool) ProtoMessage() {}
+
+func (x *Pool) ProtoReflect() protoreflect.Message {
+	mi := &file_tdspool_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Pool.ProtoReflect.Descriptor instead.
+func (*Pool) Descriptor() ([]byte, []int) {
+	return file_tdspool_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *Pool) GetMode() PoolMode {
+	if x != nil {
+		return x.Mode
+	}
+	return PoolMode_POOL_MODE_UNSPECIFIED
+}
+
+func (x *Pool) GetMaxIdleTime() *durationpb.Duration {
+	if x != nil {
+		return x.MaxIdleTime
+	}
+	return nil
+}
+
+func (x *Pool) GetMaxLifetime() *durationpb.Duration {
+	if x != nil {
+		return x.MaxLifetime
+	}
+	return nil
+}
+
+func (x *Pool) GetReauthAfter() *durationpb.Duration {
+	if x != nil {
+		return x.ReauthAfter
+	}
+	return nil
+}
+
+func (x *Pool) GetMinIdle() uint32 {
+	if x != nil {
+		return x.MinIdle
+	}
+	return 0
+}
+
+func (x *Pool) GetWarmup() *Warmup {
+	if x != nil {
+		return x.Warmup
+	}
+	return nil
+}
+
+// The operator's credentials for warm backends; a client's password is never reused for this.
+type Warmup struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	User     string                 `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
+	Database string                 `protobuf:"bytes,2,opt,name=database,proto3" json:"database,omitempty"`
+	AppName  string                 `protobuf:"bytes,3,opt,name=app_name,json=appName,proto3" json:"app_name,omitempty"`
+	Language string                 `protobuf:"bytes,4,opt,name=language,proto3" json:"language,omitempty"`
+	// Exactly one: a file holding the password (one trailing newline ignored), or the name of an
+	// environment variable holding it (never the password itself).
+	PasswordFile  string `protobuf:"bytes,5,opt,name=password_file,json=passwordFile,proto3" json:"password_file,omitempty"`
+	PasswordEnv   string `protobuf:"bytes,6,opt,name=password_env,json=passwordEnv,proto3" json:"password_env,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Warmup) Reset() {
+	*x = Warmup{}
+	mi := &file_tdspool_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Warmup) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Warmup) ProtoMessage() {}
+
+func (x *Warmup) ProtoReflect() protoreflect.Message {
+	mi := &file_tdspool_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Warmup.ProtoReflect.Descriptor instead.
+func (*Warmup) Descriptor() ([]byte, []int) {
+	return file_tdspool_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *Warmup) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
+}
+
+func (x *Warmup) GetDatabase() string {
+	if x != nil {
+		return x.Database
+	}
+	return ""
+}
+
+func (x *Warmup) GetAppName() string {
+	if x != nil {
+		return x.AppName
+	}
+	return ""
+}
+
+func (x *Warmup) GetLanguage() string {
+	if x != nil {
+		return x.Language
+	}
+	return ""
+}
+
+func (x *Warmup) GetPasswordFile() string {
+	if x != nil {
+		return x.PasswordFile
+	}
+	return ""
+}
+
+func (x *Warmup) GetPasswordEnv() string {
+	if x != nil {
+		return x.PasswordEnv
+	}
+	return ""
+}
+
 type Route struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Matchers, compared case-insensitively. "*" as the last character matches a prefix.
@@ -481,7 +726,7 @@ type Route struct {
 
 func (x *Route) Reset() {
 	*x = Route{}
-	mi := &file_tdspool_proto_msgTypes[3]
+	mi := &file_tdspool_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -493,7 +738,7 @@ func (x *Route) String() string {
 func (*Route) ProtoMessage() {}
 
 func (x *Route) ProtoReflect() protoreflect.Message {
-	mi := &file_tdspool_proto_msgTypes[3]
+	mi := &file_tdspool_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -506,7 +751,7 @@ func (x *Route) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Route.ProtoReflect.Descriptor instead.
 func (*Route) Descriptor() ([]byte, []int) {
-	return file_tdspool_proto_rawDescGZIP(), []int{3}
+	return file_tdspool_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Route) GetServerName() string {
@@ -558,7 +803,7 @@ type Redis struct {
 
 func (x *Redis) Reset() {
 	*x = Redis{}
-	mi := &file_tdspool_proto_msgTypes[4]
+	mi := &file_tdspool_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -570,7 +815,7 @@ func (x *Redis) String() string {
 func (*Redis) ProtoMessage() {}
 
 func (x *Redis) ProtoReflect() protoreflect.Message {
-	mi := &file_tdspool_proto_msgTypes[4]
+	mi := &file_tdspool_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -583,7 +828,7 @@ func (x *Redis) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Redis.ProtoReflect.Descriptor instead.
 func (*Redis) Descriptor() ([]byte, []int) {
-	return file_tdspool_proto_rawDescGZIP(), []int{4}
+	return file_tdspool_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Redis) GetAddresses() []string {
@@ -666,7 +911,7 @@ type Timeouts struct {
 
 func (x *Timeouts) Reset() {
 	*x = Timeouts{}
-	mi := &file_tdspool_proto_msgTypes[5]
+	mi := &file_tdspool_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -678,7 +923,7 @@ func (x *Timeouts) String() string {
 func (*Timeouts) ProtoMessage() {}
 
 func (x *Timeouts) ProtoReflect() protoreflect.Message {
-	mi := &file_tdspool_proto_msgTypes[5]
+	mi := &file_tdspool_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -691,7 +936,7 @@ func (x *Timeouts) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Timeouts.ProtoReflect.Descriptor instead.
 func (*Timeouts) Descriptor() ([]byte, []int) {
-	return file_tdspool_proto_rawDescGZIP(), []int{5}
+	return file_tdspool_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Timeouts) GetQueueTimeout() *durationpb.Duration {
@@ -751,7 +996,7 @@ const file_tdspool_proto_rawDesc = "" +
 	"\rtls_cert_file\x18\x02 \x01(\tR\vtlsCertFile\x12 \n" +
 	"\ftls_key_file\x18\x03 \x01(\tR\n" +
 	"tlsKeyFile\x12&\n" +
-	"\x0fmax_packet_size\x18\x04 \x01(\rR\rmaxPacketSize\"\xdc\x02\n" +
+	"\x0fmax_packet_size\x18\x04 \x01(\rR\rmaxPacketSize\"\x82\x03\n" +
 	"\x06Bucket\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\acluster\x18\x02 \x01(\tR\acluster\x12'\n" +
@@ -760,7 +1005,22 @@ const file_tdspool_proto_rawDesc = "" +
 	"\x12backend_encryption\x18\x05 \x01(\x0e2\x1d.tdspool.v1.BackendEncryptionR\x11backendEncryption\x12#\n" +
 	"\rallowed_users\x18\x06 \x03(\tR\fallowedUsers\x12+\n" +
 	"\x11allowed_databases\x18\a \x03(\tR\x10allowedDatabases\x12>\n" +
-	"\rqueue_timeout\x18\b \x01(\v2\x19.google.protobuf.DurationR\fqueueTimeout\"p\n" +
+	"\rqueue_timeout\x18\b \x01(\v2\x19.google.protobuf.DurationR\fqueueTimeout\x12$\n" +
+	"\x04pool\x18\x14 \x01(\v2\x10.tdspool.v1.PoolR\x04pool\"\xb2\x02\n" +
+	"\x04Pool\x12(\n" +
+	"\x04mode\x18\x01 \x01(\x0e2\x14.tdspool.v1.PoolModeR\x04mode\x12=\n" +
+	"\rmax_idle_time\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\vmaxIdleTime\x12<\n" +
+	"\fmax_lifetime\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\vmaxLifetime\x12<\n" +
+	"\freauth_after\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\vreauthAfter\x12\x19\n" +
+	"\bmin_idle\x18\x05 \x01(\rR\aminIdle\x12*\n" +
+	"\x06warmup\x18\x06 \x01(\v2\x12.tdspool.v1.WarmupR\x06warmup\"\xb7\x01\n" +
+	"\x06Warmup\x12\x12\n" +
+	"\x04user\x18\x01 \x01(\tR\x04user\x12\x1a\n" +
+	"\bdatabase\x18\x02 \x01(\tR\bdatabase\x12\x19\n" +
+	"\bapp_name\x18\x03 \x01(\tR\aappName\x12\x1a\n" +
+	"\blanguage\x18\x04 \x01(\tR\blanguage\x12#\n" +
+	"\rpassword_file\x18\x05 \x01(\tR\fpasswordFile\x12!\n" +
+	"\fpassword_env\x18\x06 \x01(\tR\vpasswordEnv\"p\n" +
 	"\x05Route\x12\x1f\n" +
 	"\vserver_name\x18\x01 \x01(\tR\n" +
 	"serverName\x12\x1a\n" +
@@ -795,7 +1055,12 @@ const file_tdspool_proto_rawDesc = "" +
 	"\tPLAINTEXT\x10\x01\x12\x13\n" +
 	"\x0fTDS7_LOGIN_ONLY\x10\x02\x12\r\n" +
 	"\tTDS7_FULL\x10\x03\x12\b\n" +
-	"\x04TDS8\x10\x04*F\n" +
+	"\x04TDS8\x10\x04*k\n" +
+	"\bPoolMode\x12\x19\n" +
+	"\x15POOL_MODE_UNSPECIFIED\x10\x00\x12\x12\n" +
+	"\x0ePOOL_MODE_NONE\x10\x01\x12\x15\n" +
+	"\x11POOL_MODE_SESSION\x10\x02\x12\x19\n" +
+	"\x15POOL_MODE_TRANSACTION\x10\x03*F\n" +
 	"\fErrorNumbers\x12\x1d\n" +
 	"\x19ERROR_NUMBERS_UNSPECIFIED\x10\x00\x12\r\n" +
 	"\tTRANSIENT\x10\x01\x12\b\n" +
@@ -813,43 +1078,52 @@ func file_tdspool_proto_rawDescGZIP() []byte {
 	return file_tdspool_proto_rawDescData
 }
 
-var file_tdspool_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_tdspool_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_tdspool_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
+var file_tdspool_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
 var file_tdspool_proto_goTypes = []any{
 	(EncryptionPolicy)(0),       // 0: tdspool.v1.EncryptionPolicy
 	(BackendEncryption)(0),      // 1: tdspool.v1.BackendEncryption
-	(ErrorNumbers)(0),           // 2: tdspool.v1.ErrorNumbers
-	(*Config)(nil),              // 3: tdspool.v1.Config
-	(*Listener)(nil),            // 4: tdspool.v1.Listener
-	(*Bucket)(nil),              // 5: tdspool.v1.Bucket
-	(*Route)(nil),               // 6: tdspool.v1.Route
-	(*Redis)(nil),               // 7: tdspool.v1.Redis
-	(*Timeouts)(nil),            // 8: tdspool.v1.Timeouts
-	(*durationpb.Duration)(nil), // 9: google.protobuf.Duration
+	(PoolMode)(0),               // 2: tdspool.v1.PoolMode
+	(ErrorNumbers)(0),           // 3: tdspool.v1.ErrorNumbers
+	(*Config)(nil),              // 4: tdspool.v1.Config
+	(*Listener)(nil),            // 5: tdspool.v1.Listener
+	(*Bucket)(nil),              // 6: tdspool.v1.Bucket
+	(*Pool)(nil),                // 7: tdspool.v1.Pool
+	(*Warmup)(nil),              // 8: tdspool.v1.Warmup
+	(*Route)(nil),               // 9: tdspool.v1.Route
+	(*Redis)(nil),               // 10: tdspool.v1.Redis
+	(*Timeouts)(nil),            // 11: tdspool.v1.Timeouts
+	(*durationpb.Duration)(nil), // 12: google.protobuf.Duration
 }
 var file_tdspool_proto_depIdxs = []int32{
-	4,  // 0: tdspool.v1.Config.listener:type_name -> tdspool.v1.Listener
-	5,  // 1: tdspool.v1.Config.buckets:type_name -> tdspool.v1.Bucket
-	6,  // 2: tdspool.v1.Config.routes:type_name -> tdspool.v1.Route
-	7,  // 3: tdspool.v1.Config.redis:type_name -> tdspool.v1.Redis
-	8,  // 4: tdspool.v1.Config.timeouts:type_name -> tdspool.v1.Timeouts
-	2,  // 5: tdspool.v1.Config.error_numbers:type_name -> tdspool.v1.ErrorNumbers
+	5,  // 0: tdspool.v1.Config.listener:type_name -> tdspool.v1.Listener
+	6,  // 1: tdspool.v1.Config.buckets:type_name -> tdspool.v1.Bucket
+	9,  // 2: tdspool.v1.Config.routes:type_name -> tdspool.v1.Route
+	10, // 3: tdspool.v1.Config.redis:type_name -> tdspool.v1.Redis
+	11, // 4: tdspool.v1.Config.timeouts:type_name -> tdspool.v1.Timeouts
+	3,  // 5: tdspool.v1.Config.error_numbers:type_name -> tdspool.v1.ErrorNumbers
 	0,  // 6: tdspool.v1.Listener.encryption:type_name -> tdspool.v1.EncryptionPolicy
 	1,  // 7: tdspool.v1.Bucket.backend_encryption:type_name -> tdspool.v1.BackendEncryption
-	9,  // 8: tdspool.v1.Bucket.queue_timeout:type_name -> google.protobuf.Duration
-	9,  // 9: tdspool.v1.Redis.call_timeout:type_name -> google.protobuf.Duration
-	9,  // 10: tdspool.v1.Redis.lease_ttl:type_name -> google.protobuf.Duration
-	9,  // 11: tdspool.v1.Redis.heartbeat_interval:type_name -> google.protobuf.Duration
-	9,  // 12: tdspool.v1.Timeouts.queue_timeout:type_name -> google.protobuf.Duration
-	9,  // 13: tdspool.v1.Timeouts.login_timeout:type_name -> google.protobuf.Duration
-	9,  // 14: tdspool.v1.Timeouts.first_byte_timeout:type_name -> google.protobuf.Duration
-	9,  // 15: tdspool.v1.Timeouts.backend_handshake_timeout:type_name -> google.protobuf.Duration
-	9,  // 16: tdspool.v1.Timeouts.idle_timeout:type_name -> google.protobuf.Duration
-	17, // [17:17] is the sub-list for method output_type
-	17, // [17:17] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	12, // 8: tdspool.v1.Bucket.queue_timeout:type_name -> google.protobuf.Duration
+	7,  // 9: tdspool.v1.Bucket.pool:type_name -> tdspool.v1.Pool
+	2,  // 10: tdspool.v1.Pool.mode:type_name -> tdspool.v1.PoolMode
+	12, // 11: tdspool.v1.Pool.max_idle_time:type_name -> google.protobuf.Duration
+	12, // 12: tdspool.v1.Pool.max_lifetime:type_name -> google.protobuf.Duration
+	12, // 13: tdspool.v1.Pool.reauth_after:type_name -> google.protobuf.Duration
+	8,  // 14: tdspool.v1.Pool.warmup:type_name -> tdspool.v1.Warmup
+	12, // 15: tdspool.v1.Redis.call_timeout:type_name -> google.protobuf.Duration
+	12, // 16: tdspool.v1.Redis.lease_ttl:type_name -> google.protobuf.Duration
+	12, // 17: tdspool.v1.Redis.heartbeat_interval:type_name -> google.protobuf.Duration
+	12, // 18: tdspool.v1.Timeouts.queue_timeout:type_name -> google.protobuf.Duration
+	12, // 19: tdspool.v1.Timeouts.login_timeout:type_name -> google.protobuf.Duration
+	12, // 20: tdspool.v1.Timeouts.first_byte_timeout:type_name -> google.protobuf.Duration
+	12, // 21: tdspool.v1.Timeouts.backend_handshake_timeout:type_name -> google.protobuf.Duration
+	12, // 22: tdspool.v1.Timeouts.idle_timeout:type_name -> google.protobuf.Duration
+	23, // [23:23] is the sub-list for method output_type
+	23, // [23:23] is the sub-list for method input_type
+	23, // [23:23] is the sub-list for extension type_name
+	23, // [23:23] is the sub-list for extension extendee
+	0,  // [0:23] is the sub-list for field type_name
 }
 
 func init() { file_tdspool_proto_init() }
@@ -862,8 +1136,8 @@ func file_tdspool_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tdspool_proto_rawDesc), len(file_tdspool_proto_rawDesc)),
-			NumEnums:      3,
-			NumMessages:   6,
+			NumEnums:      4,
+			NumMessages:   8,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
