@@ -366,7 +366,7 @@ func TestCapChangesUnderLoadAcrossTwoEnvoys(t *testing.T) {
 	cur.Store(4)
 	time.Sleep(1500 * time.Millisecond)
 	cur.Store(0)
-	f.ctlRun(t, "set-cap", "bucket-001", "1")
+	t.Logf("$ tdspoolctl set-cap bucket-001 1\n%s", f.ctlRun(t, "set-cap", "bucket-001", "1"))
 	waitFor(t, 5*time.Second, "held sessions drained under the new cap", func() bool { return f.backend.Sessions() <= 1 })
 	cur.Store(1)
 	for _, e := range f.envoys {
@@ -376,6 +376,7 @@ func TestCapChangesUnderLoadAcrossTwoEnvoys(t *testing.T) {
 	if p := f.pool(t); p.Cap != 1 || p.CapBy != "it-test" {
 		t.Fatalf("view after lowering: %+v", p)
 	}
+	t.Logf("$ tdspoolctl pools (cap lowered under load)\n%s", f.ctlRun(t, "pools"))
 	f.ctlRun(t, "set-cap", "bucket-001", "3")
 	cur.Store(3)
 	for _, e := range f.envoys {
@@ -474,7 +475,7 @@ func TestPauseResumeDrainDisableAcrossTwoEnvoys(t *testing.T) {
 		waiter <- err
 	}()
 	waitFor(t, 3*time.Second, "a waiter queued", func() bool { return f.pool(t).Queued == 1 })
-	f.ctlRun(t, "drain", "bucket-001")
+	t.Logf("$ tdspoolctl drain bucket-001\n%s", f.ctlRun(t, "drain", "bucket-001"))
 	select {
 	case err := <-waiter:
 		if n := errNumber(err); n != 40613 || !strings.Contains(err.Error(), "drained") {
@@ -494,6 +495,7 @@ func TestPauseResumeDrainDisableAcrossTwoEnvoys(t *testing.T) {
 			t.Fatalf("a session in the bucket failed during the drain: %v", err)
 		}
 	}
+	t.Logf("$ tdspoolctl pools (draining)\n%s", f.ctlRun(t, "pools"))
 	second.close()
 	held.close()
 	waitFor(t, 3*time.Second, "drained to zero", func() bool {
