@@ -288,9 +288,18 @@ func (c *conn) login(body []byte) (bool, error) {
 			Text: "Login failed. The login is from an untrusted domain and cannot be used with Integrated authentication.", Line: 1})
 		return false, nil
 	}
-	if !s.checkUser(l.UserName, l.Password.Reveal()) {
+	s.loginCost(context.Background())
+	switch s.accounts.check(l.UserName, l.Password.Reveal()) {
+	case loginBad:
 		c.loginError(loginFailed(l.UserName))
 		return false, nil
+	case loginDisabled:
+		c.loginError(loginDisabledMsg(l.UserName))
+		return false, nil
+	}
+	if l.OptionFlags3&tds.Login7ChangePassword != 0 {
+		// The password change a client may ask for in its LOGIN7.
+		s.SetPassword(l.UserName, l.ChangePassword.Reveal())
 	}
 	db := l.Database
 	if db == "" {

@@ -31,6 +31,9 @@
 //	cursors.go  STATIC server cursors: DECLARE/OPEN/FETCH/CLOSE/DEALLOCATE
 //	            with @@FETCH_STATUS and CURSOR_STATUS, and the
 //	            sp_cursoropen/sp_cursorfetch/sp_cursorclose RPCs.
+//	logins.go   Logins at run time: CREATE/ALTER (PASSWORD, DISABLE,
+//	            ENABLE)/DROP LOGIN by Config.Admins, the Go API
+//	            (SetPassword, DisableLogin, ...), Config.LoginDelay.
 //	applock.go  sp_getapplock/sp_releaseapplock/APPLOCK_MODE: session- or
 //	            transaction-owned, SQL Server's mode compatibility, waits
 //	            bounded by @LockTimeout or @@LOCK_TIMEOUT.
@@ -61,7 +64,9 @@
 //     MS-TDS matrix for the server's Encryption policy; then no TLS,
 //     login-only TLS (LOGIN7's first packet or all of it encrypted, as the
 //     driver sends it) or full TLS, the handshake wrapped in PRELOGIN packets.
-//  3. LOGIN7: SQL authentication against Config.Users, then the database,
+//  3. LOGIN7: after Config.LoginDelay, SQL authentication against the
+//     logins (Config.Users as changed at run time; a disabled one fails
+//     with 18470 "Reason: The account is disabled."), then the database,
 //     then MaxConnections. Failures are ERROR(s) + DONE(ERROR) exactly as
 //     SQL Server sends them — 18456/1/14 "Login failed for user '<u>'.",
 //     4060/1/11 then 18456 for an unknown database, 17809/3/20 over the

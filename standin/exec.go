@@ -204,13 +204,23 @@ func (s *session) stmt(ctx context.Context, r *resp, st []token, vars map[string
 	case "EXEC", "EXECUTE":
 		return flowNext, s.execProc(ctx, r, st[1:], vars, inProc)
 	case "CREATE":
+		if len(st) > 2 && st[1].upper == "LOGIN" {
+			return flowNext, s.loginDDL(ctx, r, st, vars, inProc)
+		}
 		if len(st) > 2 && st[1].upper == "TABLE" {
 			return flowNext, s.createTable(ctx, r, st, inProc)
 		}
 		if len(st) > 1 && (st[1].upper == "PROCEDURE" || st[1].upper == "PROC" || st[1].upper == "FUNCTION" || st[1].upper == "TRIGGER") {
 			return flowNext, errf(50000, 1, 16, "CREATE "+st[1].upper+" is not supported by the test backend.")
 		}
+	case "ALTER":
+		if len(st) > 2 && st[1].upper == "LOGIN" {
+			return flowNext, s.loginDDL(ctx, r, st, vars, inProc)
+		}
 	case "DROP":
+		if len(st) > 2 && st[1].upper == "LOGIN" {
+			return flowNext, s.loginDDL(ctx, r, st, vars, inProc)
+		}
 		if len(st) > 2 && (st[1].upper == "PROC" || st[1].upper == "PROCEDURE") {
 			return flowNext, s.dropProc(ctx, r, st, inProc)
 		}

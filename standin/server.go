@@ -80,6 +80,13 @@ type Config struct {
 	// Users maps login name (case-insensitive, like SQL Server's default
 	// collation) to password (case-sensitive).
 	Users map[string]string
+	// Admins are the logins that may CREATE, ALTER (password, DISABLE,
+	// ENABLE) and DROP other logins in T-SQL. The Go API (SetPassword,
+	// DisableLogin, ...) needs no admin.
+	Admins []string
+	// LoginDelay is spent before each password check, to model the cost
+	// of real authentication in benchmarks; SetLoginDelay changes it.
+	LoginDelay time.Duration
 	// AppRoles maps application role name to password for sp_setapprole.
 	AppRoles map[string]string
 	// Databases to serve besides master, which always exists. A login
@@ -140,7 +147,9 @@ type Server struct {
 	// peakSessions is the highest number of logged-in sessions at once.
 	peakSessions int
 
-	locks *appLocks // sp_getapplock's lock space
+	locks      *appLocks // sp_getapplock's lock space
+	accounts   *logins   // Config.Users, then as changed at run time
+	loginDelay atomic.Int64
 
 	auditMu  sync.Mutex
 	auditLog []AuditRecord
@@ -192,7 +201,8 @@ func New(cfg Config) (*Server, error) {
 	if len(problems) > 0 {
 		return nil, fmt.Errorf("standin: invalid config:\n  %s", strings.Join(problems, "\n  "))
 	}
-	s := &Server{cfg: cfg, conns: map[*conn]struct{}{}, nextSPID: 51, locks: newAppLocks()}
+	s := &Server{cfg: cfg, conns: map[*conn]struct{}{}, nextSPID: 51, locks: newAppLocks(), accounts: newLogins(cfg.Users)}
+	s.loginDelay.Store(int64(cfg.LoginDelay))
 	s.delay.Store(int64(cfg.Delay))
 	return s, nil
 }
@@ -503,16 +513,4 @@ func (s *Server) appRolePassword(role string) (string, bool) {
 		}
 	}
 	return "", false
-}
-
-// checkUser reports whether the login/password pair is configured. Login
-// names compare case-insensitively (SQL_Latin1_General_CP1_CI_AS), the
-// password exactly.
-func (s *Server) checkUser(user, password string) bool {
-	for u, p := range s.cfg.Users {
-		if strings.EqualFold(u, user) {
-			return p == password
-		}
-	}
-	return false
 }
