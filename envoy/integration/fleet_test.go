@@ -31,6 +31,8 @@ type fleetStack struct {
 	ports   []int
 	admins  []string
 	ctl     string
+
+	queueTimeout string
 }
 
 var (
@@ -72,8 +74,27 @@ func startFleet(t *testing.T, capacity int, queueTimeout string) *fleetStack {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { backend.Close() })
-	f := &fleetStack{backend: backend, redis: startRedis(t), ctl: buildCtl(t)}
+	f := &fleetStack{backend: backend, redis: startRedis(t), ctl: buildCtl(t), queueTimeout: queueTimeout}
 	for _, id := range []string{"envoy-a", "envoy-b"} {
+		e, port, admin := f.startEnvoy(t, id, capacity)
+		f.envoys = append(f.envoys, e)
+		f.ports = append(f.ports, port)
+		f.admins = append(f.admins, admin)
+	}
+	// The bucket's first grant waits out the coordinator's new-epoch grace: pay it here.
+	s, err := f.open(0)
+	if err != nil {
+		t.Fatalf("warm-up login: %v", err)
+	}
+	s.close()
+	return f
+}
+
+// startEnvoy starts one Envoy of the fleet with its own config (proxy id, cap).
+func (f *fleetStack) startEnvoy(t *testing.T, id string, capacity int) (e *stack.Envoy, port int, admin string) {
+	t.Helper()
+	queueTimeout, backend := f.queueTimeout, f.backend
+	{
 		cfg := map[string]any{
 			"proxy_id": id,
 			"listener": map[string]any{"encryption": "OFF_ALLOWED"},
@@ -92,7 +113,7 @@ func startFleet(t *testing.T, capacity int, queueTimeout string) *fleetStack {
 		if err != nil {
 			t.Fatal(err)
 		}
-		e, err := stack.StartEnvoy(stack.EnvoyOptions{Config: yaml, AdminPort: params.AdminPort})
+		e, err = stack.StartEnvoy(stack.EnvoyOptions{Config: yaml, AdminPort: params.AdminPort})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -102,17 +123,8 @@ func startFleet(t *testing.T, capacity int, queueTimeout string) *fleetStack {
 				t.Logf("envoy %s output (tail):\n%s", id, tailLines(e.Output(), 40))
 			}
 		})
-		f.envoys = append(f.envoys, e)
-		f.ports = append(f.ports, params.ListenerPort)
-		f.admins = append(f.admins, fmt.Sprintf("127.0.0.1:%d", params.AdminPort))
+		return e, params.ListenerPort, fmt.Sprintf("127.0.0.1:%d", params.AdminPort)
 	}
-	// The bucket's first grant waits out the coordinator's new-epoch grace: pay it here.
-	s, err := f.open(0)
-	if err != nil {
-		t.Fatalf("warm-up login: %v", err)
-	}
-	s.close()
-	return f
 }
 
 // ctlRun runs tdspoolctl against the fleet's Redis (and both admin addresses).
@@ -522,4 +534,37 @@ func TestPauseResumeDrainDisableAcrossTwoEnvoys(t *testing.T) {
 		t.Fatalf("after resume: %v", err)
 	}
 	s.close()
+}
+
+// TestRestartWithNewCapSetsTheFleetCap: an Envoy restarted with a config carrying a new cap
+// sets the cap Redis enforces for the whole fleet (the most recently loaded config wins), the
+// other Envoy's gauge follows, and the fleet view says who set it.
+func TestRestartWithNewCapSetsTheFleetCap(t *testing.T) {
+	f := startFleet(t, 2, "3s")
+	if p := f.pool(t); p.Cap != 2 {
+		t.Fatalf("cap %d, want 2", p.Cap)
+	}
+	f.envoys[1].Stop()
+	e, port, admin := f.startEnvoy(t, "envoy-b", 5)
+	f.envoys[1], f.ports[1], f.admins[1] = e, port, admin
+	start := time.Now()
+	waitFor(t, 2*time.Second, "the restarted Envoy's cap enforced", func() bool {
+		p := f.pool(t)
+		return p.Cap == 5 && strings.HasPrefix(p.CapBy, "envoy-b~")
+	})
+	t.Logf("cap 5 in Redis %v after the restarted Envoy was ready", time.Since(start).Round(time.Millisecond))
+	// Five sessions at once through envoy-a, whose own config still says 2.
+	var ss []*session
+	for i := 0; i < 5; i++ {
+		s, err := f.open(0)
+		if err != nil {
+			t.Fatalf("session %d of 5 through the other Envoy: %v", i+1, err)
+		}
+		defer s.close()
+		ss = append(ss, s)
+	}
+	if n := f.backend.Sessions(); n != 5 {
+		t.Fatalf("the stand-in holds %d sessions, want 5", n)
+	}
+	waitStat(t, f.envoys[0], "tdspool.bucket.bucket-001.max_connections", 5)
 }
