@@ -20,7 +20,7 @@
 //	password.go        Password: redacts itself in every fmt verb and JSON
 //	loginreply.go      LoginReply: a login response recorded and replayed to a
 //	                   later client of the same pool key; StripSessionRecovery
-//	reset.go           MarkResetConnection, ResetAckConsumer: reset a pooled
+//	reset.go           MarkResetConnection, ResetMarker, ResetAckConsumer: reset a pooled
 //	                   session for its next client, hide the acknowledgement
 //
 // Server tokens (§2.2.7), builders and decoders:

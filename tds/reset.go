@@ -142,3 +142,41 @@ func (c *ResetAckConsumer) Settled() bool { return c.passing }
 
 // Removed is the number of payload bytes taken out of the first packet.
 func (c *ResetAckConsumer) Removed() int { return c.removed }
+
+// ResetMarker does MarkResetConnection on a client→backend byte stream that
+// arrives in chunks of any size, as a relay sees it: it sets
+// RESETCONNECTION in the first packet header of the stream, even when that
+// header is split across chunks, and then lets everything through. Chunks
+// are changed in place.
+type ResetMarker struct {
+	seen int        // header bytes seen so far (0..2)
+	typ  PacketType // the first byte, once seen
+	err  error
+}
+
+// Mark inspects the next chunk and sets the flag when the chunk holds the
+// first packet's status byte. It reports whether the marker is done (the
+// flag is set; later chunks need not be passed). An error means the first
+// request cannot carry a reset (see Resettable); it is sticky.
+func (m *ResetMarker) Mark(chunk []byte) (done bool, err error) {
+	if m.err != nil {
+		return false, m.err
+	}
+	for i := 0; i < len(chunk) && m.seen < 2; i++ {
+		if m.seen == 0 {
+			m.typ = PacketType(chunk[i])
+			if !Resettable(m.typ) {
+				m.err = fmt.Errorf("tds: a %s request cannot carry RESETCONNECTION", m.typ)
+				return false, m.err
+			}
+		} else {
+			st := (PacketStatus(chunk[i]) &^ StatusResetConnectionSkipTran) | StatusResetConnection
+			chunk[i] = byte(st)
+		}
+		m.seen++
+	}
+	return m.seen == 2, nil
+}
+
+// Done reports whether the flag has been set.
+func (m *ResetMarker) Done() bool { return m.seen == 2 }

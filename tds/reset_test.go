@@ -196,3 +196,37 @@ func FuzzResetAckConsumer(f *testing.F) {
 		}
 	})
 }
+
+// ResetMarker on a chunked stream gives the same bytes as
+// MarkResetConnection on the whole request, at every split.
+func TestResetMarkerChunked(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		typ  PacketType
+		ok   bool
+	}{{"SQL batch", PacketSQLBatch, true}, {"RPC", PacketRPC, true}, {"attention", PacketAttention, false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			wire := AppendPackets(nil, tc.typ, StatusResetConnectionSkipTran, bytes.Repeat([]byte{3}, 600), 512)
+			want := append([]byte(nil), wire...)
+			wantErr := MarkResetConnection(want)
+			for a := 0; a <= 3; a++ {
+				for b := a; b <= 4; b++ {
+					got := append([]byte(nil), wire...)
+					var m ResetMarker
+					var err error
+					for _, chunk := range [][]byte{got[:a], got[a:b], got[b:]} {
+						if _, err = m.Mark(chunk); err != nil {
+							break
+						}
+					}
+					if (err == nil) != tc.ok || (wantErr == nil) != tc.ok {
+						t.Fatalf("splits %d,%d: err=%v, whole-message err=%v", a, b, err, wantErr)
+					}
+					if tc.ok && (!m.Done() || !bytes.Equal(got, want)) {
+						t.Fatalf("splits %d,%d: done=%v\n got %X\nwant %X", a, b, m.Done(), got[:10], want[:10])
+					}
+				}
+			}
+		})
+	}
+}
