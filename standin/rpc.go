@@ -302,7 +302,7 @@ func coerceParam(v any, t sqlType) any {
 				return decimalValue(s.(string))
 			}
 		}
-	case kDateTime2, kDate:
+	case kDateTime2, kDate, kDateTime, kSmallDateTime:
 		if tm, ok := v.(time.Time); ok {
 			y, mo, d := tm.Date()
 			return time.Date(y, mo, d, tm.Hour(), tm.Minute(), tm.Second(), tm.Nanosecond(), time.UTC)

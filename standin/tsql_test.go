@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"testing"
+	"time"
 
 	mssql "github.com/microsoft/go-mssqldb"
 
@@ -181,3 +182,44 @@ func TestAppLocks(t *testing.T) {
 }
 
 func sprintf(f string, a ...any) string { return fmt.Sprintf(f, a...) }
+
+// datetime and smalldatetime columns are reported as themselves
+// (DATETIMN 8 and 4), with their precision.
+func TestDateTimeTypes(t *testing.T) {
+	srv := start(t, standin.Config{Databases: []string{"tenant_a"}})
+	c := oneConn(t, srv)
+	ctx := context.Background()
+	if _, err := c.ExecContext(ctx, "CREATE TABLE dts (a DATETIME, b SMALLDATETIME, c DATETIME2(3)); INSERT INTO dts VALUES ('2024-02-29 13:14:15.123', '2024-02-29 13:14:29', '2024-02-29 13:14:15.123')"); err != nil {
+		t.Fatal(err)
+	}
+	ts := time.Date(2024, 3, 1, 1, 2, 3, 456789000, time.UTC)
+	if _, err := c.ExecContext(ctx, "INSERT INTO dts (a, b) VALUES (@p1, @p2)", ts, ts); err != nil {
+		t.Fatal(err)
+	}
+	rows, err := c.QueryContext(ctx, "SELECT a, b, c FROM dts ORDER BY a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	cts, _ := rows.ColumnTypes()
+	var names []string
+	for _, ct := range cts {
+		names = append(names, ct.DatabaseTypeName())
+	}
+	if fmt.Sprint(names) != "[DATETIME SMALLDATETIME DATETIME2]" {
+		t.Errorf("column types %v", names)
+	}
+	var got []string
+	for rows.Next() {
+		var a, b time.Time
+		var c sql.NullTime
+		if err := rows.Scan(&a, &b, &c); err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, a.Format("15:04:05.000000")+" "+b.Format("15:04:05"))
+	}
+	want := "[13:14:15.123000 13:14:00 01:02:03.457000 01:02:00]" // smalldatetime rounds 3 s down
+	if fmt.Sprint(got) != want {
+		t.Errorf("values %v, want %s", got, want)
+	}
+}

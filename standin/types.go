@@ -26,7 +26,9 @@ import (
 //	decimal(p,s) / numeric / money   DECIMAL_TEXT(p,s)  TEXT (exact digits)
 //	nvarchar(n|max), varchar, nchar  NVARCHAR(n|-1)     TEXT
 //	varbinary(n|max), binary         VARBINARY(n|-1)    BLOB/NUMERIC
-//	datetime2(s), datetime           DATETIME2(s)       text 'YYYY-MM-DD hh:mm:ss.fffffff'
+//	datetime2(s)                     DATETIME2(s)       text 'YYYY-MM-DD hh:mm:ss.fffffff'
+//	datetime / smalldatetime         DATETIME / SMALLDATETIME, same text;
+//	                                 sent as DATETIMN(8) / DATETIMN(4)
 //	date                             DATE_TEXT          text 'YYYY-MM-DD'
 //	uniqueidentifier                 UNIQUEIDENTIFIER   canonical upper-case text
 //
@@ -49,6 +51,8 @@ const (
 	kNVarChar
 	kVarBinary
 	kDateTime2
+	kDateTime      // datetime: 1/300 s ticks
+	kSmallDateTime // smalldatetime: whole minutes
 	kDate
 	kGUID
 )
@@ -128,16 +132,14 @@ func parseSQLType(name string, args []string) (sqlType, bool) {
 		return sqlType{k: kVarBinary, size: n}, true
 	case "datetime2":
 		return sqlType{k: kDateTime2, scale: min(max(arg(0, 7), 0), 7)}, true
-	case "datetime", "smalldatetime", "datetimeoffset":
-		// Reported as datetime2(3)/(7), which every driver reads into the
-		// same host type. tds.AppendValue can encode DATETIME and
-		// DATETIMEOFFSET now; reporting them is a visible change for the
-		// compat workloads, not made yet.
-		s := 3
-		if strings.EqualFold(name, "datetimeoffset") {
-			s = 7
-		}
-		return sqlType{k: kDateTime2, scale: s}, true
+	case "datetime":
+		return sqlType{k: kDateTime}, true
+	case "smalldatetime":
+		return sqlType{k: kSmallDateTime}, true
+	case "datetimeoffset":
+		// Stored and reported as datetime2(7) (local time kept, offset
+		// dropped): the stand-in keeps no time zones.
+		return sqlType{k: kDateTime2, scale: 7}, true
 	case "date", "date_text":
 		return sqlType{k: kDate}, true
 	case "uniqueidentifier":
@@ -171,6 +173,10 @@ func (t sqlType) sqliteDecl() string {
 		return fmt.Sprintf("VARBINARY(%d)", t.size)
 	case kDateTime2:
 		return fmt.Sprintf("DATETIME2(%d)", t.scale)
+	case kDateTime:
+		return "DATETIME"
+	case kSmallDateTime:
+		return "SMALLDATETIME"
 	case kDate:
 		return "DATE_TEXT"
 	case kGUID:
@@ -291,6 +297,10 @@ func (t sqlType) typeInfo() tds.TypeInfo {
 		return tds.VarBinaryType(max(t.size, 0))
 	case kDateTime2:
 		return tds.DateTime2NType(uint8(t.scale))
+	case kDateTime:
+		return tds.TypeInfo{Type: tds.TypeDateTimeN, MaxLen: 8}
+	case kSmallDateTime:
+		return tds.TypeInfo{Type: tds.TypeDateTimeN, MaxLen: 4}
 	case kDate:
 		return tds.DateNType()
 	case kGUID:
@@ -344,8 +354,15 @@ func typeFromInfo(ti *tds.TypeInfo) sqlType {
 		return sqlType{k: kVarBinary, size: max(int(ti.MaxLen), 1)}
 	case tds.TypeDateTime2N, tds.TypeDateTimeOffsetN:
 		return sqlType{k: kDateTime2, scale: int(ti.Scale)}
-	case tds.TypeDateTime, tds.TypeDateTimeN, tds.TypeDateTim4:
-		return sqlType{k: kDateTime2, scale: 3}
+	case tds.TypeDateTime:
+		return sqlType{k: kDateTime}
+	case tds.TypeDateTim4:
+		return sqlType{k: kSmallDateTime}
+	case tds.TypeDateTimeN:
+		if ti.MaxLen == 4 {
+			return sqlType{k: kSmallDateTime}
+		}
+		return sqlType{k: kDateTime}
 	case tds.TypeDateN:
 		return sqlType{k: kDate}
 	case tds.TypeGUID:
@@ -478,7 +495,7 @@ func wireValue(t sqlType, v any) (any, error) {
 			return []byte(strconv.FormatInt(x, 10)), nil
 		}
 		return nil, bad()
-	case kDateTime2, kDate:
+	case kDateTime2, kDate, kDateTime, kSmallDateTime:
 		switch x := v.(type) {
 		case time.Time:
 			return x, nil
@@ -570,6 +587,7 @@ func (t sqlType) String() string {
 	case kDateTime2:
 		return fmt.Sprintf("datetime2(%d)", t.scale)
 	}
-	return map[kind]string{kTinyInt: "tinyint", kSmallInt: "smallint", kInt: "int", kBigInt: "bigint", kBit: "bit",
+	return map[kind]string{kDateTime: "datetime", kSmallDateTime: "smalldatetime",
+		kTinyInt: "tinyint", kSmallInt: "smallint", kInt: "int", kBigInt: "bigint", kBit: "bit",
 		kFloat: "float", kReal: "real", kDate: "date", kGUID: "uniqueidentifier"}[t.k]
 }
