@@ -72,6 +72,9 @@ func NewFactory(name string, config []byte, h host.ConfigHost) (host.FilterFacto
 
 func newFactory(cfg *tdspoolpb.Config, m host.Metrics) (*Factory, error) {
 	d := &metricDefiner{m: m}
+	if cfg.StatPrefix != "" {
+		d.prefix = "listener." + cfg.StatPrefix + "."
+	}
 	f := &Factory{
 		cfg: cfg, stats: defineGlobalStats(d), buckets: map[string]*bucketState{},
 		router:           router{rules: cfg.Routes, defaultBucket: cfg.DefaultBucket},

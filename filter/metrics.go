@@ -8,7 +8,8 @@ import (
 )
 
 // Stat names live under the module's metrics namespace (Envoy config: metrics_namespace
-// "tdspool"), so /stats shows "tdspool.<name>". Per-bucket stats are named
+// "tdspool"), so /stats shows "tdspool.<name>", or "tdspool.listener.<stat_prefix>.<name>" when
+// the config names its listener (two listeners' stats must not merge). Per-bucket stats are named
 // "tdspool.bucket.<bucket>.<stat>"; the shipped Envoy configs turn <bucket> into a "bucket" tag,
 // which Prometheus shows as a label (the ABI has no labels of its own).
 
@@ -80,8 +81,9 @@ type bucketStats struct {
 }
 
 type metricDefiner struct {
-	m   host.Metrics
-	err error
+	m      host.Metrics
+	prefix string // "listener.<stat_prefix>." or ""
+	err    error
 }
 
 func (d *metricDefiner) counter(name string) host.MetricID { return d.define(name, d.m.DefineCounter) }
@@ -94,7 +96,7 @@ func (d *metricDefiner) define(name string, f func(string) (host.MetricID, error
 	if d.err != nil {
 		return 0
 	}
-	id, err := f(name)
+	id, err := f(d.prefix + name)
 	if err != nil {
 		d.err = fmt.Errorf("metric %s: %w", name, err)
 	}

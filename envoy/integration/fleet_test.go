@@ -568,3 +568,30 @@ func TestRestartWithNewCapSetsTheFleetCap(t *testing.T) {
 	}
 	waitStat(t, f.envoys[0], "tdspool.bucket.bucket-001.max_connections", 5)
 }
+
+// TestStatPrefixNamesTheListener: with stat_prefix the stats carry the listener's name, and
+// /stats/prometheus shows it as a label beside the bucket, so two listeners never merge.
+func TestStatPrefixNamesTheListener(t *testing.T) {
+	s := startTDSStack(t, tdsStackOptions{capacity: 2, extra: map[string]any{"stat_prefix": "orders"}})
+	db := s.db(t, 1)
+	if err := db.Ping(); err != nil {
+		t.Fatal(err)
+	}
+	waitStat(t, s.envoy, "tdspool.listener.orders.bucket.bucket-001.sessions_active", 1)
+	stats, _ := s.envoy.Stats()
+	if _, merged := stats["tdspool.bucket.bucket-001.sessions_active"]; merged {
+		t.Fatal("an unprefixed bucket stat exists next to the prefixed one")
+	}
+	body, err := s.envoy.Admin("/stats/prometheus")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		`envoy_tdspool_bucket_sessions_active{listener="orders",bucket="bucket-001"} 1`,
+		`envoy_tdspool_connections_active{listener="orders"} 1`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Fatalf("no %s in /stats/prometheus:\n%s", want, grepLines(body, "tdspool_connections_active"))
+		}
+	}
+}

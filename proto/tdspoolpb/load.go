@@ -33,6 +33,9 @@ const (
 	maxPacketSize = 32767
 )
 
+// statPrefixPattern keeps a listener's stat prefix one segment of a stat name.
+var statPrefixPattern = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
+
 // bucketNamePattern keeps bucket names usable inside Envoy stat names and Redis hash tags.
 var bucketNamePattern = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
 
@@ -151,6 +154,9 @@ func Validate(cfg *Config) Problems {
 
 	if strings.ContainsAny(cfg.ProxyId, ": \t\r\n") {
 		add("proxy_id", "%q must not contain ':' or whitespace (it starts every Redis lease id)", cfg.ProxyId)
+	}
+	if cfg.StatPrefix != "" && !statPrefixPattern.MatchString(cfg.StatPrefix) {
+		add("stat_prefix", "%q must match %s (it becomes part of every stat name)", cfg.StatPrefix, statPrefixPattern)
 	}
 	names := map[string]bool{}
 	clusters := map[string]string{}

@@ -247,7 +247,8 @@ func (ErrorNumbers) EnumDescriptor() ([]byte, []int) {
 
 type Config struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Identifies this proxy in Redis leases. Default: "<hostname>-<pid>".
+	// Identifies this proxy in Redis leases and in the fleet view (tdspoolctl), followed by "~"
+	// and a random instance tag. No ':' or whitespace. Default: "<hostname>-<pid>".
 	ProxyId  string    `protobuf:"bytes,1,opt,name=proxy_id,json=proxyId,proto3" json:"proxy_id,omitempty"`
 	Listener *Listener `protobuf:"bytes,2,opt,name=listener,proto3" json:"listener,omitempty"`
 	// The SQL Server instances ("buckets") this listener can route to.
@@ -259,6 +260,11 @@ type Config struct {
 	Redis         *Redis       `protobuf:"bytes,6,opt,name=redis,proto3" json:"redis,omitempty"`
 	Timeouts      *Timeouts    `protobuf:"bytes,7,opt,name=timeouts,proto3" json:"timeouts,omitempty"`
 	ErrorNumbers  ErrorNumbers `protobuf:"varint,8,opt,name=error_numbers,json=errorNumbers,proto3,enum=tdspool.v1.ErrorNumbers" json:"error_numbers,omitempty"`
+	// Names this listener in its stats: every stat becomes tdspool.listener.<stat_prefix>.<stat>
+	// (the shipped stats_tags turn it into a "listener" tag), so the stats of two listeners that
+	// both run tdspool never merge. Give each such listener its own. Empty: tdspool.<stat>.
+	// [a-z0-9_-]+.
+	StatPrefix    string `protobuf:"bytes,9,opt,name=stat_prefix,json=statPrefix,proto3" json:"stat_prefix,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -347,6 +353,13 @@ func (x *Config) GetErrorNumbers() ErrorNumbers {
 		return x.ErrorNumbers
 	}
 	return ErrorNumbers_ERROR_NUMBERS_UNSPECIFIED
+}
+
+func (x *Config) GetStatPrefix() string {
+	if x != nil {
+		return x.StatPrefix
+	}
+	return ""
 }
 
 type Listener struct {
@@ -979,7 +992,7 @@ var File_tdspool_proto protoreflect.FileDescriptor
 const file_tdspool_proto_rawDesc = "" +
 	"\n" +
 	"\rtdspool.proto\x12\n" +
-	"tdspool.v1\x1a\x1egoogle/protobuf/duration.proto\"\xef\x02\n" +
+	"tdspool.v1\x1a\x1egoogle/protobuf/duration.proto\"\x90\x03\n" +
 	"\x06Config\x12\x19\n" +
 	"\bproxy_id\x18\x01 \x01(\tR\aproxyId\x120\n" +
 	"\blistener\x18\x02 \x01(\v2\x14.tdspool.v1.ListenerR\blistener\x12,\n" +
@@ -988,7 +1001,9 @@ const file_tdspool_proto_rawDesc = "" +
 	"\x0edefault_bucket\x18\x05 \x01(\tR\rdefaultBucket\x12'\n" +
 	"\x05redis\x18\x06 \x01(\v2\x11.tdspool.v1.RedisR\x05redis\x120\n" +
 	"\btimeouts\x18\a \x01(\v2\x14.tdspool.v1.TimeoutsR\btimeouts\x12=\n" +
-	"\rerror_numbers\x18\b \x01(\x0e2\x18.tdspool.v1.ErrorNumbersR\ferrorNumbers\"\xb6\x01\n" +
+	"\rerror_numbers\x18\b \x01(\x0e2\x18.tdspool.v1.ErrorNumbersR\ferrorNumbers\x12\x1f\n" +
+	"\vstat_prefix\x18\t \x01(\tR\n" +
+	"statPrefix\"\xb6\x01\n" +
 	"\bListener\x12<\n" +
 	"\n" +
 	"encryption\x18\x01 \x01(\x0e2\x1c.tdspool.v1.EncryptionPolicyR\n" +
