@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/tdspool/tdspool/coordinator"
@@ -87,10 +88,38 @@ func (s *session) OnNewConnection() host.Status {
 	s.f.coordStats.flush(s.conn)
 	s.pktSize = tds.MinPacketSize * 8 // 4096: what clients use before LOGIN7 negotiates
 	s.clientIn.MaxMessageSize = tds.MaxLogin7Size
-	s.loginStarted = s.f.now()
+	now := s.f.now()
+	s.loginStarted = s.acceptedAt(now)
 	// A client that connects and says nothing is dropped after first_byte_timeout.
-	s.armTimer(min(s.f.firstByteTimeout, s.f.loginTimeout), s.onLoginTimeout)
+	s.armTimer(max(min(s.f.firstByteTimeout, s.f.loginTimeout)-now.Sub(s.loginStarted), time.Millisecond), s.onLoginTimeout)
 	return host.StopIteration
+}
+
+// AcceptedAtFilterStateKey holds when Envoy accepted the connection, in seconds since the
+// epoch ("1764495000.123456"); a set_filter_state filter ahead of tdspool sets it (the shipped
+// Envoy configs have one). A listener filter such as tls_inspector can hold a connection for
+// seconds before any network filter runs, and the first-byte and login bounds count from the
+// accept, on every filter chain.
+const AcceptedAtFilterStateKey = "tdspool.accepted_at"
+
+// acceptedAt is the connection's accept time, or now without a usable one (a value in the
+// future or hours old means a clock step or a foreign value, and must not stretch a bound).
+func (s *session) acceptedAt(now time.Time) time.Time {
+	v, ok := s.conn.FilterStateTyped(AcceptedAtFilterStateKey)
+	if !ok {
+		return now
+	}
+	secs, frac, _ := strings.Cut(v, ".")
+	sec, err1 := strconv.ParseInt(secs, 10, 64)
+	usec, err2 := strconv.ParseInt((frac + "000000")[:6], 10, 64)
+	if err1 != nil || err2 != nil {
+		return now
+	}
+	t := time.Unix(sec, usec*1000)
+	if t.After(now) || now.Sub(t) > time.Hour {
+		return now
+	}
+	return t
 }
 
 func (s *session) OnRead(size int, endStream bool) host.Status {

@@ -2,6 +2,7 @@ package filter
 
 import (
 	"bytes"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -516,6 +517,39 @@ func TestClientHangingUpBeforeTheSessionClosesAtOnce(t *testing.T) {
 			next := h.connect()
 			next.login(t, "app", "")
 			next.s.OnEvent(host.RemoteClose)
+		})
+	}
+}
+
+func TestBoundsCountFromTheAcceptTime(t *testing.T) {
+	// A listener filter (tls_inspector) may hold a connection before tdspool starts; the
+	// accept time in the filter state makes first_byte_timeout count from the accept.
+	const cfg = `{"listener": {"encryption": "OFF_ALLOWED"}, "timeouts": {"first_byte_timeout": "10s"},
+	  "buckets": [{"name": "b1", "cluster": "c1", "max_connections": 1}], "default_bucket": "b1"}`
+	stamp := func(t time.Time) string { return fmt.Sprintf("%d.%06d", t.Unix(), t.Nanosecond()/1000) }
+	for _, tc := range []struct {
+		name       string
+		acceptedAt string
+		wantClosed bool
+	}{
+		{"accepted 9.95s ago", stamp(time.Now().Add(-9950 * time.Millisecond)), true},
+		{"accepted just now", stamp(time.Now()), false},
+		{"in the future (clock step)", stamp(time.Now().Add(time.Hour)), false},
+		{"hours ago (foreign value)", stamp(time.Now().Add(-3 * time.Hour)), false},
+		{"garbage", "soon", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t, cfg)
+			conn := hosttest.NewConn(h.metrics)
+			conn.FilterState[AcceptedAtFilterStateKey] = tc.acceptedAt
+			s := h.f.NewFilter(conn)
+			s.OnNewConnection()
+			time.Sleep(300 * time.Millisecond)
+			conn.RunPosted()
+			if conn.Closed != tc.wantClosed {
+				t.Fatalf("closed = %v after 0.3 s, want %v", conn.Closed, tc.wantClosed)
+			}
+			s.OnEvent(host.LocalClose)
 		})
 	}
 }

@@ -8,8 +8,14 @@ import (
 	"bytes"
 	_ "embed"
 	"fmt"
+	"strconv"
 	"strings"
 	"text/template"
+	"time"
+
+	"google.golang.org/protobuf/encoding/protojson"
+
+	"github.com/tdspool/tdspool/proto/tdspoolpb"
 )
 
 //go:embed tdspool.yaml.tmpl
@@ -37,6 +43,9 @@ type Params struct {
 	// HealthCheckInterval is the TCP health check period per bucket cluster (default "2s").
 	HealthCheckInterval string
 	Buckets             []Bucket
+
+	// ListenerFiltersTimeout is set by Render from the filter config's first_byte_timeout.
+	ListenerFiltersTimeout string
 }
 
 var tmpl = template.Must(template.New("envoy").Funcs(template.FuncMap{
@@ -57,6 +66,7 @@ func Render(p Params) ([]byte, error) {
 	if p.HealthCheckInterval == "" {
 		p.HealthCheckInterval = "2s"
 	}
+	p.ListenerFiltersTimeout = envoyDuration(firstByteTimeout(p.FilterConfigJSON))
 	if p.FallbackCluster == "" && len(p.Buckets) > 0 {
 		p.FallbackCluster = p.Buckets[0].Cluster
 	}
@@ -73,4 +83,20 @@ func Render(p Params) ([]byte, error) {
 		return nil, fmt.Errorf("render envoy config: %w", err)
 	}
 	return b.Bytes(), nil
+}
+
+// firstByteTimeout is the filter config's timeouts.first_byte_timeout, or its default when the
+// config does not decode (Envoy then refuses the config with the reasons anyway).
+func firstByteTimeout(filterConfigJSON string) time.Duration {
+	cfg := &tdspoolpb.Config{}
+	if err := protojson.Unmarshal([]byte(filterConfigJSON), cfg); err != nil {
+		return tdspoolpb.DefaultFirstByteTimeout
+	}
+	tdspoolpb.ApplyDefaults(cfg)
+	return cfg.Timeouts.FirstByteTimeout.AsDuration()
+}
+
+// envoyDuration writes d the way Envoy's YAML takes a Duration ("10s", "0.25s").
+func envoyDuration(d time.Duration) string {
+	return strconv.FormatFloat(d.Seconds(), 'f', -1, 64) + "s"
 }
