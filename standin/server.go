@@ -144,6 +144,8 @@ type Server struct {
 	open     int // accepted TCP connections not yet closed
 	peak     int
 	nextSPID uint16
+	// freeSPIDs are released SPIDs below nextSPID (see spid.go).
+	freeSPIDs spidHeap
 	// peakSessions is the highest number of logged-in sessions at once.
 	peakSessions int
 
@@ -465,20 +467,6 @@ func isTemporary(err error) bool {
 	return ok && t.Temporary()
 }
 
-// allocSPIDLocked hands out the lowest free SPID from 51 up (SQL Server
-// reserves 1..50 for system sessions).
-func (s *Server) allocSPIDLocked() uint16 {
-	used := map[uint16]bool{}
-	for c := range s.conns {
-		used[c.spid] = true
-	}
-	for id := uint16(51); ; id++ {
-		if !used[id] {
-			return id
-		}
-	}
-}
-
 // admit counts a login against MaxConnections.
 func (s *Server) admit() bool {
 	s.mu.Lock()
@@ -498,6 +486,7 @@ func (s *Server) forget(c *conn, wasSession bool) {
 		return
 	}
 	delete(s.conns, c)
+	s.releaseSPIDLocked(c.spid)
 	s.open--
 	if wasSession {
 		s.sessions--
