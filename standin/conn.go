@@ -49,7 +49,8 @@ type conn struct {
 	loggedIn atomic.Bool
 	killOnce sync.Once
 
-	info atomic.Pointer[SessionInfo] // published by the executor
+	info       atomic.Pointer[SessionInfo] // published by the executor
+	redirected bool                        // the login was answered with a routing ENVCHANGE
 
 	mu      sync.Mutex
 	cancel  context.CancelFunc // of the running request, nil when idle
@@ -91,6 +92,13 @@ func (c *conn) serve() {
 	}
 	wasSession = ok
 	if !ok {
+		return
+	}
+	if c.redirected {
+		// A routed client reconnects elsewhere; like a gateway, give it a
+		// moment to read the reply and close first.
+		c.raw.SetReadDeadline(time.Now().Add(5 * time.Second))
+		io.Copy(io.Discard, c.rw)
 		return
 	}
 	c.raw.SetDeadline(time.Time{})
@@ -351,6 +359,14 @@ func (c *conn) login(body []byte) (bool, error) {
 	b = c.infoToken(b, 5703, 1, "Changed language setting to us_english.")
 	b = tds.EnvChangePacketSize(size, tds.DefaultPacketSize).AppendEnvChange(b)
 	b = tds.LoginAck{Interface: 1, TDSVersion: tdsVer, ProgName: progName, ProgVersion: serverVersion}.AppendLoginAck(b)
+	if host, port, ok := s.redirectTarget(); ok {
+		// Routing [MS-TDS §2.2.7.9, type 20]: after LOGINACK, as Azure SQL's
+		// redirect policy and read-only routing send it; the client
+		// reconnects to host:port and this connection is done.
+		b = tds.EnvChangeRouting(host, port).AppendEnvChange(b)
+		c.redirected = true
+		s.redirects.Add(1)
+	}
 	b = tds.Done{Token: tds.TokenDone}.AppendDone(b)
 	// Count before replying, so a test that saw its login succeed also
 	// sees the counters.

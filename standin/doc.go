@@ -137,6 +137,17 @@
 // cookie being unset, the reset is refused with 18059 and the connection
 // dropped, as SQL Server does.
 //
+// # Topologies
+//
+// Config.Redirect (SetRedirect at run time) answers every login with a
+// routing ENVCHANGE (type 20) after LOGINACK, as Azure SQL's redirect
+// policy and Availability Group read-only routing do; the client
+// reconnects to the target and the connection closes. Encryption
+// EncryptionRequired is SQL Server's Force Encryption: a client that
+// cannot do TLS (PRELOGIN NOT_SUP) is refused and login-only clients are
+// upgraded to full TLS. MARS is not offered: PRELOGIN answers MARS=0, so
+// drivers fall back to one request at a time (SMP is not implemented).
+//
 // # Oracle
 //
 // Audit (and AuditSince/AuditSeq) lists logins and requests with SPID,

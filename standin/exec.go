@@ -104,6 +104,9 @@ func (s *session) runStmt(ctx context.Context, r *resp, st []token, vars map[str
 	if e != nil && e.proc == "" && s.procName != "" {
 		e.proc = s.procName
 	}
+	if (e != nil || ctx.Err() != nil) && s.trancount > 0 {
+		s.syncTran(r)
+	}
 	return f, e
 }
 

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -87,6 +88,10 @@ type Config struct {
 	// LoginDelay is spent before each password check, to model the cost
 	// of real authentication in benchmarks; SetLoginDelay changes it.
 	LoginDelay time.Duration
+	// Redirect, "host:port", answers every login with a routing
+	// ENVCHANGE to that address (Azure SQL redirect, AG read-only
+	// routing); SetRedirect changes it at run time.
+	Redirect string
 	// AppRoles maps application role name to password for sp_setapprole.
 	AppRoles map[string]string
 	// Databases to serve besides master, which always exists. A login
@@ -152,6 +157,8 @@ type Server struct {
 	locks      *appLocks // sp_getapplock's lock space
 	accounts   *logins   // Config.Users, then as changed at run time
 	loginDelay atomic.Int64
+	redirect   atomic.Pointer[string]
+	redirects  atomic.Int64
 
 	auditMu  sync.Mutex
 	auditLog []AuditRecord
@@ -197,6 +204,13 @@ func New(cfg Config) (*Server, error) {
 	if cfg.DefaultDatabase != "" && !seen[strings.ToLower(cfg.DefaultDatabase)] {
 		problems = append(problems, fmt.Sprintf("DefaultDatabase: %q is not in Databases", cfg.DefaultDatabase))
 	}
+	if cfg.Redirect != "" {
+		if _, p, err := net.SplitHostPort(cfg.Redirect); err != nil {
+			problems = append(problems, fmt.Sprintf("Redirect: %q is not host:port", cfg.Redirect))
+		} else if n, err := strconv.ParseUint(p, 10, 16); err != nil || n == 0 {
+			problems = append(problems, fmt.Sprintf("Redirect: bad port in %q", cfg.Redirect))
+		}
+	}
 	if cfg.MaxConnections < 0 {
 		problems = append(problems, "MaxConnections: must be >= 0")
 	}
@@ -205,6 +219,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, conns: map[*conn]struct{}{}, nextSPID: 51, locks: newAppLocks(), accounts: newLogins(cfg.Users)}
 	s.loginDelay.Store(int64(cfg.LoginDelay))
+	s.redirect.Store(&cfg.Redirect)
 	s.delay.Store(int64(cfg.Delay))
 	return s, nil
 }
@@ -335,6 +350,8 @@ func (s *Server) Sessions() int {
 // Stats are cumulative counters.
 type Stats struct {
 	Logins, FailedLogins, Resets, Attentions int64
+	// Redirects counts logins answered with a routing ENVCHANGE.
+	Redirects int64
 	// PeakSessions is the highest number of logged-in sessions at once
 	// since Start.
 	PeakSessions int64
@@ -348,7 +365,7 @@ func (s *Server) Stats() Stats {
 	s.mu.Lock()
 	peak := int64(s.peakSessions)
 	s.mu.Unlock()
-	return Stats{PeakSessions: peak, Logins: s.logins.Load(), FailedLogins: s.failedLogins.Load(),
+	return Stats{PeakSessions: peak, Redirects: s.redirects.Load(), Logins: s.logins.Load(), FailedLogins: s.failedLogins.Load(),
 		Resets: s.resets.Load(), Attentions: s.attentions.Load(),
 		Plain: s.plain.Load(), LoginOnly: s.loginOnly.Load(), FullTLS: s.fullTLS.Load(), Strict: s.strict.Load()}
 }
@@ -491,6 +508,25 @@ func (s *Server) forget(c *conn, wasSession bool) {
 	if wasSession {
 		s.sessions--
 	}
+}
+
+// SetRedirect sets (or with "" clears) the address every login is routed to.
+func (s *Server) SetRedirect(hostPort string) { s.redirect.Store(&hostPort) }
+
+func (s *Server) redirectTarget() (string, uint16, bool) {
+	hp := *s.redirect.Load()
+	if hp == "" {
+		return "", 0, false
+	}
+	host, p, err := net.SplitHostPort(hp)
+	if err != nil {
+		return "", 0, false
+	}
+	port, err := strconv.ParseUint(p, 10, 16)
+	if err != nil {
+		return "", 0, false
+	}
+	return host, uint16(port), true
 }
 
 // appRolePassword returns the configured password of an application role

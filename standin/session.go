@@ -413,6 +413,22 @@ func (s *session) rollbackAll(ctx context.Context, r *resp) {
 	s.endTran()
 }
 
+// syncTran notices a transaction SQLite ended on its own: an interrupted
+// write (a cancelled request) or some errors roll the whole SQLite
+// transaction back, where SQL Server would keep it. BEGIN fails inside a
+// transaction; if it succeeds ours is gone, and the session says so
+// (ENVCHANGE rollback) instead of carrying a @@TRANCOUNT nothing backs.
+func (s *session) syncTran(r *resp) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := s.sc.ExecContext(ctx, "BEGIN"); err != nil {
+		return // still inside the transaction
+	}
+	s.sc.ExecContext(ctx, "ROLLBACK")
+	r.env(tds.EnvChangeRollbackTran(s.desc))
+	s.endTran()
+}
+
 func (s *session) saveTran(ctx context.Context, name string) *sqlError {
 	if s.trancount == 0 {
 		return errf(628, 0, 16, "Cannot issue SAVE TRANSACTION when there is no active transaction.")
