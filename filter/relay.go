@@ -1,7 +1,6 @@
 package filter
 
 import (
-	"encoding/binary"
 	"fmt"
 	"time"
 
@@ -29,18 +28,11 @@ const (
 var pinReasonNames = [numPinReasons]string{"transaction", "prepared", "temp_table", "set_option", "cursor",
 	"bulk_load", "app_role", "unparsed"}
 
-// maxClassifiedRequest bounds the bytes of a request kept for classification; a longer
-// request is classified on its first bytes (its keywords are almost always up front).
-const maxClassifiedRequest = 16 << 10
-
 // relayState follows a logged-in session: client messages by their packet headers, server
 // responses with the token scanner. It reads Envoy's buffers in place and copies nothing
 // beyond what the scanner must assemble.
 type relayState struct {
-	client   messageTracker
-	req      []byte // payload of the current client message, up to maxClassifiedRequest
-	reqType  tds.PacketType
-	reqStat  tds.PacketStatus
+	client   tds.RequestTracker
 	server   tds.ResponseScanner
 	pins     [numPinReasons]bool
 	inspect  bool // false once the server stream could not be parsed
@@ -96,53 +88,53 @@ func (s *session) relayClientBytes(size int) {
 	r := &s.relay
 	r.batch.rxBytes += uint64(size)
 	for _, chunk := range s.conn.ReadBuffer() {
-		r.client.feed(chunk, s)
-	}
-}
-
-// onPacket, onPayload and onMessageEnd are the messageTracker's callbacks.
-func (s *session) onPacket() { s.relay.batch.rxPackets++ }
-
-func (s *session) onPayload(b []byte) {
-	r := &s.relay
-	if room := maxClassifiedRequest - len(r.req); room > 0 {
-		r.req = append(r.req, b[:min(room, len(b))]...)
-	}
-}
-
-func (s *session) onMessageEnd() {
-	r := &s.relay
-	msg := tds.Message{Type: r.reqType, Status: r.reqStat, Payload: r.req}
-	var facts tds.RequestFacts
-	if r.reqType == tds.PacketSQLBatch && !batchMayPin(r.req) {
-		// Most batches are plain DML/queries: skip the full classification.
-		facts = tds.RequestFacts{Type: r.reqType, ResetConnection: r.reqStat&tds.StatusResetConnection != 0,
-			ResetSkipTran: r.reqStat&tds.StatusResetConnectionSkipTran != 0}
-	} else {
-		var err error
-		facts, err = tds.ClassifyRequest(&msg)
-		if err != nil && len(r.req) < maxClassifiedRequest {
-			s.conn.IncCounter(s.bucket.stats.requestsUnclassified, 1)
+		if r.client.Feed(chunk, (*requestSink)(s)) != nil {
+			// A broken packet header: the backend answers that stream itself. Requests are
+			// not followed any more; the bytes still flow.
+			return
 		}
 	}
-	s.applyRequestFacts(&facts)
-	if cap(r.req) > 4<<10 {
-		r.req = nil // do not keep a large buffer for an idle session
-	} else {
-		r.req = r.req[:0]
+}
+
+// requestSink is the session seen as the tds.RequestSink of its client stream.
+type requestSink session
+
+func (q *requestSink) OnPacket() { q.relay.batch.rxPackets++ }
+
+func (q *requestSink) OnMessageStart(typ tds.PacketType, _ tds.PacketStatus) {
+	r := &q.relay
+	r.batch.requests[requestKindOf(typ)]++
+	switch typ {
+	case tds.PacketSQLBatch, tds.PacketRPC, tds.PacketTransMgr, tds.PacketBulkLoad:
+		if r.pending == 0 {
+			r.reqStart = q.f.now()
+		}
+		r.pending++
 	}
 }
 
-// applyRequestFacts turns what a request does into pin reasons. Transactions are left to the
-// server's ENVCHANGEs, which are authoritative.
-func (s *session) applyRequestFacts(f *tds.RequestFacts) {
-	if f.ResetConnection || f.ResetSkipTran {
+func (q *requestSink) OnMessage(m *tds.Message, complete bool) {
+	s := (*session)(q)
+	if m.ResetConnection() {
 		// The backend resets the session before running the request: temp tables,
 		// prepared handles, cursors and SET options are gone.
-		for _, reason := range []pinReason{pinPrepared, pinTempTable, pinSetOption, pinCursor, pinBulkLoad} {
+		for _, reason := range [...]pinReason{pinPrepared, pinTempTable, pinSetOption, pinCursor, pinBulkLoad} {
 			s.setPin(reason, false)
 		}
 	}
+	if m.Type == tds.PacketSQLBatch && !tds.BatchMayPin(m.Payload) {
+		return // most batches are plain DML and queries: skip the full classification
+	}
+	facts, err := tds.ClassifyRequest(m)
+	if err != nil && complete {
+		s.conn.IncCounter(s.bucket.stats.requestsUnclassified, 1)
+	}
+	s.applyRequestFacts(&facts)
+}
+
+// applyRequestFacts turns what a request does into pin reasons. Transactions are left to the
+// server's ENVCHANGEs, which are authoritative; resets are handled from the header.
+func (s *session) applyRequestFacts(f *tds.RequestFacts) {
 	if f.Prepare {
 		s.setPin(pinPrepared, true)
 	}
@@ -160,19 +152,6 @@ func (s *session) applyRequestFacts(f *tds.RequestFacts) {
 	}
 	if f.AppRole {
 		s.setPin(pinAppRole, true)
-	}
-}
-
-func (s *session) onMessageStart(typ tds.PacketType, status tds.PacketStatus) {
-	r := &s.relay
-	r.reqType, r.reqStat = typ, status&^tds.StatusEOM
-	r.batch.requests[requestKindOf(typ)]++
-	switch typ {
-	case tds.PacketSQLBatch, tds.PacketRPC, tds.PacketTransMgr, tds.PacketBulkLoad:
-		if r.pending == 0 {
-			r.reqStart = s.f.now()
-		}
-		r.pending++
 	}
 }
 
@@ -286,97 +265,4 @@ func (r *relayState) finish(s *session) {
 	for i := range r.pins {
 		s.setPin(pinReason(i), false)
 	}
-}
-
-// messageTracker follows packet headers in the client→server stream to see where each
-// message starts (MS-TDS 2.2.3.1: a message ends with the packet whose status has EOM).
-type messageTracker struct {
-	remaining int
-	hdr       [tds.HeaderSize]byte
-	hdrN      int
-	inMessage bool
-	lost      bool
-}
-
-// messageSink receives what a messageTracker finds.
-type messageSink interface {
-	onPacket()
-	onMessageStart(tds.PacketType, tds.PacketStatus)
-	onPayload([]byte)
-	onMessageEnd()
-}
-
-func (m *messageTracker) feed(b []byte, sink messageSink) {
-	for len(b) > 0 && !m.lost {
-		if m.remaining > 0 {
-			k := min(m.remaining, len(b))
-			sink.onPayload(b[:k])
-			m.remaining -= k
-			b = b[k:]
-			if m.remaining == 0 && !m.inMessage {
-				sink.onMessageEnd()
-			}
-			continue
-		}
-		k := copy(m.hdr[m.hdrN:], b)
-		m.hdrN += k
-		b = b[k:]
-		if m.hdrN < tds.HeaderSize {
-			return
-		}
-		m.hdrN = 0
-		length := int(binary.BigEndian.Uint16(m.hdr[2:4]))
-		if length < tds.HeaderSize {
-			m.lost = true
-			return
-		}
-		m.remaining = length - tds.HeaderSize
-		typ, status := tds.PacketType(m.hdr[0]), tds.PacketStatus(m.hdr[1])
-		sink.onPacket()
-		if !m.inMessage {
-			sink.onMessageStart(typ, status)
-		}
-		m.inMessage = status&tds.StatusEOM == 0
-		if m.remaining == 0 && !m.inMessage {
-			sink.onMessageEnd() // a header-only message (ATTENTION)
-		}
-	}
-}
-
-// pinWords are the ASCII fragments without which a batch cannot create pinning state: '#' for
-// temp objects, and SET (options, sp_setapprole), PREP (sp_prepare*, sp_xml_preparedocument),
-// CURSOR, BULK and DISTRIButed transactions. Local transactions are tracked from the server's ENVCHANGEs, not from text.
-var pinWords = [...]string{"set", "prep", "cursor", "bulk", "distrib"}
-
-// batchMayPin scans a SQL_BATCH payload (UCS-2LE text after ALL_HEADERS) for pinWords
-// without decoding it. False positives only cost a full classification.
-func batchMayPin(payload []byte) bool {
-	for i := 0; i+1 < len(payload); i += 2 {
-		if payload[i+1] != 0 {
-			continue
-		}
-		c := payload[i]
-		if c == '#' {
-			return true
-		}
-		c |= 0x20 // ASCII lower case
-		for _, w := range pinWords {
-			if c == w[0] && ucs2HasWordAt(payload, i, w) {
-				return true
-			}
-		}
-	}
-	return false
-}
-
-func ucs2HasWordAt(b []byte, i int, w string) bool {
-	if i+2*len(w) > len(b) {
-		return false
-	}
-	for k := 0; k < len(w); k++ {
-		if b[i+2*k+1] != 0 || b[i+2*k]|0x20 != w[k] {
-			return false
-		}
-	}
-	return true
 }

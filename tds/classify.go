@@ -376,3 +376,33 @@ func classifySet(toks []sqlTok, i int, f *RequestFacts) {
 		f.SetOptions = append(f.SetOptions, SetOption{Name: n, Value: v})
 	}
 }
+
+// pinWords are the ASCII fragments without which a batch cannot create pinning state: '#' for
+// temp objects, and SET (options, sp_setapprole), PREP (sp_prepare*, sp_xml_preparedocument),
+// CURSOR, BULK and DISTRIButed transactions. Local transactions are not among them: a proxy
+// tracks those from the server's ENVCHANGEs, not from text.
+var pinWords = [...]string{"set", "prep", "cursor", "bulk", "distrib"}
+
+// BatchMayPin is a prefilter for ClassifyRequest on a SQL_BATCH payload (UCS-2LE text after
+// ALL_HEADERS): false means the batch cannot make RequestFacts.Pins true, so a caller that
+// only needs Pins may skip the classification. It scans for pinWords without decoding the text
+// and allocates nothing; a false positive only costs a full classification.
+// FuzzBatchMayPinNeverHidesAPin holds it to that contract.
+func BatchMayPin(payload []byte) bool {
+	for i := 0; i+1 < len(payload); i += 2 {
+		if payload[i+1] != 0 {
+			continue
+		}
+		c := payload[i]
+		if c == '#' {
+			return true
+		}
+		c |= 0x20 // ASCII lower case
+		for _, w := range pinWords {
+			if c == w[0] && ucs2HasWordAt(payload, i, w) {
+				return true
+			}
+		}
+	}
+	return false
+}

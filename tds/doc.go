@@ -47,7 +47,10 @@
 //	sqlbatch.go        SQL_BATCH
 //	rpc.go             RPC, ProcID (well-known procs), RPCParam accessors
 //	transmgr.go        TRANSACTION MANAGER requests, AppendAttention
-//	classify.go        ClassifyRequest/ClassifySQL: pinning-relevant facts
+//	classify.go        ClassifyRequest/ClassifySQL: pinning-relevant facts;
+//	                   BatchMayPin, the allocation-free prefilter for SQL_BATCH
+//	requesttracker.go  RequestTracker: follows a relayed client stream by its
+//	                   packet headers, keeps each message's first bytes
 //	sqllex.go          the T-SQL lexer (LexSQL), shared with the stand-in
 //
 // Errors (errors.go): ErrShortBuffer means "feed more"; *ProtocolError is
@@ -88,7 +91,8 @@
 //
 // Every message and token type has a String method for traces (passwords
 // print as [REDACTED]). The fuzz targets (FuzzReassembler, FuzzPrelogin,
-// FuzzLogin7, FuzzLoginReply, FuzzResetAckConsumer, FuzzScanner, FuzzRPC, FuzzTransMgr, FuzzClassifySQL) run on
+// FuzzLogin7, FuzzLoginReply, FuzzResetAckConsumer, FuzzScanner, FuzzRPC, FuzzTransMgr, FuzzClassifySQL,
+// FuzzRequestTracker, FuzzBatchMayPinNeverHidesAPin) run on
 // their seed corpus under plain `go test`; run one for longer with
 //
 //	go test ./tds -run XXX -fuzz '^FuzzScanner$' -fuzztime 10m

@@ -132,3 +132,17 @@ func readBVarbyte(b []byte) ([]byte, int, error) {
 	}
 	return b[1:n], n, nil
 }
+
+// ucs2HasWordAt reports whether the UTF-16LE text b holds the ASCII word w (lower case)
+// at byte offset i, ignoring ASCII case.
+func ucs2HasWordAt(b []byte, i int, w string) bool {
+	if i+2*len(w) > len(b) {
+		return false
+	}
+	for k := 0; k < len(w); k++ {
+		if b[i+2*k+1] != 0 || b[i+2*k]|0x20 != w[k] {
+			return false
+		}
+	}
+	return true
+}
