@@ -326,7 +326,7 @@ func (s *session) onClientLogin7(msg tds.Message) {
 	s.cancelAcquire = s.f.slots.Acquire(req, func(r SlotResult) {
 		// Coordinator goroutine: hop onto the worker. If the connection is gone, the
 		// slot must not leak.
-		if !conn.Post(func() { s.onSlot(r) }) && r.Granted {
+		if !conn.Post(func() { s.onSlot(r) }) && r.Granted() {
 			r.Release()
 		}
 	})
@@ -337,7 +337,7 @@ func (s *session) onSlot(r SlotResult) {
 	b := s.bucket
 	if s.ph != phWaitSlot {
 		// The client left (or timed out) while the answer was in flight.
-		if r.Granted {
+		if r.Granted() {
 			r.Release()
 		}
 		return
@@ -346,33 +346,33 @@ func (s *session) onSlot(r SlotResult) {
 	s.conn.DecGauge(b.stats.sessionsQueued, 1)
 	s.conn.RecordHistogram(b.stats.queueWaitMs, uint64(s.f.now().Sub(s.acquiredAt).Milliseconds()))
 	s.f.coordStats.flush(s.conn)
-	if !r.Granted {
+	if !r.Granted() {
 		waited := s.f.now().Sub(s.acquiredAt)
 		cap := b.cfg.MaxConnections
 		if r.Cap > 0 {
 			cap = uint32(r.Cap) // the cap Redis enforces, which an operator may have changed
 		}
 		switch r.Outcome {
-		case "timed_out":
+		case coordinator.TimedOut:
 			s.conn.IncCounter(b.stats.slotTimedOut, 1)
 			if r.State == coordinator.Paused {
 				s.refuse(bucketPaused(b.cfg.Name, s.f.coordStats.stateBy(b.cfg.Name), waited))
 				return
 			}
-		case "queue_full":
+		case coordinator.QueueFull:
 			s.conn.IncCounter(b.stats.slotQueueFull, 1)
-		case "draining":
+		case coordinator.Draining:
 			s.conn.IncCounter(b.stats.slotRefused, 1)
 			s.refuse(bucketDraining(b.cfg.Name, s.f.coordStats.stateBy(b.cfg.Name)))
 			return
-		case "disabled":
+		case coordinator.Disabled:
 			s.conn.IncCounter(b.stats.slotRefused, 1)
 			s.refuse(bucketDisabled(b.cfg.Name, s.f.coordStats.stateBy(b.cfg.Name)))
 			return
 		default:
 			s.conn.IncCounter(b.stats.slotRefused, 1)
 		}
-		s.refuse(poolExhausted(b.cfg.Name, waited, cap, r.Outcome == "queue_full"))
+		s.refuse(poolExhausted(b.cfg.Name, waited, cap, r.Outcome == coordinator.QueueFull))
 		return
 	}
 	s.conn.IncCounter(b.stats.slotGranted, 1)

@@ -28,11 +28,10 @@ type SlotRequest struct {
 
 // SlotResult is the outcome of one Acquire.
 type SlotResult struct {
-	Granted bool
+	Outcome coordinator.Outcome
 	Release func() // non-nil when Granted; idempotent
 	// SetPins tells the fleet view why the session is pinned (nil without Redis).
 	SetPins  func(pins string)
-	Outcome  string // granted, queue_full, timed_out, refused, draining, disabled
 	Waited   time.Duration
 	Fallback bool // decided by the local quota while Redis was unreachable
 	// State and Cap: the bucket's operator state and the cap in force, for error texts.
@@ -41,15 +40,17 @@ type SlotResult struct {
 	Err   error
 }
 
+// Granted reports whether the session got its slot (then Release gives it back).
+func (r SlotResult) Granted() bool { return r.Outcome == coordinator.Granted }
+
 // coordinatorSlots adapts the Redis coordinator.
 type coordinatorSlots struct{ c *coordinator.Coordinator }
 
 func (s coordinatorSlots) Acquire(req SlotRequest, done func(SlotResult)) func() bool {
 	t := s.c.AcquireRequest(coordinator.Request{Bucket: req.Bucket, Deadline: req.Deadline, Holder: req.Holder,
 		OnKill: req.OnKill}, func(r coordinator.Result) {
-		res := SlotResult{Granted: r.Outcome == coordinator.Granted, Outcome: r.Outcome.String(),
-			Waited: r.Waited, Fallback: r.Fallback, State: r.State, Cap: r.Cap, Err: r.Err}
-		if res.Granted {
+		res := SlotResult{Outcome: r.Outcome, Waited: r.Waited, Fallback: r.Fallback, State: r.State, Cap: r.Cap, Err: r.Err}
+		if res.Granted() {
 			lease := r.Lease
 			res.Release = func() { s.c.Release(lease) } // idempotent in the coordinator
 			res.SetPins = lease.SetPins
@@ -98,14 +99,14 @@ func (s *localSlots) Acquire(req SlotRequest, done func(SlotResult)) func() bool
 	start := time.Now()
 	switch {
 	case b == nil:
-		go done(SlotResult{Outcome: "refused", Err: coordinator.ErrUnknownBucket})
+		go done(SlotResult{Outcome: coordinator.Refused, Err: coordinator.ErrUnknownBucket})
 		return func() bool { return false }
 	case b.held < b.cap && b.waiters.Len() == 0:
 		b.held++
-		go done(SlotResult{Granted: true, Outcome: "granted", Release: s.releaser(b)})
+		go done(SlotResult{Outcome: coordinator.Granted, Release: s.releaser(b)})
 		return func() bool { return false }
 	case b.waiters.Len() >= b.maxQueue:
-		go done(SlotResult{Outcome: "queue_full"})
+		go done(SlotResult{Outcome: coordinator.QueueFull})
 		return func() bool { return false }
 	}
 	w := &localWaiter{done: done, start: start, b: b}
@@ -119,7 +120,7 @@ func (s *localSlots) Acquire(req SlotRequest, done func(SlotResult)) func() bool
 		w.closed = true
 		b.waiters.Remove(w.elem)
 		s.mu.Unlock()
-		done(SlotResult{Outcome: "timed_out", Waited: time.Since(start)})
+		done(SlotResult{Outcome: coordinator.TimedOut, Waited: time.Since(start)})
 	})
 	return func() bool {
 		s.mu.Lock()
@@ -152,7 +153,7 @@ func (s *localSlots) releaser(b *localBucket) func() {
 			}
 			s.mu.Unlock()
 			if grant != nil {
-				go grant.done(SlotResult{Granted: true, Outcome: "granted", Release: s.releaser(b),
+				go grant.done(SlotResult{Outcome: coordinator.Granted, Release: s.releaser(b),
 					Waited: time.Since(grant.start)})
 			}
 		})
