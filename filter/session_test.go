@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tdspool/tdspool/coordinator"
 	"github.com/tdspool/tdspool/envoy/host"
 	"github.com/tdspool/tdspool/envoy/host/hosttest"
 	"github.com/tdspool/tdspool/proto/tdspoolpb"
@@ -199,22 +200,81 @@ func TestSessionRoutesByDatabaseAndRelays(t *testing.T) {
 	}
 }
 
+// noDefaultConfig routes only tenant_b; any other database has no route.
+const noDefaultConfig = `{"listener": {"encryption": "OFF_ALLOWED"},
+  "buckets": [{"name": "b2", "cluster": "c2", "max_connections": 5, "allowed_users": ["app"]}],
+  "routes": [{"database": "tenant_b", "bucket": "b2"}]%s}`
+
 func TestSessionRefusals(t *testing.T) {
 	tests := []struct {
-		name, user, db string
-		wantNumber     string
-		wantText       string
+		name, config, user, db string
+		wantNumber             int32
+		wantClass              uint8
+		wantText               string
 	}{
-		{"allow-list", "intruder", "tenant_b", "18456", "not allowed on bucket 'b2'"},
+		{"allow-list", fmt.Sprintf(noDefaultConfig, ""), "intruder", "tenant_b", 18456, 14, "not allowed on bucket 'b2'"},
+		{"allow-list, seed numbers", fmt.Sprintf(noDefaultConfig, `, "error_numbers": "SEED"`), "intruder", "tenant_b",
+			50004, 14, "not allowed on bucket 'b2'"},
+		{"no route", fmt.Sprintf(noDefaultConfig, ""), "app", "elsewhere", 40532, 20, "no route for server 'proxy'"},
+		{"no route, seed numbers", fmt.Sprintf(noDefaultConfig, `, "error_numbers": "SEED"`), "app", "elsewhere",
+			50002, 20, "no route for server 'proxy'"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			h := newHarness(t, testConfig)
+			h := newHarness(t, tt.config)
 			c := h.connect()
 			c.fromClient(preloginMsg(tds.EncryptOff))
 			c.conn.ToClient = nil
 			c.fromClient(login7Msg(tt.user, tt.db, "proxy"))
-			assertClientError(t, c.conn, tt.wantText)
+			m := assertClientError(t, c.conn, tt.wantText)
+			if m.Number != tt.wantNumber || m.Class != tt.wantClass {
+				t.Errorf("error %d class %d, want %d class %d", m.Number, m.Class, tt.wantNumber, tt.wantClass)
+			}
+		})
+	}
+}
+
+// fixedSlots answers every Acquire with the same result, as a coordinator would.
+type fixedSlots struct{ r SlotResult }
+
+func (f fixedSlots) Acquire(_ SlotRequest, done func(SlotResult)) func() bool {
+	go done(f.r)
+	return func() bool { return false }
+}
+
+func (fixedSlots) Close() error { return nil }
+
+// TestSessionSlotOutcomes: each way a slot request can end without a slot reaches the client
+// as its own error and counts in its own stat.
+func TestSessionSlotOutcomes(t *testing.T) {
+	tests := []struct {
+		outcome    coordinator.Outcome
+		wantStat   string
+		wantNumber int32
+		wantText   string
+	}{
+		{coordinator.TimedOut, "slot_timed_out_total", 10928, "no connection slot became free"},
+		{coordinator.QueueFull, "slot_queue_full_total", 10928, "its wait queue is full"},
+		{coordinator.Refused, "slot_refused_total", 10928, "pool exhausted for bucket 'b1'"},
+		{coordinator.Draining, "slot_refused_total", 40613, "is being drained"},
+		{coordinator.Disabled, "slot_refused_total", 40532, "is disabled"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.outcome.String(), func(t *testing.T) {
+			h := newHarness(t, testConfig)
+			h.f.slots = fixedSlots{SlotResult{Outcome: tt.outcome}}
+			c := h.connect()
+			c.fromClient(preloginMsg(tds.EncryptOff))
+			c.conn.ToClient = nil
+			c.fromClient(login7Msg("app", "", "proxy"))
+			c.waitPosted(time.Second)
+			m := assertClientError(t, c.conn, tt.wantText)
+			if m.Number != tt.wantNumber {
+				t.Errorf("error number %d, want %d", m.Number, tt.wantNumber)
+			}
+			if v := h.metrics.Value("bucket.b1." + tt.wantStat); v != 1 {
+				t.Errorf("%s = %d, want 1", tt.wantStat, v)
+			}
 		})
 	}
 }
@@ -336,7 +396,9 @@ func TestSessionMalformedInputClosesWithoutSlot(t *testing.T) {
 	}
 }
 
-func assertClientError(t *testing.T, c *hosttest.Conn, wantText string) {
+// assertClientError checks that the client got one ERROR (whose text contains wantText) then
+// DONE with the error bit, and that the connection is closed; it returns the ERROR.
+func assertClientError(t *testing.T, c *hosttest.Conn, wantText string) tds.ServerMessage {
 	t.Helper()
 	if !c.Closed {
 		t.Fatal("connection not closed after a refusal")
@@ -353,10 +415,12 @@ func assertClientError(t *testing.T, c *hosttest.Conn, wantText string) {
 		t.Fatalf("error message does not parse: %v", err)
 	}
 	var sawError, sawDoneError bool
+	var got tds.ServerMessage
 	for _, ev := range events {
 		switch ev.Token {
 		case tds.TokenError:
 			sawError = true
+			got = ev.Message
 			if !strings.Contains(ev.Message.Text, wantText) {
 				t.Errorf("error text %q lacks %q", ev.Message.Text, wantText)
 			}
@@ -367,6 +431,7 @@ func assertClientError(t *testing.T, c *hosttest.Conn, wantText string) {
 	if !sawError || !sawDoneError {
 		t.Fatalf("want ERROR then DONE(error): %v", events)
 	}
+	return got
 }
 
 func TestSessionBackendSilentGivesBackendUnavailable(t *testing.T) {
