@@ -18,11 +18,11 @@ func TestRoutingByServerNameDatabaseAndDefault(t *testing.T) {
 	var routes []map[string]any
 	var ebs []envoyconfig.Bucket
 	for i, n := range names {
-		b := startScriptedBackend(t, n)
+		b := startBucket(t, n)
 		cluster := fmt.Sprintf("bucket_%03d", i+1)
 		buckets = append(buckets, map[string]any{"name": n, "cluster": cluster, "max_connections": 4})
 		routes = append(routes, map[string]any{"server_name": n, "bucket": n})
-		ebs = append(ebs, envoyconfig.Bucket{Cluster: cluster, Port: b.port})
+		ebs = append(ebs, envoyconfig.Bucket{Cluster: cluster, Port: b.Port()})
 	}
 	for i, n := range names {
 		routes = append(routes, map[string]any{"database": fmt.Sprintf("tenant_%c", 'a'+i), "bucket": n})
@@ -54,7 +54,7 @@ func TestRoutingByServerNameDatabaseAndDefault(t *testing.T) {
 		if err != nil || !hasLoginAck(evs) {
 			t.Fatalf("login server=%q db=%q: %v %v", tc.server, tc.db, err, evs)
 		}
-		if got := rc.batch(t, "select @@servername"); got != tc.want {
+		if got := rc.batch(t, "PRINT @@SERVERNAME"); got != tc.want {
 			t.Errorf("server=%q db=%q landed on %s, want %s", tc.server, tc.db, got, tc.want)
 		}
 		rc.c.Close()

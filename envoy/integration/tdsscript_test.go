@@ -5,109 +5,28 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/tdspool/tdspool/standin"
 	"github.com/tdspool/tdspool/tds"
 )
 
-// scriptedBackend is a minimal TDS server for the Envoy-path tests that must not depend on
-// the full test backend: it answers PRELOGIN and LOGIN7 like SQL Server does and replies to
-// every SQL_BATCH with an INFO token carrying its tag, so a test can tell which bucket
-// answered. Real-driver tests use tds/standin instead.
-type scriptedBackend struct {
-	l    net.Listener
-	tag  string
-	port int
-	wg   sync.WaitGroup
-	mu   sync.Mutex
-	open int
-}
-
-func startScriptedBackend(t *testing.T, tag string) *scriptedBackend {
+// startBucket starts the stand-in as one bucket's backend: ServerName is the tag (what
+// PRINT @@SERVERNAME answers, so a test can tell which bucket served it), the login is
+// app/pw, and the databases the routing tests name exist.
+func startBucket(t *testing.T, tag string) *standin.Server {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	srv, err := standin.New(standin.Config{ServerName: tag, Users: map[string]string{"app": "pw"},
+		Databases: []string{"tenant_a", "tenant_b", "tenant_c"}, DataDir: t.TempDir(), Encryption: standin.EncryptionOff})
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := &scriptedBackend{l: l, tag: tag, port: l.Addr().(*net.TCPAddr).Port}
-	b.wg.Add(1)
-	go func() {
-		defer b.wg.Done()
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			b.wg.Add(1)
-			go func() {
-				defer b.wg.Done()
-				b.mu.Lock()
-				b.open++
-				b.mu.Unlock()
-				defer func() { b.mu.Lock(); b.open--; b.mu.Unlock() }()
-				b.serve(c)
-			}()
-		}
-	}()
-	t.Cleanup(func() { l.Close(); b.wg.Wait() })
-	return b
-}
-
-func (b *scriptedBackend) openConns() int {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.open
-}
-
-func (b *scriptedBackend) serve(c net.Conn) {
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(30 * time.Second))
-	var r tds.Reassembler
-	buf := make([]byte, 32<<10)
-	next := func() (tds.Message, error) {
-		for {
-			msg, err := r.Next()
-			if !errors.Is(err, tds.ErrShortBuffer) {
-				return msg, err
-			}
-			n, err := c.Read(buf)
-			if err != nil {
-				return tds.Message{}, err
-			}
-			r.Feed(buf[:n])
-		}
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
 	}
-	reply := func(payload []byte) error {
-		_, err := c.Write(tds.AppendPackets(nil, tds.PacketReply, 0, payload, 4096))
-		return err
-	}
-	for {
-		msg, err := next()
-		if err != nil {
-			return
-		}
-		switch msg.Type {
-		case tds.PacketPrelogin:
-			err = reply(tds.ServerPreloginReply(0x10000000, tds.EncryptNotSup).AppendPrelogin(nil))
-		case tds.PacketLogin7:
-			var p []byte
-			p = tds.EnvChangeDatabase("master", "master").AppendEnvChange(p)
-			p = tds.LoginAck{Interface: 1, TDSVersion: tds.TDSVersion74, ProgName: "Microsoft SQL Server", ProgVersion: 0x10000000}.AppendLoginAck(p)
-			p = tds.Done{Token: tds.TokenDone}.AppendDone(p)
-			err = reply(p)
-		case tds.PacketSQLBatch:
-			p := tds.ServerMessage{Token: tds.TokenInfo, Number: 50000, Class: 0, Text: b.tag, Server: b.tag}.AppendMessage(nil)
-			p = tds.Done{Token: tds.TokenDone}.AppendDone(p)
-			err = reply(p)
-		default:
-			return
-		}
-		if err != nil {
-			return
-		}
-	}
+	t.Cleanup(func() { srv.Close() })
+	return srv
 }
 
 // rawClient speaks just enough TDS to log in through the proxy and run batches.
@@ -215,7 +134,8 @@ func (rc *rawClient) tryLoginTo(user, db, server string) ([]tds.Event, error) {
 // batch sends a SQL_BATCH and returns the text of the first INFO/ERROR in the reply.
 func (rc *rawClient) batch(t *testing.T, sql string) string {
 	t.Helper()
-	if err := rc.send(tds.PacketSQLBatch, []byte(sql)); err != nil {
+	q := tds.SQLBatch{Headers: tds.AllHeaders{HasTransaction: true, OutstandingRequests: 1}, Text: sql}
+	if err := rc.send(tds.PacketSQLBatch, q.AppendSQLBatch(nil)); err != nil {
 		t.Fatal(err)
 	}
 	msg, err := rc.recv()
