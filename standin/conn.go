@@ -51,6 +51,8 @@ type conn struct {
 
 	info       atomic.Pointer[SessionInfo] // published by the executor
 	redirected bool                        // the login was answered with a routing ENVCHANGE
+	mux        *smpMux                     // MARS: the SMP sessions, nil without MARS
+	dead       chan struct{}               // closed by kill
 
 	mu      sync.Mutex
 	cancel  context.CancelFunc // of the running request, nil when idle
@@ -60,6 +62,7 @@ type conn struct {
 
 func (c *conn) kill(rst bool) {
 	c.killOnce.Do(func() {
+		close(c.dead)
 		if tc, ok := c.raw.(*net.TCPConn); ok && rst {
 			tc.SetLinger(0)
 		}
@@ -121,6 +124,7 @@ func (c *conn) handshake() (bool, error) {
 	c.pktSize = tds.DefaultPacketSize
 	var loginReader io.Reader // where LOGIN7's first packet comes from
 	var afterLogin io.ReadWriter
+	mars := false
 	switch first[0] {
 	case firstByteTLS:
 		if s.cfg.Encryption == EncryptionOff {
@@ -145,7 +149,8 @@ func (c *conn) handshake() (bool, error) {
 		// Inside TDS 8 TLS the ENCRYPTION value means nothing; answer
 		// NOT_SUP so no client starts a second TLS layer.
 		reply := tds.ServerPreloginReply(serverVersion, tds.EncryptNotSup)
-		_ = pre
+		mars = s.cfg.MARS && pre.HasMARS && pre.MARS
+		reply.MARS = mars
 		if err := c.send(reply.AppendPrelogin(nil)); err != nil {
 			return false, err
 		}
@@ -166,7 +171,12 @@ func (c *conn) handshake() (bool, error) {
 			clientEnc = pre.Encryption
 		}
 		enc, result := tds.NegotiateEncryption(clientEnc, policy)
-		if err := c.send(tds.ServerPreloginReply(serverVersion, enc).AppendPrelogin(nil)); err != nil {
+		// MARS under login-only TLS would put SMP inside the one encrypted
+		// LOGIN7; SQL Server clients do not do that, so it is not offered.
+		mars = s.cfg.MARS && pre.HasMARS && pre.MARS && result != tds.EncryptionLoginOnly
+		reply := tds.ServerPreloginReply(serverVersion, enc)
+		reply.MARS = mars
+		if err := c.send(reply.AppendPrelogin(nil)); err != nil {
 			return false, err
 		}
 		if s.cfg.Encryption == EncryptionStrict {
@@ -201,6 +211,17 @@ func (c *conn) handshake() (bool, error) {
 		}
 	default:
 		return false, fmt.Errorf("first byte 0x%02X is neither PRELOGIN nor a TLS ClientHello", first[0])
+	}
+	if mars {
+		// Everything from here on is SMP; LOGIN7 comes on the first session.
+		c.mux = newSMPMux(afterLogin)
+		select {
+		case st := <-c.mux.accept:
+			loginReader, afterLogin = st, st
+			c.rw = st
+		case <-c.mux.done:
+			return false, fmt.Errorf("MARS: no SMP session: %w", c.mux.err)
+		}
 	}
 	// LOGIN7. In login-only mode drivers encrypt only the first packet
 	// (go-mssqldb afterFirst, FreeTDS login.c), so later packets of a long
@@ -239,8 +260,14 @@ func (c *conn) readPrelogin(r io.Reader) (*tds.Prelogin, error) {
 }
 
 // send frames payload as one reply message with the session's SPID.
-func (c *conn) send(payload []byte) error {
-	_, err := c.rw.Write(tds.AppendPacketsSPID(nil, tds.PacketReply, 0, c.spid, payload, c.pktSize))
+func (c *conn) send(payload []byte) error { return c.sendTo(c.rw, payload) }
+
+// sendTo frames payload onto one stream (an SMP session under MARS).
+func (c *conn) sendTo(w io.Writer, payload []byte) error {
+	if w == nil {
+		w = c.rw
+	}
+	_, err := w.Write(tds.AppendPacketsSPID(nil, tds.PacketReply, 0, c.spid, payload, c.pktSize))
 	return err
 }
 
@@ -389,59 +416,89 @@ type request struct {
 	typ     tds.PacketType
 	status  tds.PacketStatus
 	payload []byte
+	w       io.Writer // where the reply goes: the stream it came on
 }
 
 // requestLoop runs the session: a reader goroutine feeds messages; this
 // goroutine executes them in order and writes every reply.
 func (c *conn) requestLoop() {
 	reqs := make(chan request, 16)
-	go func() {
-		defer close(reqs)
-		defer func() {
-			if r := recover(); r != nil {
-				c.srv.logf("standin spid %d: reader panic: %v", c.spid, r)
-				c.kill(false)
+	go c.readRequests(c.rw, reqs, true)
+	if c.mux != nil {
+		// MARS: every further SMP session feeds the same executor.
+		go func() {
+			for {
+				select {
+				case st := <-c.mux.accept:
+					go c.readRequests(st, reqs, false)
+				case <-c.mux.done:
+					c.kill(false)
+					return
+				case <-c.dead:
+					return
+				}
 			}
 		}()
-		for {
-			if d := c.srv.cfg.IdleTimeout; d > 0 {
-				c.raw.SetReadDeadline(time.Now().Add(d))
-			}
-			typ, status, payload, err := readMessage(c.rw, c.pktSize, maxRequestBytes)
-			if err != nil {
-				if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
-					c.srv.logf("standin %s spid %d: read: %v", c.srv.cfg.ServerName, c.spid, err)
-				}
-				// The client is gone (some drivers, e.g. pymssql on a query
-				// timeout, close instead of sending ATTENTION): stop the
-				// running request now rather than when it next writes.
-				c.mu.Lock()
-				if c.cancel != nil {
-					c.cancel()
-				}
-				c.mu.Unlock()
+	}
+	for {
+		select {
+		case req := <-reqs:
+			if err := c.handle(req); err != nil {
+				c.srv.logf("standin %s spid %d: %v", c.srv.cfg.ServerName, c.spid, err)
 				c.kill(false)
 				return
 			}
-			if typ == tds.PacketAttention {
-				c.srv.attentions.Add(1)
-				c.mu.Lock()
-				c.pending++
-				if c.cancel != nil {
-					c.cancel()
-				}
-				c.mu.Unlock()
-			}
-			reqs <- request{typ: typ, status: status, payload: payload}
+		case <-c.dead:
+			return
+		}
+	}
+}
+
+// readRequests reads whole messages from one stream (the connection, or an
+// SMP session under MARS) for the executor. The end of the primary stream
+// ends the connection; an SMP session's FIN ends only that session.
+func (c *conn) readRequests(rw io.ReadWriter, reqs chan<- request, primary bool) {
+	defer func() {
+		if r := recover(); r != nil {
+			c.srv.logf("standin spid %d: reader panic: %v", c.spid, r)
+			c.kill(false)
 		}
 	}()
-	for req := range reqs {
-		if err := c.handle(req); err != nil {
-			c.srv.logf("standin %s spid %d: %v", c.srv.cfg.ServerName, c.spid, err)
-			c.kill(false)
-			// Drain so the reader can exit.
-			for range reqs {
+	for {
+		if d := c.srv.cfg.IdleTimeout; d > 0 {
+			c.raw.SetReadDeadline(time.Now().Add(d))
+		}
+		typ, status, payload, err := readMessage(rw, c.pktSize, maxRequestBytes)
+		if err != nil {
+			if !primary && errors.Is(err, io.EOF) {
+				return
 			}
+			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
+				c.srv.logf("standin %s spid %d: read: %v", c.srv.cfg.ServerName, c.spid, err)
+			}
+			// The client is gone (some drivers, e.g. pymssql on a query
+			// timeout, close instead of sending ATTENTION): stop the
+			// running request now rather than when it next writes.
+			c.mu.Lock()
+			if c.cancel != nil {
+				c.cancel()
+			}
+			c.mu.Unlock()
+			c.kill(false)
+			return
+		}
+		if typ == tds.PacketAttention {
+			c.srv.attentions.Add(1)
+			c.mu.Lock()
+			c.pending++
+			if c.cancel != nil {
+				c.cancel()
+			}
+			c.mu.Unlock()
+		}
+		select {
+		case reqs <- request{typ: typ, status: status, payload: payload, w: rw}:
+		case <-c.dead:
 			return
 		}
 	}
@@ -458,7 +515,7 @@ func (c *conn) handle(req request) error {
 		}
 		c.mu.Unlock()
 		if owe { // the request it targeted had already been answered
-			return c.send(attnAck)
+			return c.sendTo(req.w, attnAck)
 		}
 		return nil
 	}
@@ -505,9 +562,9 @@ func (c *conn) handle(req request) error {
 	if attn {
 		// Everything before the acknowledgement may be discarded
 		// [MS-TDS §2.2.1.7]; the reply is just DONE(ATTN).
-		return c.send(attnAck)
+		return c.sendTo(req.w, attnAck)
 	}
-	if err := c.send(out); err != nil {
+	if err := c.sendTo(req.w, out); err != nil {
 		return err
 	}
 	if c.sess.dropAfterReply {

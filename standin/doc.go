@@ -34,6 +34,7 @@
 //	logins.go   Logins at run time: CREATE/ALTER (PASSWORD, DISABLE,
 //	            ENABLE)/DROP LOGIN by Config.Admins, the Go API
 //	            (SetPassword, DisableLogin, ...), Config.LoginDelay.
+//	smp.go      MARS: the SMP session multiplexer (Config.MARS).
 //	applock.go  sp_getapplock/sp_releaseapplock/APPLOCK_MODE: session- or
 //	            transaction-owned, SQL Server's mode compatibility, waits
 //	            bounded by @LockTimeout or @@LOCK_TIMEOUT.
@@ -145,8 +146,12 @@
 // reconnects to the target and the connection closes. Encryption
 // EncryptionRequired is SQL Server's Force Encryption: a client that
 // cannot do TLS (PRELOGIN NOT_SUP) is refused and login-only clients are
-// upgraded to full TLS. MARS is not offered: PRELOGIN answers MARS=0, so
-// drivers fall back to one request at a time (SMP is not implemented).
+// upgraded to full TLS. Config.MARS offers Multiple Active Result Sets
+// (PRELOGIN MARS=1 to a client asking, not under login-only TLS) and
+// serves SMP [MC-SMP] (smp.go): LOGIN7 on the first SMP session, more
+// sessions by SYN, each reply on the session of its request, flow control
+// by the SMP windows; the sessions share one SQL session and their
+// requests run one at a time. Without it PRELOGIN answers MARS=0.
 //
 // # Oracle
 //

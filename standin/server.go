@@ -92,6 +92,10 @@ type Config struct {
 	// ENVCHANGE to that address (Azure SQL redirect, AG read-only
 	// routing); SetRedirect changes it at run time.
 	Redirect string
+	// MARS accepts Multiple Active Result Sets: PRELOGIN answers MARS=1 to
+	// a client asking for it (not under login-only TLS) and SMP sessions
+	// are served (smp.go). Off: MARS=0, as before.
+	MARS bool
 	// AppRoles maps application role name to password for sp_setapprole.
 	AppRoles map[string]string
 	// Databases to serve besides master, which always exists. A login
@@ -459,7 +463,7 @@ func (s *Server) acceptLoop() {
 			nc.Close()
 			continue
 		}
-		c := &conn{srv: s, raw: nc}
+		c := &conn{srv: s, raw: nc, dead: make(chan struct{})}
 		s.mu.Lock()
 		if s.closed.Load() {
 			s.mu.Unlock()
