@@ -278,6 +278,9 @@ func (b *bucket) finishLocked(t *Ticket, r Result) {
 	if r.State == "" && r.Cap == 0 {
 		r.State, r.Cap = b.v.state, b.capLocked()
 	}
+	if r.StateBy == "" && r.State == b.v.state {
+		r.StateBy, r.StateAt = b.v.stateBy, b.v.stateAt
+	}
 	if r.Outcome == Granted {
 		l := &Lease{b: b, id: t.id, holder: t.holder, onKill: t.onKill}
 		b.held[t.id] = l
@@ -475,7 +478,7 @@ func (b *bucket) sendAcquires() (more bool, err error) {
 		case 4:
 			t.sent = false
 			st := State(r.state)
-			b.finishLocked(t, Result{Outcome: st.outcome(), State: st, Cap: r.cap})
+			b.finishLocked(t, Result{Outcome: st.outcome(), State: st, Cap: r.cap, StateBy: r.stateBy, StateAt: r.stateAt})
 			out = append(out, t)
 		}
 	}
@@ -566,7 +569,7 @@ func (b *bucket) absorb(r reply) {
 		// rather than at their deadline.
 		for _, t := range b.waitq {
 			if !t.done {
-				b.finishLocked(t, Result{Outcome: st.outcome(), State: st, Cap: r.cap})
+				b.finishLocked(t, Result{Outcome: st.outcome(), State: st, Cap: r.cap, StateBy: r.stateBy, StateAt: r.stateAt})
 				refused = append(refused, t)
 			}
 		}

@@ -201,7 +201,10 @@ type Result struct {
 	// reply): what an error text should tell the client.
 	State State
 	Cap   int
-	Err   error
+	// StateBy and StateAt say who set State and when (for error texts).
+	StateBy string
+	StateAt time.Time
+	Err     error
 }
 
 // Lease is one held slot. Release it exactly when the session ends; more

@@ -1,7 +1,6 @@
 package filter
 
 import (
-	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -184,13 +183,4 @@ func stateGauge(s coordinator.State) int {
 		return 3
 	}
 	return 0
-}
-
-// stateBy says who set the bucket's operator state and when, for error texts.
-func (c *coordStats) stateBy(bucket string) string {
-	snap, ok := c.f.coordinatorSnapshot(bucket)
-	if !ok || snap.StateBy == "" {
-		return "by an operator"
-	}
-	return fmt.Sprintf("by %s at %s", snap.StateBy, snap.StateAt.UTC().Format(time.RFC3339))
 }

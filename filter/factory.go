@@ -177,15 +177,6 @@ func configGeneration(raw []byte) string {
 	return time.Now().UTC().Format(time.RFC3339) + " " + hex.EncodeToString(sum[:4])
 }
 
-// coordinatorSnapshot is the coordinator's view of a bucket (false without Redis).
-func (f *Factory) coordinatorSnapshot(bucket string) (coordinator.Snapshot, bool) {
-	cs, ok := f.slots.(coordinatorSlots)
-	if !ok {
-		return coordinator.Snapshot{}, false
-	}
-	return cs.c.Snapshot(bucket)
-}
-
 // NewFilter makes the per-connection filter (worker thread).
 func (f *Factory) NewFilter(conn host.Conn) host.Filter {
 	return &session{f: f, conn: conn}

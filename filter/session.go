@@ -356,18 +356,18 @@ func (s *session) onSlot(r SlotResult) {
 		case coordinator.TimedOut:
 			s.conn.IncCounter(b.stats.slotTimedOut, 1)
 			if r.State == coordinator.Paused {
-				s.refuse(bucketPaused(b.cfg.Name, s.f.coordStats.stateBy(b.cfg.Name), waited))
+				s.refuse(bucketPaused(b.cfg.Name, stateBy(r), waited))
 				return
 			}
 		case coordinator.QueueFull:
 			s.conn.IncCounter(b.stats.slotQueueFull, 1)
 		case coordinator.Draining:
 			s.conn.IncCounter(b.stats.slotRefused, 1)
-			s.refuse(bucketDraining(b.cfg.Name, s.f.coordStats.stateBy(b.cfg.Name)))
+			s.refuse(bucketDraining(b.cfg.Name, stateBy(r)))
 			return
 		case coordinator.Disabled:
 			s.conn.IncCounter(b.stats.slotRefused, 1)
-			s.refuse(bucketDisabled(b.cfg.Name, s.f.coordStats.stateBy(b.cfg.Name)))
+			s.refuse(bucketDisabled(b.cfg.Name, stateBy(r)))
 			return
 		default:
 			s.conn.IncCounter(b.stats.slotRefused, 1)
@@ -654,6 +654,14 @@ func (s *session) onKill() {
 		return
 	}
 	s.finishWith(host.NoFlush, "tdspool_killed")
+}
+
+// stateBy says who set the bucket's operator state, for error texts.
+func stateBy(r SlotResult) string {
+	if r.StateBy == "" {
+		return "by an operator"
+	}
+	return r.StateBy
 }
 
 // clientAddress is the client's address as the fleet view shows it.

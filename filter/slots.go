@@ -2,6 +2,7 @@ package filter
 
 import (
 	"container/list"
+	"fmt"
 	"sync"
 	"time"
 
@@ -37,7 +38,9 @@ type SlotResult struct {
 	// State and Cap: the bucket's operator state and the cap in force, for error texts.
 	State coordinator.State
 	Cap   int
-	Err   error
+	// StateBy says who set State and when ("" without Redis).
+	StateBy string
+	Err     error
 }
 
 // Granted reports whether the session got its slot (then Release gives it back).
@@ -50,6 +53,9 @@ func (s coordinatorSlots) Acquire(req SlotRequest, done func(SlotResult)) func()
 	t := s.c.AcquireRequest(coordinator.Request{Bucket: req.Bucket, Deadline: req.Deadline, Holder: req.Holder,
 		OnKill: req.OnKill}, func(r coordinator.Result) {
 		res := SlotResult{Outcome: r.Outcome, Waited: r.Waited, Fallback: r.Fallback, State: r.State, Cap: r.Cap, Err: r.Err}
+		if r.StateBy != "" {
+			res.StateBy = fmt.Sprintf("by %s at %s", r.StateBy, r.StateAt.UTC().Format(time.RFC3339))
+		}
 		if res.Granted() {
 			lease := r.Lease
 			res.Release = func() { s.c.Release(lease) } // idempotent in the coordinator

@@ -215,12 +215,19 @@ func (c *ctl) servers(ctx context.Context) error {
 		Bucket string `json:"bucket"`
 		Proxy  string `json:"proxy"`
 		Active int    `json:"backend_connections"`
+		Pinned int    `json:"pinned"` // their sessions have pin reasons (transaction, prepared...)
 	}
 	var ss []server
 	for _, b := range bs {
+		pinned := map[string]int{}
+		for _, l := range b.Leases {
+			if l.Held && l.Holder.Pins != "" {
+				pinned[l.Proxy]++
+			}
+		}
 		for _, id := range sortedKeys(b.PerProxy) {
 			if n := b.PerProxy[id].Held; n > 0 {
-				ss = append(ss, server{Bucket: b.Bucket, Proxy: id, Active: n})
+				ss = append(ss, server{Bucket: b.Bucket, Proxy: id, Active: n, Pinned: pinned[id]})
 			}
 		}
 	}
@@ -241,9 +248,9 @@ func (c *ctl) servers(ctx context.Context) error {
 	}
 	var rows [][]string
 	for _, s := range ss {
-		rows = append(rows, []string{s.Bucket, s.Proxy, strconv.Itoa(s.Active)})
+		rows = append(rows, []string{s.Bucket, s.Proxy, strconv.Itoa(s.Active), strconv.Itoa(s.Pinned)})
 	}
-	if err := c.table([]string{"BUCKET", "PROXY", "BACKEND_CONNECTIONS"}, rows); err != nil {
+	if err := c.table([]string{"BUCKET", "PROXY", "BACKEND_CONNECTIONS", "PINNED"}, rows); err != nil {
 		return err
 	}
 	if len(envoys) == 0 {

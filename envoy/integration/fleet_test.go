@@ -206,8 +206,8 @@ type ctlClient struct {
 	Proxy  string `json:"proxy"`
 	Held   bool   `json:"held"`
 	Holder struct {
-		Client, User, App string
-		Database          string `json:"db"`
+		Client, User, App, Pins string
+		Database                string `json:"db"`
 	} `json:"holder"`
 }
 
@@ -276,6 +276,20 @@ func TestFleetViewMatchesBackendAndKillEndsOneClient(t *testing.T) {
 	if len(cs) != 3 || byProxy["envoy-a"] != 2 || byProxy["envoy-b"] != 1 {
 		t.Fatalf("clients %+v", cs)
 	}
+	// An open transaction shows as a pin reason in the view (the proxy sends it with its next
+	// heartbeat).
+	if _, err := ss[0].conn.ExecContext(context.Background(), "BEGIN TRANSACTION"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 3*time.Second, "the transaction in the fleet view", func() bool {
+		n := 0
+		for _, c := range f.clients(t) {
+			if c.Holder.Pins == "transaction" {
+				n++
+			}
+		}
+		return n == 1
+	})
 	t.Logf("pools:\n%s", f.ctlRun(t, "pools"))
 	t.Logf("clients:\n%s", f.ctlRun(t, "clients"))
 	t.Logf("servers:\n%s", f.ctlRun(t, "servers"))
