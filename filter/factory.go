@@ -10,6 +10,7 @@ import (
 
 	"github.com/tdspool/tdspool/coordinator"
 	"github.com/tdspool/tdspool/envoy/host"
+	"github.com/tdspool/tdspool/filter/backend"
 	"github.com/tdspool/tdspool/proto/tdspoolpb"
 	"github.com/tdspool/tdspool/tds"
 )
@@ -43,11 +44,13 @@ type Factory struct {
 	idleTimeout      time.Duration
 	firstByteTimeout time.Duration
 	now              func() time.Time
+	dial             dialBackend
 }
 
 type bucketState struct {
-	cfg   *tdspoolpb.Bucket
-	stats bucketStats
+	cfg    *tdspoolpb.Bucket
+	stats  bucketStats
+	target *backend.Target // the MODULE leg's dial target; nil for the tcp_proxy leg
 }
 
 // NewFactory loads the JSON config and defines the stats. It is a host.ConfigFactory.
@@ -84,10 +87,19 @@ func newFactory(cfg *tdspoolpb.Config, m host.Metrics) (*Factory, error) {
 		idleTimeout:      cfg.Timeouts.IdleTimeout.AsDuration(),
 		firstByteTimeout: cfg.Timeouts.FirstByteTimeout.AsDuration(),
 		now:              time.Now,
+		dial:             dialReal,
 	}
 	var names []string
 	for _, b := range cfg.Buckets {
-		f.buckets[b.Name] = &bucketState{cfg: b, stats: defineBucketStats(d, b.Name)}
+		bs := &bucketState{cfg: b, stats: defineBucketStats(d, b.Name)}
+		if b.BackendLeg == tdspoolpb.BackendLeg_MODULE {
+			t, err := buildTarget(b, f.backendPrelogin(), tds.MinPacketSize*8)
+			if err != nil {
+				return nil, err
+			}
+			bs.target = t
+		}
+		f.buckets[b.Name] = bs
 		names = append(names, b.Name)
 	}
 	if d.err != nil {

@@ -84,10 +84,10 @@ func (r *relayState) start(s *session) {
 	r.lastFlush = s.f.now()
 }
 
-func (s *session) relayClientBytes(size int) {
+func (s *session) relayClientBytes(chunks [][]byte, size int) {
 	r := &s.relay
 	r.batch.rxBytes += uint64(size)
-	for _, chunk := range s.conn.ReadBuffer() {
+	for _, chunk := range chunks {
 		if r.client.Feed(chunk, (*requestSink)(s)) != nil {
 			// A broken packet header: the backend answers that stream itself. Requests are
 			// not followed any more; the bytes still flow.
@@ -155,7 +155,7 @@ func (s *session) applyRequestFacts(f *tds.RequestFacts) {
 	}
 }
 
-func (s *session) relayServerBytes(size int) {
+func (s *session) relayServerBytes(chunks [][]byte, size int) {
 	r := &s.relay
 	b := s.bucket
 	r.batch.txBytes += uint64(size)
@@ -164,7 +164,7 @@ func (s *session) relayServerBytes(size int) {
 		s.flushRelayStats(s.f.now(), false)
 		return
 	}
-	for _, chunk := range s.conn.WriteBuffer() {
+	for _, chunk := range chunks {
 		events, err := r.server.Feed(chunk)
 		for i := range events {
 			s.onServerEvent(&events[i])

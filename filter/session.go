@@ -71,7 +71,8 @@ type session struct {
 	timer         *time.Timer
 	timerSeq      uint64
 
-	backendIn tds.Reassembler // backend PRELOGIN reply
+	leg       backendLeg      // the way to the backend, once the slot is granted
+	backendIn tds.Reassembler // backend PRELOGIN reply (tcp_proxy leg)
 	loginResp tds.ResponseScanner
 	loginAck  bool
 	// loginFailed: the backend's login response ended without LOGINACK; the close is posted.
@@ -157,14 +158,11 @@ func (s *session) OnRead(size int, endStream bool) host.Status {
 		s.feedHandshake(s.takeRead(size))
 		return host.StopIteration
 	case phRelay:
-		if s.fullTLS() {
-			if !s.decryptReadBuffer(size) {
-				return host.StopIteration
-			}
-			size = s.conn.ReadBufferLen()
+		st := s.leg.fromClient(size)
+		if endStream && !s.finished {
+			s.leg.clientEnded()
 		}
-		s.relayClientBytes(size)
-		return host.Continue
+		return st
 	case phClosed:
 		s.conn.DrainRead(size)
 		return host.StopIteration
@@ -381,14 +379,6 @@ func (s *session) onSlot(r SlotResult) {
 	}
 	s.release = r.Release
 	s.setPins = r.SetPins
-	if ms := s.f.idleTimeout.Milliseconds(); ms > 0 {
-		s.conn.SetFilterStateTyped(idleTimeoutFilterStateKey, fmt.Sprint(ms))
-	}
-	if !s.conn.SetFilterStateTyped(ClusterFilterStateKey, b.cfg.Cluster) {
-		s.conn.IncCounter(s.f.stats.routeFailed, 1)
-		s.refuse(backendUnavailable(b.cfg.Name, "Envoy refused cluster "+b.cfg.Cluster))
-		return
-	}
 	if reason := s.backendDown(); reason != "" {
 		s.conn.IncCounter(b.stats.backendUnavailable, 1)
 		s.refuse(backendUnavailable(b.cfg.Name, reason))
@@ -396,12 +386,8 @@ func (s *session) onSlot(r SlotResult) {
 	}
 	s.ph = phBackendPrelogin
 	s.armTimer(s.f.backendTimeout, s.onBackendTimeout)
-	// Our PRELOGIN goes first on the new upstream connection; tcp_proxy buffers it until
-	// the connection is up (max_early_data_bytes).
-	pre := tds.Prelogin{HasVersion: true, Version: s.f.version, HasEncryption: true, Encryption: tds.EncryptNotSup,
-		HasInstance: true, HasThreadID: true, HasMARS: true}
-	s.conn.AppendRead(tds.AppendPackets(nil, tds.PacketPrelogin, 0, pre.AppendPrelogin(nil), s.pktSize))
-	s.conn.ContinueReading()
+	s.leg = s.newLeg()
+	s.leg.open()
 }
 
 func (s *session) OnWrite(size int, endStream bool) host.Status {
@@ -414,13 +400,13 @@ func (s *session) OnWrite(size int, endStream bool) host.Status {
 		s.onBackendPreloginBytes()
 		return host.StopIteration
 	case phBackendLogin:
-		s.onBackendLoginBytes(size)
+		s.onBackendLoginBytes(s.conn.WriteBuffer(), size)
 		if s.fullTLS() {
 			s.encryptWriteBuffer(size)
 		}
 		return host.Continue
 	case phRelay:
-		s.relayServerBytes(size)
+		s.relayServerBytes(s.conn.WriteBuffer(), size)
 		if s.fullTLS() {
 			s.encryptWriteBuffer(size)
 		}
@@ -444,29 +430,37 @@ func (s *session) onBackendPreloginBytes() {
 	if err == nil {
 		pre, err = tds.DecodePrelogin(msg.Payload)
 	}
-	s.armTimer(max(s.f.loginTimeout-s.f.now().Sub(s.loginStarted), time.Millisecond), s.onLoginTimeout)
 	if err != nil {
 		s.refuse(backendUnavailable(s.bucket.cfg.Name, "bad PRELOGIN reply from the backend"))
 		s.conn.Log(host.LogWarn, fmt.Sprintf("bucket %s: backend PRELOGIN reply: %v", s.bucket.cfg.Name, err))
 		return
 	}
-	if pre.HasEncryption && pre.Encryption.Base() == tds.EncryptReq {
+	plaintext := s.bucket.cfg.BackendEncryption != tdspoolpb.BackendEncryption_TDS8
+	if plaintext && pre.HasEncryption && pre.Encryption.Base() == tds.EncryptReq {
 		s.refuse(backendUnavailable(s.bucket.cfg.Name, "the backend requires TLS and backend_encryption is PLAINTEXT"))
 		return
 	}
+	s.startBackendLogin()
+}
+
+// startBackendLogin sends the client's LOGIN7 once the backend answered PRELOGIN (and, on the
+// module leg, TLS is up).
+func (s *session) startBackendLogin() {
+	s.armTimer(max(s.f.loginTimeout-s.f.now().Sub(s.loginStarted), time.Millisecond), s.onLoginTimeout)
 	s.ph = phBackendLogin
 	s.loginResp.MaxPacketSize = tds.MaxPacketSize
-	s.conn.InjectToUpstream(s.login7, false)
+	login7 := s.login7
 	s.login7 = nil
+	s.leg.sendLogin(login7)
 }
 
 // onBackendLoginBytes watches the login response as it passes to the client.
-func (s *session) onBackendLoginBytes(size int) {
+func (s *session) onBackendLoginBytes(chunks [][]byte, size int) {
 	s.conn.IncCounter(s.bucket.stats.txBytes, uint64(size))
 	if s.loginFailed {
 		return // the refusal is complete; the session is closing
 	}
-	for _, chunk := range s.conn.WriteBuffer() {
+	for _, chunk := range chunks {
 		events, err := s.loginResp.Feed(chunk)
 		for _, ev := range events {
 			switch ev.Token {
@@ -518,9 +512,7 @@ func (s *session) onLoginResponseDone() {
 	// The handshake buffers are done with; an idle session should hold as little as possible.
 	s.clientIn, s.backendIn, s.loginResp = tds.Reassembler{}, tds.Reassembler{}, tds.ResponseScanner{}
 	s.relay.start(s)
-	if s.conn.ReadBufferLen() > 0 {
-		s.conn.ContinueReading()
-	}
+	s.leg.relayStarted()
 }
 
 func (s *session) OnEvent(event host.ConnectionEvent) {
@@ -529,7 +521,11 @@ func (s *session) OnEvent(event host.ConnectionEvent) {
 	}
 }
 
-func (s *session) OnWatermark(above bool) {}
+func (s *session) OnWatermark(above bool) {
+	if s.leg != nil {
+		s.leg.clientWatermark(above)
+	}
+}
 
 func (s *session) OnDestroy() {
 	// Defensive: a connection destroyed without a close event must not keep its slot.
@@ -576,6 +572,9 @@ func (s *session) finish() {
 	s.ph = phClosed
 	s.stopTimer()
 	s.closeTLS()
+	if s.leg != nil {
+		s.leg.close()
+	}
 	b := s.bucket
 	if s.cancelAcquire != nil {
 		if s.cancelAcquire() {
@@ -678,6 +677,9 @@ func (s *session) clientAddress() string {
 // failed upstream connect makes tcp_proxy close the client at once, with no chance to send
 // it an error.
 func (s *session) backendDown() string {
+	if s.bucket.cfg.Cluster == "" {
+		return "" // a module leg without a health-checked cluster: the connect attempt decides
+	}
 	total, healthy, ok := s.conn.ClusterHosts(s.bucket.cfg.Cluster)
 	switch {
 	case !ok:

@@ -27,6 +27,12 @@ type Bucket struct {
 	Address        string
 	Port           int
 	MaxConnections int
+	// UpstreamTDS8CAFile, when set, makes the cluster speak TDS 8 to the instance: the
+	// upstream TLS transport socket (ALPN tds/8.0, SNI UpstreamTDS8ServerName) verifies the
+	// server's certificate against this CA. tdspool's tcp_proxy leg then sends plain TDS
+	// inside that TLS (backend_encryption TDS8).
+	UpstreamTDS8CAFile     string
+	UpstreamTDS8ServerName string
 }
 
 // Params fill the template.

@@ -36,13 +36,19 @@ type tdsStackOptions struct {
 	extra     map[string]any // merged into the filter config
 	envoyEnv  []string       // extra environment for the Envoy process
 	moduleDir string         // a module build other than bin/ (e.g. bin/stackmove)
+	// The backend leg (see backendleg_test.go); zero values: the leg named by
+	// TDSPOOL_BACKEND_LEG (tcp_proxy when unset), plaintext, a stand-in with optional TLS.
+	leg        string
+	backendEnc string
+	standinEnc standin.Encryption
+	legTLS     map[string]any // merged into the module leg's backend_tls
 }
 
 func startTDSStack(t *testing.T, o tdsStackOptions) *tdsStack {
 	t.Helper()
 	backend, err := standin.New(standin.Config{
 		ServerName: "bucket-001", Users: map[string]string{"demo": "Demo-Passw0rd"},
-		Databases: []string{"tenant_a"}, DataDir: t.TempDir(), Encryption: standin.EncryptionOptional,
+		Databases: []string{"tenant_a"}, DataDir: t.TempDir(), Encryption: o.standinEnc,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -63,10 +69,12 @@ func startTDSStack(t *testing.T, o tdsStackOptions) *tdsStack {
 		listener["tls_cert_file"], listener["tls_key_file"] = cert, key
 		params.TDS8CertFile, params.TDS8KeyFile = cert, key
 	}
+	bucket := map[string]any{"name": "bucket-001", "cluster": "bucket_001", "max_connections": o.capacity,
+		"queue_timeout": "5s"}
+	configureLeg(t, bucket, &params.Buckets[0], backend, o)
 	cfg := map[string]any{
-		"listener": listener,
-		"buckets": []map[string]any{{"name": "bucket-001", "cluster": "bucket_001", "max_connections": o.capacity,
-			"queue_timeout": "5s"}},
+		"listener":       listener,
+		"buckets":        []map[string]any{bucket},
 		"default_bucket": "bucket-001",
 	}
 	if o.redis {

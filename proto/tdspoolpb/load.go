@@ -20,6 +20,8 @@ const (
 	DefaultLoginTimeout      = 15 * time.Second
 	DefaultFirstByteTimeout  = 10 * time.Second
 	DefaultBackendHandshake  = 3 * time.Second
+	DefaultConnectTimeout    = time.Second
+	DefaultTCPKeepalive      = 15 * time.Second
 	DefaultRedisCallTimeout  = 250 * time.Millisecond
 	DefaultLeaseTTL          = 8 * time.Second
 	DefaultHeartbeatInterval = 2 * time.Second
@@ -102,6 +104,13 @@ func ApplyDefaults(cfg *Config) {
 		if b.BackendEncryption == BackendEncryption_BACKEND_ENCRYPTION_UNSPECIFIED {
 			b.BackendEncryption = BackendEncryption_PLAINTEXT
 		}
+		if b.BackendLeg == BackendLeg_BACKEND_LEG_UNSPECIFIED {
+			b.BackendLeg = BackendLeg_TCP_PROXY
+		}
+		if b.BackendLeg == BackendLeg_MODULE {
+			setDefault(&b.ConnectTimeout, DefaultConnectTimeout)
+			setDefault(&b.TcpKeepalive, DefaultTCPKeepalive)
+		}
 		if b.MaxQueue == 0 {
 			b.MaxQueue = 4 * b.MaxConnections
 		}
@@ -172,7 +181,9 @@ func Validate(cfg *Config) Problems {
 		}
 		names[b.Name] = true
 		if b.Cluster == "" {
-			add(path+".cluster", "required: the Envoy cluster that reaches this instance")
+			if b.BackendLeg != BackendLeg_MODULE {
+				add(path+".cluster", "required: the Envoy cluster that reaches this instance")
+			}
 		} else if other, dup := clusters[b.Cluster]; dup {
 			add(path+".cluster", "%q is also the cluster of bucket %q; a cap is per instance", b.Cluster, other)
 		} else {
@@ -181,10 +192,7 @@ func Validate(cfg *Config) Problems {
 		if b.MaxConnections == 0 {
 			add(path+".max_connections", "required: the instance's connection budget (> 0)")
 		}
-		if b.BackendEncryption != BackendEncryption_PLAINTEXT {
-			// Refuse rather than silently connect in plaintext.
-			add(path+".backend_encryption", "%s is not supported yet: only PLAINTEXT (trusted networks)", b.BackendEncryption)
-		}
+		validateBackendLeg(add, path, b)
 		checkDuration(add, path+".queue_timeout", b.QueueTimeout, 0, time.Hour)
 		validatePool(add, path+".pool", b)
 	}

@@ -61,7 +61,7 @@ func TestLoadListsEveryProblemWithItsPath(t *testing.T) {
 				`buckets[0].name: "Bad Name" must match`,
 				"buckets[0].cluster: required",
 				"buckets[0].max_connections: required",
-				"buckets[0].backend_encryption: TDS7_FULL is not supported yet",
+				"buckets[0].backend_encryption: TDS7_FULL needs backend_leg MODULE",
 				`buckets[2].name: "b2" is used by another bucket`,
 				`buckets[2].cluster: "c" is also the cluster of bucket "b2"`,
 				`routes[0].bucket: "nope" is not a configured bucket`,

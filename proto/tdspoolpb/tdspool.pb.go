@@ -82,15 +82,17 @@ func (EncryptionPolicy) EnumDescriptor() ([]byte, []int) {
 	return file_tdspool_proto_rawDescGZIP(), []int{0}
 }
 
-// Only PLAINTEXT is implemented today; the others are refused by validation.
+// How the leg to SQL Server is protected. On the TCP_PROXY leg only PLAINTEXT and TDS8 are
+// possible (TDS 8 TLS is then the cluster's upstream TLS transport socket, with ALPN tds/8.0);
+// TDS 7.x TLS travels inside PRELOGIN packets, which only the MODULE leg can do.
 type BackendEncryption int32
 
 const (
 	BackendEncryption_BACKEND_ENCRYPTION_UNSPECIFIED BackendEncryption = 0 // treated as PLAINTEXT
-	BackendEncryption_PLAINTEXT                      BackendEncryption = 1 // trusted networks only
-	BackendEncryption_TDS7_LOGIN_ONLY                BackendEncryption = 2
-	BackendEncryption_TDS7_FULL                      BackendEncryption = 3
-	BackendEncryption_TDS8                           BackendEncryption = 4 // TLS done by the Envoy cluster's upstream transport socket
+	BackendEncryption_PLAINTEXT                      BackendEncryption = 1 // trusted networks only; a server that requires encryption is refused
+	BackendEncryption_TDS7_LOGIN_ONLY                BackendEncryption = 2 // MODULE: TLS for LOGIN7 only (full when the server forces encryption)
+	BackendEncryption_TDS7_FULL                      BackendEncryption = 3 // MODULE: TLS for the whole session, inside TDS 7.x
+	BackendEncryption_TDS8                           BackendEncryption = 4 // TLS first, ALPN tds/8.0 (MODULE: tdspool's TLS; TCP_PROXY: the cluster's)
 )
 
 // Enum value maps for BackendEncryption.
@@ -138,6 +140,60 @@ func (BackendEncryption) EnumDescriptor() ([]byte, []int) {
 	return file_tdspool_proto_rawDescGZIP(), []int{1}
 }
 
+// Which connection carries a bucket's sessions to SQL Server.
+type BackendLeg int32
+
+const (
+	BackendLeg_BACKEND_LEG_UNSPECIFIED BackendLeg = 0 // treated as TCP_PROXY
+	// Envoy's tcp_proxy to the bucket's cluster: Envoy's load balancing, health checks, circuit
+	// breakers and upstream stats. The upstream lives and dies with the client connection.
+	BackendLeg_TCP_PROXY BackendLeg = 1
+	// tdspool dials backend_addresses itself and holds the connection (TDS 7.x and TDS 8 TLS to
+	// the server; a connection that can outlive its client, which pooling needs).
+	BackendLeg_MODULE BackendLeg = 2
+)
+
+// Enum value maps for BackendLeg.
+var (
+	BackendLeg_name = map[int32]string{
+		0: "BACKEND_LEG_UNSPECIFIED",
+		1: "TCP_PROXY",
+		2: "MODULE",
+	}
+	BackendLeg_value = map[string]int32{
+		"BACKEND_LEG_UNSPECIFIED": 0,
+		"TCP_PROXY":               1,
+		"MODULE":                  2,
+	}
+)
+
+func (x BackendLeg) Enum() *BackendLeg {
+	p := new(BackendLeg)
+	*p = x
+	return p
+}
+
+func (x BackendLeg) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (BackendLeg) Descriptor() protoreflect.EnumDescriptor {
+	return file_tdspool_proto_enumTypes[2].Descriptor()
+}
+
+func (BackendLeg) Type() protoreflect.EnumType {
+	return &file_tdspool_proto_enumTypes[2]
+}
+
+func (x BackendLeg) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use BackendLeg.Descriptor instead.
+func (BackendLeg) EnumDescriptor() ([]byte, []int) {
+	return file_tdspool_proto_rawDescGZIP(), []int{2}
+}
+
 type PoolMode int32
 
 const (
@@ -180,11 +236,11 @@ func (x PoolMode) String() string {
 }
 
 func (PoolMode) Descriptor() protoreflect.EnumDescriptor {
-	return file_tdspool_proto_enumTypes[2].Descriptor()
+	return file_tdspool_proto_enumTypes[3].Descriptor()
 }
 
 func (PoolMode) Type() protoreflect.EnumType {
-	return &file_tdspool_proto_enumTypes[2]
+	return &file_tdspool_proto_enumTypes[3]
 }
 
 func (x PoolMode) Number() protoreflect.EnumNumber {
@@ -193,7 +249,7 @@ func (x PoolMode) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use PoolMode.Descriptor instead.
 func (PoolMode) EnumDescriptor() ([]byte, []int) {
-	return file_tdspool_proto_rawDescGZIP(), []int{2}
+	return file_tdspool_proto_rawDescGZIP(), []int{3}
 }
 
 type ErrorNumbers int32
@@ -229,11 +285,11 @@ func (x ErrorNumbers) String() string {
 }
 
 func (ErrorNumbers) Descriptor() protoreflect.EnumDescriptor {
-	return file_tdspool_proto_enumTypes[3].Descriptor()
+	return file_tdspool_proto_enumTypes[4].Descriptor()
 }
 
 func (ErrorNumbers) Type() protoreflect.EnumType {
-	return &file_tdspool_proto_enumTypes[3]
+	return &file_tdspool_proto_enumTypes[4]
 }
 
 func (x ErrorNumbers) Number() protoreflect.EnumNumber {
@@ -242,7 +298,7 @@ func (x ErrorNumbers) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ErrorNumbers.Descriptor instead.
 func (ErrorNumbers) EnumDescriptor() ([]byte, []int) {
-	return file_tdspool_proto_rawDescGZIP(), []int{3}
+	return file_tdspool_proto_rawDescGZIP(), []int{4}
 }
 
 type Config struct {
@@ -433,11 +489,76 @@ func (x *Listener) GetMaxPacketSize() uint32 {
 	return 0
 }
 
+// Verification of the server's certificate on the MODULE leg.
+type BackendTLS struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// PEM file of the roots the server's certificate must chain to. Empty: the system's roots.
+	CaFile string `protobuf:"bytes,1,opt,name=ca_file,json=caFile,proto3" json:"ca_file,omitempty"`
+	// Name the certificate must carry. Default: the host of the first backend address.
+	ServerName string `protobuf:"bytes,2,opt,name=server_name,json=serverName,proto3" json:"server_name,omitempty"`
+	// Accept any certificate. For tests only; refused together with ca_file.
+	TrustAnyCertificate bool `protobuf:"varint,3,opt,name=trust_any_certificate,json=trustAnyCertificate,proto3" json:"trust_any_certificate,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
+}
+
+func (x *BackendTLS) Reset() {
+	*x = BackendTLS{}
+	mi := &file_tdspool_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BackendTLS) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BackendTLS) ProtoMessage() {}
+
+func (x *BackendTLS) ProtoReflect() protoreflect.Message {
+	mi := &file_tdspool_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BackendTLS.ProtoReflect.Descriptor instead.
+func (*BackendTLS) Descriptor() ([]byte, []int) {
+	return file_tdspool_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *BackendTLS) GetCaFile() string {
+	if x != nil {
+		return x.CaFile
+	}
+	return ""
+}
+
+func (x *BackendTLS) GetServerName() string {
+	if x != nil {
+		return x.ServerName
+	}
+	return ""
+}
+
+func (x *BackendTLS) GetTrustAnyCertificate() bool {
+	if x != nil {
+		return x.TrustAnyCertificate
+	}
+	return false
+}
+
 type Bucket struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Name used in routes and in stat names ([a-z0-9_-]+).
 	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	// Envoy cluster that reaches this instance.
+	// Envoy cluster that reaches this instance. Required for the TCP_PROXY leg; optional for
+	// MODULE, where it only gates logins on Envoy's health checks of the instance.
 	Cluster string `protobuf:"bytes,2,opt,name=cluster,proto3" json:"cluster,omitempty"`
 	// Fleet-wide connection budget of the instance (all proxies together).
 	MaxConnections uint32 `protobuf:"varint,3,opt,name=max_connections,json=maxConnections,proto3" json:"max_connections,omitempty"`
@@ -450,14 +571,24 @@ type Bucket struct {
 	// Overrides timeouts.queue_timeout for this bucket.
 	QueueTimeout *durationpb.Duration `protobuf:"bytes,8,opt,name=queue_timeout,json=queueTimeout,proto3" json:"queue_timeout,omitempty"`
 	// Reuse of logged-in backend sessions. Unset: no pooling.
-	Pool          *Pool `protobuf:"bytes,20,opt,name=pool,proto3" json:"pool,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Pool *Pool `protobuf:"bytes,20,opt,name=pool,proto3" json:"pool,omitempty"`
+	// The backend leg (fields 30-39).
+	BackendLeg BackendLeg `protobuf:"varint,30,opt,name=backend_leg,json=backendLeg,proto3,enum=tdspool.v1.BackendLeg" json:"backend_leg,omitempty"`
+	// MODULE: host:port of the instance, resolved at every connect; several are tried in turn.
+	// (An Envoy listener on loopback whose tcp_proxy reaches the cluster works too: the held
+	// connection is then an Envoy upstream, at the cost of one more hop.)
+	BackendAddresses []string    `protobuf:"bytes,31,rep,name=backend_addresses,json=backendAddresses,proto3" json:"backend_addresses,omitempty"`
+	BackendTls       *BackendTLS `protobuf:"bytes,32,opt,name=backend_tls,json=backendTls,proto3" json:"backend_tls,omitempty"`
+	// MODULE: TCP connect timeout per address, default 1s; TCP keepalive period, default 15s.
+	ConnectTimeout *durationpb.Duration `protobuf:"bytes,33,opt,name=connect_timeout,json=connectTimeout,proto3" json:"connect_timeout,omitempty"`
+	TcpKeepalive   *durationpb.Duration `protobuf:"bytes,34,opt,name=tcp_keepalive,json=tcpKeepalive,proto3" json:"tcp_keepalive,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Bucket) Reset() {
 	*x = Bucket{}
-	mi := &file_tdspool_proto_msgTypes[2]
+	mi := &file_tdspool_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -469,7 +600,7 @@ func (x *Bucket) String() string {
 func (*Bucket) ProtoMessage() {}
 
 func (x *Bucket) ProtoReflect() protoreflect.Message {
-	mi := &file_tdspool_proto_msgTypes[2]
+	mi := &file_tdspool_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -482,7 +613,7 @@ func (x *Bucket) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Bucket.ProtoReflect.Descriptor instead.
 func (*Bucket) Descriptor() ([]byte, []int) {
-	return file_tdspool_proto_rawDescGZIP(), []int{2}
+	return file_tdspool_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Bucket) GetName() string {
@@ -548,6 +679,41 @@ func (x *Bucket) GetPool() *Pool {
 	return nil
 }
 
+func (x *Bucket) GetBackendLeg() BackendLeg {
+	if x != nil {
+		return x.BackendLeg
+	}
+	return BackendLeg_BACKEND_LEG_UNSPECIFIED
+}
+
+func (x *Bucket) GetBackendAddresses() []string {
+	if x != nil {
+		return x.BackendAddresses
+	}
+	return nil
+}
+
+func (x *Bucket) GetBackendTls() *BackendTLS {
+	if x != nil {
+		return x.BackendTls
+	}
+	return nil
+}
+
+func (x *Bucket) GetConnectTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.ConnectTimeout
+	}
+	return nil
+}
+
+func (x *Bucket) GetTcpKeepalive() *durationpb.Duration {
+	if x != nil {
+		return x.TcpKeepalive
+	}
+	return nil
+}
+
 // Pooled backends count against the bucket's max_connections, idle or not.
 type Pool struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -569,7 +735,7 @@ type Pool struct {
 
 func (x *Pool) Reset() {
 	*x = Pool{}
-	mi := &file_tdspool_proto_msgTypes[3]
+	mi := &file_tdspool_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -581,7 +747,7 @@ func (x *Pool) String() string {
 func (*Pool) ProtoMessage() {}
 
 func (x *Pool) ProtoReflect() protoreflect.Message {
-	mi := &file_tdspool_proto_msgTypes[3]
+	mi := &file_tdspool_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -594,7 +760,7 @@ func (x *Pool) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Pool.ProtoReflect.Descriptor instead.
 func (*Pool) Descriptor() ([]byte, []int) {
-	return file_tdspool_proto_rawDescGZIP(), []int{3}
+	return file_tdspool_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Pool) GetMode() PoolMode {
@@ -656,7 +822,7 @@ type Warmup struct {
 
 func (x *Warmup) Reset() {
 	*x = Warmup{}
-	mi := &file_tdspool_proto_msgTypes[4]
+	mi := &file_tdspool_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -668,7 +834,7 @@ func (x *Warmup) String() string {
 func (*Warmup) ProtoMessage() {}
 
 func (x *Warmup) ProtoReflect() protoreflect.Message {
-	mi := &file_tdspool_proto_msgTypes[4]
+	mi := &file_tdspool_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -681,7 +847,7 @@ func (x *Warmup) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Warmup.ProtoReflect.Descriptor instead.
 func (*Warmup) Descriptor() ([]byte, []int) {
-	return file_tdspool_proto_rawDescGZIP(), []int{4}
+	return file_tdspool_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Warmup) GetUser() string {
@@ -739,7 +905,7 @@ type Route struct {
 
 func (x *Route) Reset() {
 	*x = Route{}
-	mi := &file_tdspool_proto_msgTypes[5]
+	mi := &file_tdspool_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -751,7 +917,7 @@ func (x *Route) String() string {
 func (*Route) ProtoMessage() {}
 
 func (x *Route) ProtoReflect() protoreflect.Message {
-	mi := &file_tdspool_proto_msgTypes[5]
+	mi := &file_tdspool_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -764,7 +930,7 @@ func (x *Route) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Route.ProtoReflect.Descriptor instead.
 func (*Route) Descriptor() ([]byte, []int) {
-	return file_tdspool_proto_rawDescGZIP(), []int{5}
+	return file_tdspool_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Route) GetServerName() string {
@@ -816,7 +982,7 @@ type Redis struct {
 
 func (x *Redis) Reset() {
 	*x = Redis{}
-	mi := &file_tdspool_proto_msgTypes[6]
+	mi := &file_tdspool_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -828,7 +994,7 @@ func (x *Redis) String() string {
 func (*Redis) ProtoMessage() {}
 
 func (x *Redis) ProtoReflect() protoreflect.Message {
-	mi := &file_tdspool_proto_msgTypes[6]
+	mi := &file_tdspool_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -841,7 +1007,7 @@ func (x *Redis) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Redis.ProtoReflect.Descriptor instead.
 func (*Redis) Descriptor() ([]byte, []int) {
-	return file_tdspool_proto_rawDescGZIP(), []int{6}
+	return file_tdspool_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Redis) GetAddresses() []string {
@@ -924,7 +1090,7 @@ type Timeouts struct {
 
 func (x *Timeouts) Reset() {
 	*x = Timeouts{}
-	mi := &file_tdspool_proto_msgTypes[7]
+	mi := &file_tdspool_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -936,7 +1102,7 @@ func (x *Timeouts) String() string {
 func (*Timeouts) ProtoMessage() {}
 
 func (x *Timeouts) ProtoReflect() protoreflect.Message {
-	mi := &file_tdspool_proto_msgTypes[7]
+	mi := &file_tdspool_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -949,7 +1115,7 @@ func (x *Timeouts) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Timeouts.ProtoReflect.Descriptor instead.
 func (*Timeouts) Descriptor() ([]byte, []int) {
-	return file_tdspool_proto_rawDescGZIP(), []int{7}
+	return file_tdspool_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Timeouts) GetQueueTimeout() *durationpb.Duration {
@@ -1011,7 +1177,13 @@ const file_tdspool_proto_rawDesc = "" +
 	"\rtls_cert_file\x18\x02 \x01(\tR\vtlsCertFile\x12 \n" +
 	"\ftls_key_file\x18\x03 \x01(\tR\n" +
 	"tlsKeyFile\x12&\n" +
-	"\x0fmax_packet_size\x18\x04 \x01(\rR\rmaxPacketSize\"\x82\x03\n" +
+	"\x0fmax_packet_size\x18\x04 \x01(\rR\rmaxPacketSize\"z\n" +
+	"\n" +
+	"BackendTLS\x12\x17\n" +
+	"\aca_file\x18\x01 \x01(\tR\x06caFile\x12\x1f\n" +
+	"\vserver_name\x18\x02 \x01(\tR\n" +
+	"serverName\x122\n" +
+	"\x15trust_any_certificate\x18\x03 \x01(\bR\x13trustAnyCertificate\"\xa5\x05\n" +
 	"\x06Bucket\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\acluster\x18\x02 \x01(\tR\acluster\x12'\n" +
@@ -1021,7 +1193,14 @@ const file_tdspool_proto_rawDesc = "" +
 	"\rallowed_users\x18\x06 \x03(\tR\fallowedUsers\x12+\n" +
 	"\x11allowed_databases\x18\a \x03(\tR\x10allowedDatabases\x12>\n" +
 	"\rqueue_timeout\x18\b \x01(\v2\x19.google.protobuf.DurationR\fqueueTimeout\x12$\n" +
-	"\x04pool\x18\x14 \x01(\v2\x10.tdspool.v1.PoolR\x04pool\"\xb2\x02\n" +
+	"\x04pool\x18\x14 \x01(\v2\x10.tdspool.v1.PoolR\x04pool\x127\n" +
+	"\vbackend_leg\x18\x1e \x01(\x0e2\x16.tdspool.v1.BackendLegR\n" +
+	"backendLeg\x12+\n" +
+	"\x11backend_addresses\x18\x1f \x03(\tR\x10backendAddresses\x127\n" +
+	"\vbackend_tls\x18  \x01(\v2\x16.tdspool.v1.BackendTLSR\n" +
+	"backendTls\x12B\n" +
+	"\x0fconnect_timeout\x18! \x01(\v2\x19.google.protobuf.DurationR\x0econnectTimeout\x12>\n" +
+	"\rtcp_keepalive\x18\" \x01(\v2\x19.google.protobuf.DurationR\ftcpKeepalive\"\xb2\x02\n" +
 	"\x04Pool\x12(\n" +
 	"\x04mode\x18\x01 \x01(\x0e2\x14.tdspool.v1.PoolModeR\x04mode\x12=\n" +
 	"\rmax_idle_time\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\vmaxIdleTime\x12<\n" +
@@ -1070,7 +1249,13 @@ const file_tdspool_proto_rawDesc = "" +
 	"\tPLAINTEXT\x10\x01\x12\x13\n" +
 	"\x0fTDS7_LOGIN_ONLY\x10\x02\x12\r\n" +
 	"\tTDS7_FULL\x10\x03\x12\b\n" +
-	"\x04TDS8\x10\x04*k\n" +
+	"\x04TDS8\x10\x04*D\n" +
+	"\n" +
+	"BackendLeg\x12\x1b\n" +
+	"\x17BACKEND_LEG_UNSPECIFIED\x10\x00\x12\r\n" +
+	"\tTCP_PROXY\x10\x01\x12\n" +
+	"\n" +
+	"\x06MODULE\x10\x02*k\n" +
 	"\bPoolMode\x12\x19\n" +
 	"\x15POOL_MODE_UNSPECIFIED\x10\x00\x12\x12\n" +
 	"\x0ePOOL_MODE_NONE\x10\x01\x12\x15\n" +
@@ -1093,52 +1278,58 @@ func file_tdspool_proto_rawDescGZIP() []byte {
 	return file_tdspool_proto_rawDescData
 }
 
-var file_tdspool_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_tdspool_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_tdspool_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
+var file_tdspool_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_tdspool_proto_goTypes = []any{
 	(EncryptionPolicy)(0),       // 0: tdspool.v1.EncryptionPolicy
 	(BackendEncryption)(0),      // 1: tdspool.v1.BackendEncryption
-	(PoolMode)(0),               // 2: tdspool.v1.PoolMode
-	(ErrorNumbers)(0),           // 3: tdspool.v1.ErrorNumbers
-	(*Config)(nil),              // 4: tdspool.v1.Config
-	(*Listener)(nil),            // 5: tdspool.v1.Listener
-	(*Bucket)(nil),              // 6: tdspool.v1.Bucket
-	(*Pool)(nil),                // 7: tdspool.v1.Pool
-	(*Warmup)(nil),              // 8: tdspool.v1.Warmup
-	(*Route)(nil),               // 9: tdspool.v1.Route
-	(*Redis)(nil),               // 10: tdspool.v1.Redis
-	(*Timeouts)(nil),            // 11: tdspool.v1.Timeouts
-	(*durationpb.Duration)(nil), // 12: google.protobuf.Duration
+	(BackendLeg)(0),             // 2: tdspool.v1.BackendLeg
+	(PoolMode)(0),               // 3: tdspool.v1.PoolMode
+	(ErrorNumbers)(0),           // 4: tdspool.v1.ErrorNumbers
+	(*Config)(nil),              // 5: tdspool.v1.Config
+	(*Listener)(nil),            // 6: tdspool.v1.Listener
+	(*BackendTLS)(nil),          // 7: tdspool.v1.BackendTLS
+	(*Bucket)(nil),              // 8: tdspool.v1.Bucket
+	(*Pool)(nil),                // 9: tdspool.v1.Pool
+	(*Warmup)(nil),              // 10: tdspool.v1.Warmup
+	(*Route)(nil),               // 11: tdspool.v1.Route
+	(*Redis)(nil),               // 12: tdspool.v1.Redis
+	(*Timeouts)(nil),            // 13: tdspool.v1.Timeouts
+	(*durationpb.Duration)(nil), // 14: google.protobuf.Duration
 }
 var file_tdspool_proto_depIdxs = []int32{
-	5,  // 0: tdspool.v1.Config.listener:type_name -> tdspool.v1.Listener
-	6,  // 1: tdspool.v1.Config.buckets:type_name -> tdspool.v1.Bucket
-	9,  // 2: tdspool.v1.Config.routes:type_name -> tdspool.v1.Route
-	10, // 3: tdspool.v1.Config.redis:type_name -> tdspool.v1.Redis
-	11, // 4: tdspool.v1.Config.timeouts:type_name -> tdspool.v1.Timeouts
-	3,  // 5: tdspool.v1.Config.error_numbers:type_name -> tdspool.v1.ErrorNumbers
+	6,  // 0: tdspool.v1.Config.listener:type_name -> tdspool.v1.Listener
+	8,  // 1: tdspool.v1.Config.buckets:type_name -> tdspool.v1.Bucket
+	11, // 2: tdspool.v1.Config.routes:type_name -> tdspool.v1.Route
+	12, // 3: tdspool.v1.Config.redis:type_name -> tdspool.v1.Redis
+	13, // 4: tdspool.v1.Config.timeouts:type_name -> tdspool.v1.Timeouts
+	4,  // 5: tdspool.v1.Config.error_numbers:type_name -> tdspool.v1.ErrorNumbers
 	0,  // 6: tdspool.v1.Listener.encryption:type_name -> tdspool.v1.EncryptionPolicy
 	1,  // 7: tdspool.v1.Bucket.backend_encryption:type_name -> tdspool.v1.BackendEncryption
-	12, // 8: tdspool.v1.Bucket.queue_timeout:type_name -> google.protobuf.Duration
-	7,  // 9: tdspool.v1.Bucket.pool:type_name -> tdspool.v1.Pool
-	2,  // 10: tdspool.v1.Pool.mode:type_name -> tdspool.v1.PoolMode
-	12, // 11: tdspool.v1.Pool.max_idle_time:type_name -> google.protobuf.Duration
-	12, // 12: tdspool.v1.Pool.max_lifetime:type_name -> google.protobuf.Duration
-	12, // 13: tdspool.v1.Pool.reauth_after:type_name -> google.protobuf.Duration
-	8,  // 14: tdspool.v1.Pool.warmup:type_name -> tdspool.v1.Warmup
-	12, // 15: tdspool.v1.Redis.call_timeout:type_name -> google.protobuf.Duration
-	12, // 16: tdspool.v1.Redis.lease_ttl:type_name -> google.protobuf.Duration
-	12, // 17: tdspool.v1.Redis.heartbeat_interval:type_name -> google.protobuf.Duration
-	12, // 18: tdspool.v1.Timeouts.queue_timeout:type_name -> google.protobuf.Duration
-	12, // 19: tdspool.v1.Timeouts.login_timeout:type_name -> google.protobuf.Duration
-	12, // 20: tdspool.v1.Timeouts.first_byte_timeout:type_name -> google.protobuf.Duration
-	12, // 21: tdspool.v1.Timeouts.backend_handshake_timeout:type_name -> google.protobuf.Duration
-	12, // 22: tdspool.v1.Timeouts.idle_timeout:type_name -> google.protobuf.Duration
-	23, // [23:23] is the sub-list for method output_type
-	23, // [23:23] is the sub-list for method input_type
-	23, // [23:23] is the sub-list for extension type_name
-	23, // [23:23] is the sub-list for extension extendee
-	0,  // [0:23] is the sub-list for field type_name
+	14, // 8: tdspool.v1.Bucket.queue_timeout:type_name -> google.protobuf.Duration
+	9,  // 9: tdspool.v1.Bucket.pool:type_name -> tdspool.v1.Pool
+	2,  // 10: tdspool.v1.Bucket.backend_leg:type_name -> tdspool.v1.BackendLeg
+	7,  // 11: tdspool.v1.Bucket.backend_tls:type_name -> tdspool.v1.BackendTLS
+	14, // 12: tdspool.v1.Bucket.connect_timeout:type_name -> google.protobuf.Duration
+	14, // 13: tdspool.v1.Bucket.tcp_keepalive:type_name -> google.protobuf.Duration
+	3,  // 14: tdspool.v1.Pool.mode:type_name -> tdspool.v1.PoolMode
+	14, // 15: tdspool.v1.Pool.max_idle_time:type_name -> google.protobuf.Duration
+	14, // 16: tdspool.v1.Pool.max_lifetime:type_name -> google.protobuf.Duration
+	14, // 17: tdspool.v1.Pool.reauth_after:type_name -> google.protobuf.Duration
+	10, // 18: tdspool.v1.Pool.warmup:type_name -> tdspool.v1.Warmup
+	14, // 19: tdspool.v1.Redis.call_timeout:type_name -> google.protobuf.Duration
+	14, // 20: tdspool.v1.Redis.lease_ttl:type_name -> google.protobuf.Duration
+	14, // 21: tdspool.v1.Redis.heartbeat_interval:type_name -> google.protobuf.Duration
+	14, // 22: tdspool.v1.Timeouts.queue_timeout:type_name -> google.protobuf.Duration
+	14, // 23: tdspool.v1.Timeouts.login_timeout:type_name -> google.protobuf.Duration
+	14, // 24: tdspool.v1.Timeouts.first_byte_timeout:type_name -> google.protobuf.Duration
+	14, // 25: tdspool.v1.Timeouts.backend_handshake_timeout:type_name -> google.protobuf.Duration
+	14, // 26: tdspool.v1.Timeouts.idle_timeout:type_name -> google.protobuf.Duration
+	27, // [27:27] is the sub-list for method output_type
+	27, // [27:27] is the sub-list for method input_type
+	27, // [27:27] is the sub-list for extension type_name
+	27, // [27:27] is the sub-list for extension extendee
+	0,  // [0:27] is the sub-list for field type_name
 }
 
 func init() { file_tdspool_proto_init() }
@@ -1151,8 +1342,8 @@ func file_tdspool_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tdspool_proto_rawDesc), len(file_tdspool_proto_rawDesc)),
-			NumEnums:      4,
-			NumMessages:   8,
+			NumEnums:      5,
+			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
