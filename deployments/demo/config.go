@@ -2,17 +2,27 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 )
 
 // filterConfig is the demo's tdspool config: every encryption mode accepted (plaintext, TDS 7
 // login-only or full TLS with the demo's self-signed certificate, TDS 8 in Envoy), LOGIN7
 // server name bucket-00N or database tenant_<x> routed to that bucket, everything else to
 // bucket-001.
-func filterConfig(buckets []string, redisAddr string, maxConns int, certFile, keyFile string) string {
+//
+// The backend legs (see backendEncryption): bucket-001 over tcp_proxy in plaintext,
+// bucket-002 module-owned with TDS 7 full TLS, bucket-003 module-owned with TDS 8; the TLS
+// legs verify the stand-ins' certificate (the demo's) for "localhost". Every bucket keeps its
+// Envoy cluster, whose health checks gate logins on both legs.
+func filterConfig(buckets []string, redisAddr string, maxConns int, certFile, keyFile string, firstBackend int) string {
 	type bucket struct {
-		Name           string `json:"name"`
-		Cluster        string `json:"cluster"`
-		MaxConnections int    `json:"max_connections"`
+		Name              string         `json:"name"`
+		Cluster           string         `json:"cluster"`
+		MaxConnections    int            `json:"max_connections"`
+		BackendLeg        string         `json:"backend_leg,omitempty"`
+		BackendAddresses  []string       `json:"backend_addresses,omitempty"`
+		BackendEncryption string         `json:"backend_encryption,omitempty"`
+		BackendTLS        map[string]any `json:"backend_tls,omitempty"`
 	}
 	type route struct {
 		ServerName string `json:"server_name,omitempty"`
@@ -31,8 +41,14 @@ func filterConfig(buckets []string, redisAddr string, maxConns int, certFile, ke
 	}
 	var bs []bucket
 	var rs []route
-	for _, name := range buckets {
-		bs = append(bs, bucket{Name: name, Cluster: clusterName(name), MaxConnections: maxConns})
+	for i, name := range buckets {
+		b := bucket{Name: name, Cluster: clusterName(name), MaxConnections: maxConns}
+		if enc := moduleLegEncryption(i); enc != "" {
+			b.BackendLeg, b.BackendEncryption = "MODULE", enc
+			b.BackendAddresses = []string{fmt.Sprintf("127.0.0.1:%d", firstBackend+i)}
+			b.BackendTLS = map[string]any{"ca_file": certFile, "server_name": "localhost"}
+		}
+		bs = append(bs, b)
 		rs = append(rs, route{ServerName: name, Bucket: name})
 	}
 	for _, name := range buckets {
@@ -41,4 +57,27 @@ func filterConfig(buckets []string, redisAddr string, maxConns int, certFile, ke
 	cfg["buckets"], cfg["routes"] = bs, rs
 	out, _ := json.MarshalIndent(cfg, "", "  ")
 	return string(out)
+}
+
+// moduleLegEncryption is the backend_encryption of a bucket on the module-owned leg, or ""
+// for the tcp_proxy leg.
+func moduleLegEncryption(i int) string {
+	switch i {
+	case 1:
+		return "TDS7_FULL"
+	case 2:
+		return "TDS8"
+	}
+	return ""
+}
+
+// legDescription says how tdspool reaches bucket i, for the banner.
+func legDescription(i int, cluster string) string {
+	switch moduleLegEncryption(i) {
+	case "TDS7_FULL":
+		return "forces encryption; module-owned leg, TDS 7 full TLS"
+	case "TDS8":
+		return "TDS 8 only; module-owned leg, TDS 8"
+	}
+	return "tcp_proxy leg via Envoy cluster " + cluster + ", plaintext"
 }

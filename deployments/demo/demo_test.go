@@ -48,7 +48,7 @@ func TestDemoServesEveryBucketAndStopsCleanly(t *testing.T) {
 
 	for i, db := range []string{"tenant_a", "tenant_b", "tenant_c"} {
 		want := fmt.Sprintf("bucket-%03d", i+1)
-		for _, enc := range []string{"disable", "false"} {
+		for _, enc := range []string{"disable", "false", "true"} {
 			dsn := fmt.Sprintf("sqlserver://demo:Demo-Passw0rd@127.0.0.1:%d?database=%s&encrypt=%s&TrustServerCertificate=true", listen, db, enc)
 			conn, err := sql.Open("sqlserver", dsn)
 			if err != nil {

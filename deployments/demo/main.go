@@ -7,6 +7,7 @@
 package main
 
 import (
+	"crypto/tls"
 	"flag"
 	"fmt"
 	"log"
@@ -57,16 +58,6 @@ func run(listenPort, adminPort, redisPort, firstBackend, nBuckets, maxConns int,
 	}
 	stopAll = append(stopAll, redis.Stop)
 
-	var names []string
-	for i := 0; i < nBuckets; i++ {
-		name := bucketName(i)
-		stop, err := startBackend(name, firstBackend+i)
-		if err != nil {
-			return fmt.Errorf("backend %s: %w", name, err)
-		}
-		stopAll = append(stopAll, stop)
-		names = append(names, name)
-	}
 	certDir, err := os.MkdirTemp("", "tdspool-demo-tls-")
 	if err != nil {
 		return err
@@ -75,6 +66,22 @@ func run(listenPort, adminPort, redisPort, firstBackend, nBuckets, maxConns int,
 	certFile, keyFile, err := testcert.Write(certDir)
 	if err != nil {
 		return err
+	}
+	// The stand-ins present the same certificate, so tdspool's module-owned legs verify them
+	// against it (ca_file) as they would a real server's.
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return err
+	}
+	var names []string
+	for i := 0; i < nBuckets; i++ {
+		name := bucketName(i)
+		stop, err := startBackend(name, firstBackend+i, backendEncryption(i), &cert)
+		if err != nil {
+			return fmt.Errorf("backend %s: %w", name, err)
+		}
+		stopAll = append(stopAll, stop)
+		names = append(names, name)
 	}
 	cfg, err := demoEnvoyConfig(listenPort, adminPort, redis.Addr, firstBackend, nBuckets, maxConns, certFile, keyFile)
 	if err != nil {
@@ -100,7 +107,7 @@ func run(listenPort, adminPort, redisPort, firstBackend, nBuckets, maxConns int,
                  FreeTDS:    tsql -H 127.0.0.1 -p %d -U %s -P %s -D tenant_c
 `, listenPort, adminPort, redis.Addr, demoUser, demoPassword, certFile, demoUser, demoPassword, listenPort, listenPort, demoUser, demoPassword)
 	for i, n := range names {
-		fmt.Printf("  %-13s  127.0.0.1:%d  (Envoy cluster %s, cap %d)\n", n, firstBackend+i, clusterName(n), maxConns)
+		fmt.Printf("  %-13s  127.0.0.1:%d  (%s, cap %d)\n", n, firstBackend+i, legDescription(i, clusterName(n)), maxConns)
 	}
 	fmt.Printf("  Envoy config   %s\nCtrl-C stops everything.\n", envoy.ConfigPath)
 
@@ -137,7 +144,7 @@ func demoEnvoyConfig(listenPort, adminPort int, redisAddr string, firstBackend, 
 	}
 	return envoyconfig.Render(envoyconfig.Params{
 		ListenerPort: listenPort, AdminPort: adminPort,
-		FilterConfigJSON: filterConfig(names, redisAddr, maxConns, certFile, keyFile),
+		FilterConfigJSON: filterConfig(names, redisAddr, maxConns, certFile, keyFile, firstBackend),
 		Buckets:          ebs,
 		TDS8CertFile:     certFile, TDS8KeyFile: keyFile,
 	})

@@ -304,3 +304,102 @@ func TestModuleLegBackendKilledMidSession(t *testing.T) {
 		})
 	}
 }
+
+// A client that stops reading a large result: on the module leg the backend is paused (Envoy's
+// write-buffer watermark stops the reads from it), so the proxy's memory stays flat instead of
+// absorbing the result; when the client reads again, every byte arrives.
+func TestModuleLegSlowClientPausesTheBackend(t *testing.T) {
+	st := startTDSStack(t, tdsStackOptions{capacity: 2, leg: "module", lean: true})
+	c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", st.port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	send := func(typ tds.PacketType, payload []byte) {
+		if _, err := c.Write(tds.AppendPackets(nil, typ, 0, payload, 4096)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var sc tds.ResponseScanner
+	sc.MaxPacketSize = tds.MaxPacketSize
+	buf := make([]byte, 64<<10)
+	// readResponse reads one whole response, streaming, and returns its size.
+	readResponse := func() int {
+		total := 0
+		_ = c.SetReadDeadline(time.Now().Add(120 * time.Second))
+		for {
+			n, err := c.Read(buf)
+			if err != nil {
+				t.Fatalf("after %d bytes: %v", total, err)
+			}
+			total += n
+			evs, err := sc.Feed(buf[:n])
+			if err != nil {
+				t.Fatalf("response does not parse: %v", err)
+			}
+			for _, ev := range evs {
+				if ev.Token == tds.TokenError {
+					t.Fatalf("server error %d: %s", ev.Message.Number, ev.Message.Text)
+				}
+				if ev.Token == tds.TokenEndOfMessage {
+					return total
+				}
+			}
+		}
+	}
+	pre := tds.Prelogin{HasVersion: true, Version: 0x0C000000, HasEncryption: true, Encryption: tds.EncryptNotSup,
+		HasInstance: true, HasThreadID: true, HasMARS: true}
+	send(tds.PacketPrelogin, pre.AppendPrelogin(nil))
+	var r tds.Reassembler
+	for {
+		n, err := c.Read(buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.Feed(buf[:n])
+		if _, err := r.Next(); err == nil {
+			break
+		}
+	}
+	l := tds.Login7{TDSVersion: tds.TDSVersion74, PacketSize: 4096, UserName: "demo", Password: tds.NewPassword("Demo-Passw0rd"),
+		Database: "tenant_a", AppName: "slow-client", HostName: "h", CltIntName: "raw"}
+	send(tds.PacketLogin7, l.AppendLogin7(nil))
+	readResponse()
+
+	q := tds.SQLBatch{Headers: tds.AllHeaders{HasTransaction: true}, Text: fmt.Sprintf("STREAM %d", 100<<20)}
+	send(tds.PacketSQLBatch, q.AppendSQLBatch(nil))
+	before := rssKB(t, st.envoy.Pid())
+	time.Sleep(3 * time.Second) // the client reads nothing
+	during := rssKB(t, st.envoy.Pid())
+	time.Sleep(2 * time.Second)
+	later := rssKB(t, st.envoy.Pid())
+	got := readResponse()
+	t.Logf("Envoy RSS %d KB before, %d KB after 3 s and %d KB after 5 s of a stalled client; the result was %d MB",
+		before, during, later, got>>20)
+	if got < 90<<20 {
+		t.Fatalf("result of %d bytes; the test needs about 100 MB", got)
+	}
+	if grew := later - before; grew > 32<<10 {
+		t.Fatalf("Envoy grew by %d KB while the client read nothing: the backend was not paused", grew)
+	}
+	c.Close()
+	st.waitIdle(t)
+}
+
+// rssKB is a process's resident set size.
+func rssKB(t *testing.T, pid int) int {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
+			var kb int
+			fmt.Sscan(f[1], &kb)
+			return kb
+		}
+	}
+	t.Fatal("no VmRSS")
+	return 0
+}

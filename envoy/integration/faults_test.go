@@ -42,13 +42,14 @@ type tdsStackOptions struct {
 	backendEnc string
 	standinEnc standin.Encryption
 	legTLS     map[string]any // merged into the module leg's backend_tls
+	lean       bool           // the stand-in's lean mode (SELECT 1, STREAM <bytes>)
 }
 
 func startTDSStack(t *testing.T, o tdsStackOptions) *tdsStack {
 	t.Helper()
 	backend, err := standin.New(standin.Config{
 		ServerName: "bucket-001", Users: map[string]string{"demo": "Demo-Passw0rd"},
-		Databases: []string{"tenant_a"}, DataDir: t.TempDir(), Encryption: o.standinEnc,
+		Databases: []string{"tenant_a"}, DataDir: t.TempDir(), Encryption: o.standinEnc, Lean: o.lean,
 	})
 	if err != nil {
 		t.Fatal(err)
