@@ -32,7 +32,10 @@ type fakeBackend struct {
 	closed   bool
 }
 
-func (f *fakeBackend) WriteLogin(b []byte) (int, error) { f.login = append(f.login, b...); return 0, nil }
+func (f *fakeBackend) WriteLogin(b []byte) (int, error) {
+	f.login = append(f.login, b...)
+	return 0, nil
+}
 func (f *fakeBackend) Write(b []byte) (int, error) {
 	f.written = append(f.written, b...)
 	return f.backlog, nil
