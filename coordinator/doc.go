@@ -94,8 +94,9 @@
 // ClaimTTL after the grant, so slots freed after its death go to live
 // proxies' waiters. TestMultiProcessKillProxyReclaim measures it with the
 // filter's timings (lease 8 s, heartbeat 2 s): reclaimed in 7.9–8.0 s,
-// grants to the dead kept at most 2.9 s (claim window 2.5 s; before claims
-// they kept the slot for the full 8 s lease). Its waiters vanish after
+// grants to the dead made within 1.2 s of its death and kept at most 3.0 s
+// (claim window 2.5 s; before claims they kept the slot for the full 8 s
+// lease). Its waiters vanish after
 // WaiterTTL.
 //
 // Data loss (restart without persistence, failover to an empty replica,
