@@ -32,7 +32,7 @@ type AuditRecord struct {
 	Time     time.Time
 	SPID     int
 	Login    string
-	Database string // the session's database when the request arrived
+	Database string // the session's database when the request arrived (empty for attentions, which the reader records)
 	Kind     AuditKind
 	// Procs are the procedure names of an RPC request (sp_executesql,
 	// sp_reset_connection, ...).

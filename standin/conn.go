@@ -489,6 +489,7 @@ func (c *conn) readRequests(rw io.ReadWriter, reqs chan<- request, primary bool)
 		}
 		if typ == tds.PacketAttention {
 			c.srv.attentions.Add(1)
+			c.srv.audit(AuditRecord{SPID: int(c.spid), Login: c.sess.login, Kind: AuditAttention}) // login never changes; the database may
 			c.mu.Lock()
 			c.pending++
 			if c.cancel != nil {

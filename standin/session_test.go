@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	mssql "github.com/microsoft/go-mssqldb"
 
@@ -239,6 +240,9 @@ func TestAuditAndSessionView(t *testing.T) {
 		t.Errorf("dm_exec_sessions: %d sessions, %d open transactions; want 2, 1", n, open)
 	}
 	c1.ExecContext(ctx, "ROLLBACK")
+	cctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	c2.ExecContext(cctx, "WAITFOR DELAY '00:00:10'") // go-mssqldb sends ATTENTION
+	cancel()
 	c1.Close()
 	c2.Close()
 	bad, _ := sql.Open("sqlserver", dsn(srv, "demo", "nope", "tenant_a"))
@@ -255,7 +259,7 @@ func TestAuditAndSessionView(t *testing.T) {
 			t.Errorf("batch record %+v", r)
 		}
 	}
-	if kinds[standin.AuditLogin] != 2 || kinds[standin.AuditLoginFailed] != 1 || kinds[standin.AuditSQLBatch] < 4 {
+	if kinds[standin.AuditLogin] != 2 || kinds[standin.AuditLoginFailed] != 1 || kinds[standin.AuditSQLBatch] < 4 || kinds[standin.AuditAttention] != 1 {
 		t.Errorf("audit kinds %v", kinds)
 	}
 }

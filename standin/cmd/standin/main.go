@@ -41,6 +41,9 @@ func main() {
 	writeCA := flag.String("write-ca", "", "write the generated certificate to this file, for clients that verify it")
 	maxConns := flag.Int("max-connections", 0, "logged-in sessions per bucket before logins fail with error 17809 (0 = unlimited)")
 	delay := flag.Duration("delay", 0, "delay added before every request")
+	loginDelay := flag.Duration("login-delay", 0, "time spent before each password check (models authentication cost)")
+	mars := flag.Bool("mars", false, "offer MARS (PRELOGIN MARS=1 and SMP sessions) to clients that ask")
+	redirect := flag.String("redirect", "", "host:port every login is routed to (routing ENVCHANGE), e.g. to model Azure SQL redirect")
 	verbose := flag.Bool("v", false, "log connection-level diagnostics")
 	flag.Parse()
 
@@ -83,6 +86,10 @@ func main() {
 			Delay:          *delay,
 			Encryption:     enc,
 			Certificate:    cert,
+			LoginDelay:     *loginDelay,
+			MARS:           *mars,
+			Redirect:       *redirect,
+			Admins:         []string{*user},
 		}
 		if *verbose {
 			cfg.Logf = log.New(os.Stderr, "["+name+"] ", log.LstdFlags).Printf
