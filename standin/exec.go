@@ -707,6 +707,9 @@ func (s *session) query(ctx context.Context, r *resp, q string, args []any, inPr
 	if e != nil {
 		return e
 	}
+	if n := s.opts.rowcountLimit; n > 0 && int64(len(rs.rows)) > n {
+		rs.rows = rs.rows[:n] // SET ROWCOUNT n stops a SELECT after n rows
+	}
 	if e := rs.emit(r, rs.rows); e != nil {
 		return e
 	}

@@ -281,8 +281,9 @@ func (s *session) reset(r *resp, skipTran bool) *sqlError {
 	ctx, cancel := context.WithTimeout(context.Background(), 10e9)
 	defer cancel()
 	if s.trancount > 0 && !skipTran {
-		s.sc.ExecContext(ctx, "ROLLBACK")
-		s.endTran()
+		// Announced like every other rollback, ahead of the reset ack, so
+		// the client drops the descriptor it holds.
+		s.rollbackAll(ctx, r)
 	}
 	if s.db != s.loginDB && s.trancount == 0 {
 		old := s.db

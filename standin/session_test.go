@@ -68,11 +68,14 @@ func TestResetConnectionRestoresLoginState(t *testing.T) {
 		"SET ANSI_NULLS OFF; SET QUOTED_IDENTIFIER OFF; SET ARITHABORT ON; SET NOCOUNT ON; SET XACT_ABORT ON",
 		"SET DATEFIRST 1; SET DATEFORMAT dmy; SET LOCK_TIMEOUT 500; SET TEXTSIZE 1000; SET DEADLOCK_PRIORITY LOW",
 		"SET TRANSACTION ISOLATION LEVEL SERIALIZABLE",
+		"SET ANSI_WARNINGS OFF; SET ANSI_PADDING OFF; SET CONCAT_NULL_YIELDS_NULL OFF; SET CURSOR_CLOSE_ON_COMMIT ON",
+		"SET ROWCOUNT 1",
 		"SET CONTEXT_INFO 0x0102",
 		"EXEC sp_set_session_context N'tenant', N'acme'",
 		"CREATE TABLE #pooled (x INT)",
 		"DECLARE pooledcur CURSOR FOR SELECT 1; OPEN pooledcur",
 		"EXEC sp_getapplock @Resource = 'pooled', @LockMode = 'Exclusive', @LockOwner = 'Session'",
+		"SET IMPLICIT_TRANSACTIONS ON",
 	} {
 		if _, err := c.ExecContext(ctx, q); err != nil {
 			t.Fatalf("%s: %v", q, err)
@@ -111,6 +114,9 @@ func TestResetConnectionRestoresLoginState(t *testing.T) {
 		t.Errorf("audit after reuse: %+v", recs)
 	}
 	var n int
+	if err := c.QueryRowContext(ctx, "SELECT COUNT(*) FROM (SELECT 1 AS x UNION ALL SELECT 2) t").Scan(&n); err != nil || n != 2 {
+		t.Errorf("SET ROWCOUNT survived the reset: %d %v", n, err)
+	}
 	if err := c.QueryRowContext(ctx, "USE tenant_b; SELECT COUNT(*) FROM keep").Scan(&n); err != nil || n != 0 {
 		t.Errorf("the open transaction's insert: count %d %v, want 0 (rolled back by the reset)", n, err)
 	}
@@ -148,7 +154,20 @@ func TestSessionOptions(t *testing.T) {
 		{q: "SET DEADLOCK_PRIORITY -7; SELECT deadlock_priority FROM sys.dm_exec_sessions WHERE session_id = @@SPID", want: -7},
 		{q: "SELECT SESSIONPROPERTY('ANSI_PADDING')", want: 1},
 		{q: "SET ANSI_PADDING OFF; SELECT SESSIONPROPERTY('ANSI_PADDING')", want: 0},
+		{q: "SET ROWCOUNT 2"},
 	})
+	rows, err := c.QueryContext(context.Background(), "SELECT 1 UNION ALL SELECT 2 UNION ALL SELECT 3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for rows.Next() {
+		n++
+	}
+	rows.Close()
+	if n != 2 {
+		t.Errorf("SET ROWCOUNT 2: %d rows", n)
+	}
 }
 
 // Session context: CONTEXT_INFO, SESSION_CONTEXT, application roles and

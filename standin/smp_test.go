@@ -160,3 +160,68 @@ func FuzzSMPHeader(f *testing.F) {
 		}
 	})
 }
+
+// rawSession logs in over plain TCP without a driver, for status bits
+// drivers do not send (RESETCONNECTIONSKIPTRAN).
+func rawSession(t *testing.T, srv *Server) net.Conn {
+	t.Helper()
+	nc, err := net.Dial("tcp", srv.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { nc.Close() })
+	pre := &tds.Prelogin{HasVersion: true, HasEncryption: true, Encryption: tds.EncryptNotSup}
+	nc.Write(tds.AppendPackets(nil, tds.PacketPrelogin, 0, pre.AppendPrelogin(nil), 4096))
+	if _, _, _, err := readMessage(nc, 4096, 1<<16); err != nil {
+		t.Fatal(err)
+	}
+	l := &tds.Login7{TDSVersion: tds.TDSVersion74, PacketSize: 4096, OptionFlags2: tds.Login7ODBC,
+		UserName: "demo", Password: tds.NewPassword("pw"), Database: "tenant_a"}
+	nc.Write(tds.AppendPackets(nil, tds.PacketLogin7, 0, l.AppendLogin7(nil), 4096))
+	if _, _, _, err := readMessage(nc, 4096, 1<<16); err != nil {
+		t.Fatal(err)
+	}
+	return nc
+}
+
+func rawBatch(t *testing.T, nc net.Conn, status tds.PacketStatus, text string) []byte {
+	t.Helper()
+	nc.SetDeadline(time.Now().Add(10 * time.Second))
+	nc.Write(tds.AppendPackets(nil, tds.PacketSQLBatch, status, (&tds.SQLBatch{Text: text}).AppendSQLBatch(nil), 4096))
+	_, _, reply, err := readMessage(nc, 4096, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return reply
+}
+
+// RESETCONNECTIONSKIPTRAN resets the session but keeps its transaction;
+// RESETCONNECTION rolls it back (ENVCHANGE 10 before the reset ack).
+func TestResetSkipTranKeepsTransaction(t *testing.T) {
+	srv, err := New(Config{Users: map[string]string{"demo": "pw"}, Databases: []string{"tenant_a"}, DataDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	nc := rawSession(t, srv)
+	rawBatch(t, nc, 0, "CREATE TABLE kept (x INT); BEGIN TRAN; INSERT INTO kept VALUES (1); CREATE TABLE #gone (x INT); SET XACT_ABORT ON")
+	resetAck := tds.EnvChangeResetAck().AppendEnvChange(nil)
+	reply := rawBatch(t, nc, tds.StatusResetConnectionSkipTran, "SELECT @@TRANCOUNT * 10 + (@@OPTIONS & 16384) / 16384 + ISNULL(OBJECT_ID('tempdb..#gone'), 0) * 100")
+	if !bytes.Contains(reply, resetAck) {
+		t.Fatalf("no reset ack: % x", reply)
+	}
+	if !bytes.Contains(reply, binary.LittleEndian.AppendUint32(nil, 10)) {
+		t.Fatalf("after RESETCONNECTIONSKIPTRAN want @@TRANCOUNT 1, XACT_ABORT off, #gone gone (10): % x", reply)
+	}
+	reply = rawBatch(t, nc, tds.StatusResetConnection, "SELECT COUNT(*) * 10 + @@TRANCOUNT FROM kept")
+	rollback := bytes.Index(reply, []byte{byte(tds.TokenEnvChange), 0x0B, 0x00, byte(tds.EnvRollbackTran)})
+	if rollback < 0 || rollback > bytes.Index(reply, resetAck) {
+		t.Fatalf("RESETCONNECTION in a transaction: want ENVCHANGE rollback then the reset ack: % x", reply)
+	}
+	if !bytes.Contains(reply, binary.LittleEndian.AppendUint32(nil, 0)) {
+		t.Fatalf("the insert survived the reset: % x", reply)
+	}
+}
