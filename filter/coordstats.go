@@ -16,7 +16,7 @@ import (
 // late, never wrong.
 type coordStats struct {
 	f       *Factory
-	mu      sync.Mutex
+	mu      sync.Mutex // guards each bucket's capShown and stateShown (flush runs on every worker)
 	buckets map[string]*coordBucketStats
 
 	redisCalls, redisErrors atomic.Uint64

@@ -69,3 +69,31 @@ func TestPinGaugesSettleWhenAPinnedSessionCloses(t *testing.T) {
 		t.Errorf("pin_temp_table_total = %d", v)
 	}
 }
+
+// TestTransactionPinEndsWithEveryWayATransactionEnds: the server's ENVCHANGE decides, whether
+// the transaction was committed, rolled back or ended by the server itself (type 17, e.g. an
+// error that aborted it).
+func TestTransactionPinEndsWithEveryWayATransactionEnds(t *testing.T) {
+	for _, end := range []tds.EnvChange{tds.EnvChangeCommitTran(7), tds.EnvChangeRollbackTran(7), tds.EnvChangeTranEnded(7)} {
+		t.Run(end.Type.String(), func(t *testing.T) {
+			h := newHarness(t, testConfig)
+			c := h.connect()
+			c.login(t, "app", "")
+			reply := func(env tds.EnvChange) {
+				p := env.AppendEnvChange(nil)
+				c.fromBackend(tds.AppendPackets(nil, tds.PacketReply, 0, tds.Done{Token: tds.TokenDone}.AppendDone(p), 4096))
+			}
+			c.fromClient(sqlBatch("begin tran", 0))
+			reply(tds.EnvChangeBeginTran(7))
+			if v := h.metrics.Value("bucket.b1.pinned_transaction"); v != 1 {
+				t.Fatalf("pinned_transaction = %d after BEGIN TRAN", v)
+			}
+			c.fromClient(sqlBatch("commit", 0))
+			reply(end)
+			if v := h.metrics.Value("bucket.b1.pinned_transaction"); v != 0 {
+				t.Fatalf("pinned_transaction = %d after %s", v, end.Type)
+			}
+			c.s.OnEvent(host.RemoteClose)
+		})
+	}
+}
