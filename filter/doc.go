@@ -1,7 +1,8 @@
 // Package filter is tdspool's session logic: one state machine per client connection that
 // answers PRELOGIN, terminates TDS 7.x TLS, reads LOGIN7, routes the login to a bucket, waits
-// for a fleet-wide slot, starts the backend leg through Envoy's tcp_proxy and then relays the
-// session while reading both directions for pin reasons and statistics. It has no cgo: it
+// for a fleet-wide slot, starts the backend leg (Envoy's tcp_proxy, or a connection the
+// module owns) and then relays the session while reading both directions for pin reasons and
+// statistics. It has no cgo: it
 // sees Envoy only through the interfaces of package envoy/host, so every test drives it with
 // envoy/host/hosttest and a fake clock. docs/ARCHITECTURE.md has the picture and the phases.
 //
@@ -13,6 +14,9 @@
 //	               backend_prelogin → backend_login → relay → closed), timers, refusals, the
 //	               one-time finish that releases the slot
 //	tls.go         clientTLS: TDS 7.x TLS for the client, handshake steps off the worker
+//	backend.go     backendLeg: the tcp_proxy leg and the module-owned leg (package
+//	               filter/backend dials and holds those connections; filter/pool keeps
+//	               logged-in ones for the next client with the same login)
 //	relay.go       the relay phase: client messages classified, the response stream scanned,
 //	               pin reasons, counters batched and flushed about once a second
 //	router.go      the routing rules (server name or SNI → database → user → default)
