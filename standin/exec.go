@@ -1111,6 +1111,14 @@ func (s *session) translate(ts []token, vars map[string]any) (string, []any, *sq
 				emit(">=")
 			case "!>":
 				emit("<=")
+			case "+":
+				// T-SQL concatenates strings with +; SQLite would add them
+				// as numbers. Next to a string literal it is concatenation.
+				if (j > 0 && ts[j-1].k == tkString) || next(1).k == tkString {
+					emit("||")
+				} else {
+					emit("+")
+				}
 			default:
 				emit(t.text)
 			}

@@ -223,3 +223,20 @@ func TestDateTimeTypes(t *testing.T) {
 		t.Errorf("values %v, want %s", got, want)
 	}
 }
+
+// Expressions drivers and ORMs commonly send.
+func TestExpressions(t *testing.T) {
+	srv := start(t, standin.Config{Databases: []string{"tenant_a"}})
+	c := oneConn(t, srv)
+	runSteps(t, c, []step{
+		{q: "SELECT N'a' + N'b' + 'c'", want: "abc"},
+		{q: "SELECT 'id-' + CAST(7 AS NVARCHAR(10))", want: "id-7"},
+		{q: "SELECT CONCAT('x', 1, NULL, 'y')", want: "x1y"},
+		{q: "SELECT 1 + 2", want: 3},
+	})
+	var now time.Time
+	// GETDATE() is local time, which go-mssqldb labels UTC: compare loosely.
+	if err := c.QueryRowContext(context.Background(), "SELECT GETDATE()").Scan(&now); err != nil || now.Sub(time.Now()).Abs() > 15*time.Hour {
+		t.Fatalf("GETDATE() as datetime: %v %v", now, err)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"math/big"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -218,6 +219,10 @@ func fromDecl(decl string) (sqlType, bool) {
 	return t, ok
 }
 
+// getdateRE is the text GETDATE()/SYSDATETIME()/CURRENT_TIMESTAMP are
+// rewritten to produce; an expression column of such values is datetime.
+var getdateRE = regexp.MustCompile(`^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\.\d{3}$`)
+
 // inferType types an undeclared result column from its values.
 func inferType(vals []any) sqlType {
 	t := sqlType{}
@@ -239,6 +244,9 @@ func inferType(vals []any) sqlType {
 			vt = sqlType{k: kNVarChar, size: 4000}
 			if len([]rune(x)) > 4000 {
 				vt.size = -1
+			}
+			if getdateRE.MatchString(x) {
+				vt = sqlType{k: kDateTime} // GETDATE() and friends: datetime
 			}
 		case []byte:
 			vt = sqlType{k: kVarBinary, size: 8000}
