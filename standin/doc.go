@@ -118,9 +118,14 @@
 // IMPLICIT_TRANSACTIONS ON the statements SQL Server lists (DML, DDL,
 // SELECT from a table, BEGIN TRAN) open a transaction when none is open.
 // XACT_ABORT ON makes a run-time error roll the transaction back; with it
-// OFF only the failing statement is undone. XACT_STATE() is 1 or 0 (no
-// uncommittable state). Transaction-manager requests begin (with an
-// isolation level), commit, roll back and save the same way.
+// OFF only the failing statement is undone. Inside TRY, XACT_ABORT dooms
+// the transaction instead: XACT_STATE() -1, COMMIT and writes fail with
+// 3930, and one still open at the end of the batch is rolled back with
+// 3998. Transaction-manager requests begin (with an isolation level),
+// commit, roll back and save the same way. Where SQLite ends a
+// transaction on its own (an interrupted write), the session announces the
+// rollback rather than keep a @@TRANCOUNT nothing backs; SQL Server would
+// keep the transaction.
 //
 // # Session state and RESETCONNECTION
 //
@@ -130,7 +135,8 @@
 // DATEFIRST 7, DATEFORMAT mdy, LOCK_TIMEOUT -1, read committed, host and
 // application names, the database. RESETCONNECTION (the packet flag or
 // sp_reset_connection) rolls back the transaction (not with
-// RESETCONNECTIONSKIPTRAN), drops temp tables and prepared handles, clears
+// RESETCONNECTIONSKIPTRAN; announced with ENVCHANGE 10 ahead of the ack),
+// drops temp tables and prepared handles, clears
 // CONTEXT_INFO and SESSION_CONTEXT, deallocates cursors, releases
 // session-owned application locks, restores every option and the login
 // database (ENVCHANGE database/language when they differ) and
@@ -163,6 +169,20 @@
 // SQL Server's column names (session_id, login_name, host_name,
 // program_name, database_id, open_transaction_count,
 // transaction_isolation_level, context_info, date_format, ...).
+//
+// # What it does not do
+//
+// Known gaps a driver or ORM may hit: no cross-database names
+// (db.schema.table) or USE inside a transaction; + concatenates only next
+// to a string literal (col + col adds); no divide-by-zero error (SQLite
+// gives NULL); MERGE, PIVOT, window functions beyond SQLite's, sequences,
+// triggers, views' SQL Server metadata, INFORMATION_SCHEMA and most sys.*
+// catalog views (only sys.dm_exec_sessions) are missing; EXEC (string),
+// INSERT ... EXEC and OUTPUT ... INTO are refused; cursors are STATIC only
+// (no WHERE CURRENT OF, no ROWSTAT column on API cursor fetches);
+// datetimeoffset is datetime2(7) without the offset; one language
+// (us_english); lock waits between sessions are SQLite's database locks,
+// not row locks; no Windows/Azure AD authentication, no DTC.
 //
 // # Debugging
 //
