@@ -1,0 +1,31 @@
+// Package txpool is the pure part of transaction pooling: a client session holds a backend
+// only while it needs one, and what it set on one backend follows it to the next. It has no
+// cgo, no sockets and no clock of its own (time is passed in); the filter drives it with the
+// client's requests and the server's token events and carries out what it decides.
+//
+// # Files
+//
+//	state.go    State: the database, language and SET options that move with a client;
+//	            Reapply: the smallest batch that takes a backend to a client's State
+//	binding.go  Binding: when a client is bound to a backend, when it may let go, what an
+//	            ATTENTION or a queue timeout does
+//
+// # What moves and what pins
+//
+// The database and language come from the server's ENVCHANGEs. SET options are taken from
+// the client's SQL batches when SQL Server keeps them per session and a reset restores them
+// (ANSI_*, ARITHABORT, ARITHIGNORE, CONCAT_NULL_YIELDS_NULL, CURSOR_CLOSE_ON_COMMIT,
+// NUMERIC_ROUNDABORT, QUOTED_IDENTIFIER, NOCOUNT, XACT_ABORT, IMPLICIT_TRANSACTIONS,
+// DATEFORMAT, DATEFIRST, LANGUAGE, LOCK_TIMEOUT, TEXTSIZE, ROWCOUNT, DEADLOCK_PRIORITY,
+// TRANSACTION ISOLATION LEVEL) and the value is a literal we can repeat. A SET that might not
+// have run as written pins the session instead: one in an RPC (dynamic SQL's settings end
+// with it), in a batch with control flow or a module body (StraightLine), with a variable or
+// unexpected value, or in a request whose response carried an ERROR.
+//
+// Pinned, the session keeps its backend: an open transaction (ENVCHANGE 8 until 9, 10 or 17),
+// temp tables, server cursors, bulk load, prepared handles, application locks, an
+// application role or a stream that could not be followed (these two for good), MARS, and
+// any untracked SET. Prepared statements pin rather than being virtualised: the handle a
+// client holds names a plan in one backend session, and pinning keeps that true without the
+// proxy rewriting RPCs.
+package txpool

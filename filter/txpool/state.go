@@ -1,0 +1,259 @@
+package txpool
+
+import (
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/tdspool/tdspool/tds"
+)
+
+// Setting is one SET option the client changed, in the form it is re-applied: Name is the
+// option as SQL Server spells it (upper case), Value a checked value word or number.
+type Setting struct {
+	Name  string
+	Value string
+}
+
+// State is the part of a client's session that moves with it from backend to backend: the
+// current database and language (from the server's ENVCHANGEs, which are authoritative) and
+// the SET options the client changed since its login, oldest first. A freshly reset backend
+// is in the login's State: the login database and language, no settings.
+type State struct {
+	Database string
+	Language string
+	// settings holds each option once, at the place of its last change: replaying them in
+	// order reproduces the effect of options that overwrite others (ANSI_DEFAULTS, LANGUAGE
+	// on DATEFORMAT and DATEFIRST, ANSI_NULL_DFLT_ON against ANSI_NULL_DFLT_OFF).
+	settings []Setting
+}
+
+// LoginState is the State of a session right after its login (or a reset): the database and
+// language the login reply announced, no settings.
+func LoginState(database, language string) State {
+	return State{Database: database, Language: language}
+}
+
+// Settings returns the client's changed options in replay order.
+func (s *State) Settings() []Setting { return slices.Clone(s.settings) }
+
+// Clone returns a copy that shares nothing with s.
+func (s State) Clone() State {
+	s.settings = slices.Clone(s.settings)
+	return s
+}
+
+// Equal reports whether two states re-apply to the same session.
+func (s State) Equal(o State) bool {
+	return s.Database == o.Database && s.Language == o.Language && slices.Equal(s.settings, o.settings)
+}
+
+// ApplyEnvChange takes the database and language from the server's ENVCHANGE tokens; every
+// other type is not session state that moves (packet size is fixed per pooled bucket,
+// collation follows the database, transactions are the binding's business).
+func (s *State) ApplyEnvChange(e *tds.EnvChange) {
+	switch e.Type {
+	case tds.EnvDatabase:
+		s.Database = e.New
+	case tds.EnvLanguage:
+		s.Language = e.New
+	}
+}
+
+// optionKind is how a tracked option's value is checked.
+type optionKind uint8
+
+const (
+	onOff optionKind = iota
+	dateFormat
+	dateFirst
+	lockTimeout
+	nonNegative
+	deadlockPriority
+	isolationLevel
+)
+
+// trackedOptions are the SET options that move with a client: the ones SQL Server keeps per
+// session and a reset puts back to the login's values. Anything else a client SETs
+// (CONTEXT_INFO, IDENTITY_INSERT, STATISTICS, SHOWPLAN, FMTONLY, ...) pins the session.
+var trackedOptions = map[string]optionKind{
+	"ANSI_DEFAULTS": onOff, "ANSI_NULLS": onOff, "ANSI_NULL_DFLT_ON": onOff, "ANSI_NULL_DFLT_OFF": onOff,
+	"ANSI_PADDING": onOff, "ANSI_WARNINGS": onOff, "ARITHABORT": onOff, "ARITHIGNORE": onOff,
+	"CONCAT_NULL_YIELDS_NULL": onOff, "CURSOR_CLOSE_ON_COMMIT": onOff, "NUMERIC_ROUNDABORT": onOff,
+	"QUOTED_IDENTIFIER": onOff, "NOCOUNT": onOff, "XACT_ABORT": onOff, "IMPLICIT_TRANSACTIONS": onOff,
+	"DATEFORMAT": dateFormat, "DATEFIRST": dateFirst, "LOCK_TIMEOUT": lockTimeout,
+	"TEXTSIZE": nonNegative, "ROWCOUNT": nonNegative, "DEADLOCK_PRIORITY": deadlockPriority,
+	"TRANSACTION ISOLATION LEVEL": isolationLevel,
+}
+
+// supersedes lists, per option, the options whose earlier settings it overwrites.
+var supersedes = map[string][]string{
+	// SET ANSI_DEFAULTS sets these together.
+	"ANSI_DEFAULTS": {"ANSI_NULLS", "ANSI_NULL_DFLT_ON", "ANSI_NULL_DFLT_OFF", "ANSI_PADDING", "ANSI_WARNINGS",
+		"CURSOR_CLOSE_ON_COMMIT", "IMPLICIT_TRANSACTIONS", "QUOTED_IDENTIFIER"},
+	// The two are exclusive: turning one on turns the other off.
+	"ANSI_NULL_DFLT_ON":  {"ANSI_NULL_DFLT_OFF"},
+	"ANSI_NULL_DFLT_OFF": {"ANSI_NULL_DFLT_ON"},
+	// SET LANGUAGE sets the language's date format and first day of the week.
+	"LANGUAGE": {"DATEFORMAT", "DATEFIRST"},
+}
+
+// canonicalValue checks a value as the request classifier wrote it (upper-case words) and
+// returns it as it is re-applied; false when the value is not one we can repeat safely
+// (a variable, an expression, anything unexpected).
+func canonicalValue(kind optionKind, v string) (string, bool) {
+	switch kind {
+	case onOff:
+		if v == "ON" || v == "OFF" {
+			return v, true
+		}
+	case dateFormat:
+		switch v {
+		case "MDY", "DMY", "YMD", "YDM", "MYD", "DYM":
+			return strings.ToLower(v), true
+		}
+	case dateFirst:
+		if n, err := strconv.Atoi(v); err == nil && n >= 1 && n <= 7 && len(v) == 1 {
+			return v, true
+		}
+	case lockTimeout:
+		if n, err := strconv.ParseInt(v, 10, 32); err == nil && n >= -1 {
+			return strconv.FormatInt(n, 10), true
+		}
+	case nonNegative:
+		if n, err := strconv.ParseInt(v, 10, 32); err == nil && n >= 0 {
+			return strconv.FormatInt(n, 10), true
+		}
+	case deadlockPriority:
+		switch v {
+		case "LOW", "NORMAL", "HIGH":
+			return v, true
+		}
+		if n, err := strconv.Atoi(v); err == nil && n >= -10 && n <= 10 {
+			return strconv.Itoa(n), true
+		}
+	case isolationLevel:
+		switch v {
+		case "READ UNCOMMITTED", "READ COMMITTED", "REPEATABLE READ", "SNAPSHOT", "SERIALIZABLE":
+			return v, true
+		}
+	}
+	return "", false
+}
+
+// ApplySet records one SET statement of the client's. It returns false when the option or
+// its value is not tracked: the session must then keep its backend (the state would not
+// move). SET LANGUAGE is tracked through its effect (the ENVCHANGE carries the name); here it
+// only overwrites earlier date settings, as it does on the server.
+func (s *State) ApplySet(o tds.SetOption) bool {
+	if o.Name == "LANGUAGE" {
+		s.drop(supersedes["LANGUAGE"]...)
+		return true
+	}
+	kind, ok := trackedOptions[o.Name]
+	if !ok {
+		return false
+	}
+	v, ok := canonicalValue(kind, o.Value)
+	if !ok {
+		return false
+	}
+	s.drop(o.Name)
+	s.drop(supersedes[o.Name]...)
+	s.settings = append(s.settings, Setting{Name: o.Name, Value: v})
+	return true
+}
+
+func (s *State) drop(names ...string) {
+	s.settings = slices.DeleteFunc(s.settings, func(x Setting) bool { return slices.Contains(names, x.Name) })
+}
+
+// ApplyRequest records what a client request changes and reports whether all of it was
+// tracked. SET statements count only in a SQL batch whose statements all run in order
+// (straightLine, see StraightLine): a SET inside a procedure or dynamic SQL (an RPC's
+// sp_executesql) ends with it, and one behind IF/WHILE/TRY may not run, so those are
+// untracked. USE is left to the ENVCHANGE that follows it.
+func (s *State) ApplyRequest(f *tds.RequestFacts, straightLine bool) (tracked bool) {
+	if len(f.SetOptions) == 0 {
+		return true
+	}
+	if f.Type != tds.PacketSQLBatch || !straightLine {
+		return false
+	}
+	tracked = true
+	for _, o := range f.SetOptions {
+		if !s.ApplySet(o) {
+			tracked = false
+		}
+	}
+	return tracked
+}
+
+// controlWords are the words that make a batch's statements run conditionally, or hold SETs
+// that do not run now (procedure, function and trigger bodies).
+var controlWords = []string{"IF", "WHILE", "GOTO", "TRY", "CATCH", "RETURN", "BREAK", "CONTINUE",
+	"CREATE", "ALTER", "EXEC", "EXECUTE", "WAITFOR"}
+
+// StraightLine reports whether a batch's text has none of the control words, so every SET in
+// it runs, in order, in the session's own scope (unless a statement fails, which the binding
+// sees as an ERROR in the response). It matches words anywhere, comments and literals
+// included: a false "no" only keeps a session on its backend.
+func StraightLine(text string) bool {
+	up := strings.ToUpper(text)
+	for _, w := range controlWords {
+		for i := 0; ; {
+			j := strings.Index(up[i:], w)
+			if j < 0 {
+				break
+			}
+			j += i
+			end := j + len(w)
+			if (j == 0 || !identByte(up[j-1])) && (end == len(up) || !identByte(up[end])) {
+				return false
+			}
+			i = end
+		}
+	}
+	return true
+}
+
+func identByte(c byte) bool {
+	return c == '_' || c == '@' || c == '#' || c == '$' || c >= '0' && c <= '9' || c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= 0x80
+}
+
+// Reapply returns the T-SQL batch that takes a backend whose session is in state backend to
+// the client's state, and whether the backend must be reset first. A backend whose settings
+// are a prefix of the client's needs only the rest; any other difference in settings needs a
+// reset (what an option was before a client changed it is not known here), after which the
+// backend is in the login state. An empty batch means nothing to send.
+//
+// The batch re-applies, in order: the database (USE), the language, then the settings in the
+// order the client last changed them. Names are quoted, so a database or language name
+// cannot change what the batch does.
+func Reapply(backend, login, client State) (batch string, reset bool) {
+	from := backend
+	if len(backend.settings) > len(client.settings) || !slices.Equal(backend.settings, client.settings[:len(backend.settings)]) {
+		reset, from = true, login
+	}
+	var b strings.Builder
+	if client.Database != from.Database {
+		b.WriteString("USE " + QuoteName(client.Database) + ";")
+	}
+	if client.Language != from.Language {
+		b.WriteString("SET LANGUAGE " + QuoteName(client.Language) + ";")
+	}
+	rest := client.settings[len(from.settings):]
+	if client.Language != from.Language && len(from.settings) > 0 {
+		// The language change overwrote date settings the backend already had.
+		rest = client.settings
+	}
+	for _, st := range rest {
+		b.WriteString("SET " + st.Name + " " + st.Value + ";")
+	}
+	return b.String(), reset
+}
+
+// QuoteName quotes an identifier as T-SQL's QUOTENAME does with brackets.
+func QuoteName(name string) string {
+	return "[" + strings.ReplaceAll(name, "]", "]]") + "]"
+}
