@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -44,12 +43,11 @@ var (
 func buildCtl(t *testing.T) string {
 	t.Helper()
 	ctlOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "tdspoolctl")
-		if err != nil {
-			ctlErr = err
+		// Into the repository's bin/ (ignored by git), like the module: nothing left in /tmp.
+		ctlPath, ctlErr = filepath.Abs(filepath.Join("..", "..", "bin", "tdspoolctl"))
+		if ctlErr != nil {
 			return
 		}
-		ctlPath = filepath.Join(dir, "tdspoolctl")
 		out, err := exec.Command("go", "build", "-o", ctlPath, "github.com/tdspool/tdspool/tdspoolctl").CombinedOutput()
 		if err != nil {
 			ctlErr = fmt.Errorf("build tdspoolctl: %v\n%s", err, out)
