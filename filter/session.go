@@ -65,11 +65,14 @@ type session struct {
 
 	cancelAcquire func() bool
 	release       func()
-	setPins       func(string) // tells the fleet view the session's pin reasons; nil without Redis
-	acquiredAt    time.Time
-	loginStarted  time.Time
-	timer         *time.Timer
-	timerSeq      uint64
+	// releaseAtDestroy: the session is finished and its slot, counted as released, goes back
+	// when Envoy destroys the filter (after tcp_proxy has closed the backend connection).
+	releaseAtDestroy bool
+	setPins          func(string) // tells the fleet view the session's pin reasons; nil without Redis
+	acquiredAt       time.Time
+	loginStarted     time.Time
+	timer            *time.Timer
+	timerSeq         uint64
 
 	leg       backendLeg      // the way to the backend, once the slot is granted
 	backendIn tds.Reassembler // backend PRELOGIN reply (tcp_proxy leg)
@@ -528,8 +531,9 @@ func (s *session) OnWatermark(above bool) {
 }
 
 func (s *session) OnDestroy() {
-	// Defensive: a connection destroyed without a close event must not keep its slot.
-	// Only Go state is touched here; the Envoy connection is gone.
+	// Only Go state is touched here; the Envoy connection is gone, and with it the backend
+	// connection: the slot goes back now (finish counted it). A connection destroyed without
+	// a close event must not keep its slot either (counted apart: it should not happen).
 	s.stopTimer()
 	if s.cancelAcquire != nil {
 		s.cancelAcquire()
@@ -538,7 +542,9 @@ func (s *session) OnDestroy() {
 	if s.release != nil {
 		s.release()
 		s.release = nil
-		s.f.coordStats.releasedOnDestroy.Add(1)
+		if !s.releaseAtDestroy {
+			s.f.coordStats.releasedOnDestroy.Add(1)
+		}
 	}
 }
 
@@ -586,9 +592,13 @@ func (s *session) finish() {
 		}
 		s.cancelAcquire = nil
 	}
-	if s.release != nil {
-		s.release()
-		s.release = nil
+	if s.release != nil && !s.releaseAtDestroy {
+		// A slot is a backend connection, and tcp_proxy closes that connection after this
+		// close event (its callbacks run after ours). Handing the slot on now would let the
+		// next session's backend connection open while this one still exists, so the slot
+		// goes back when Envoy destroys the filter, after both legs are closed. It is counted
+		// as released now, while the connection can still take stats.
+		s.releaseAtDestroy = true
 		s.conn.IncCounter(b.stats.slotReleased, 1)
 	}
 	if prev == phRelay {

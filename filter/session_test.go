@@ -86,6 +86,13 @@ func (c *client) fromBackend(b []byte) []byte {
 	return nil
 }
 
+// gone is what Envoy does when a connection ends: the close event, then (after tcp_proxy has
+// closed the backend leg) the filter's destroy.
+func (c *client) gone(ev host.ConnectionEvent) {
+	c.s.OnEvent(ev)
+	c.s.OnDestroy()
+}
+
 // waitPosted runs posted callbacks until at least one ran or the deadline passes.
 func (c *client) waitPosted(d time.Duration) {
 	c.h.t.Helper()
@@ -311,13 +318,13 @@ func TestSessionPoolExhaustedAfterQueueTimeoutAndSlotsBalance(t *testing.T) {
 	third := h.connect()
 	third.fromClient(preloginMsg(tds.EncryptOff))
 	third.fromClient(login7Msg("app", "", "proxy"))
-	first.s.OnEvent(host.RemoteClose)
+	first.gone(host.RemoteClose)
 	third.waitPosted(time.Second)
 	if third.conn.Closed || third.conn.FilterState[ClusterFilterStateKey] != "c1" {
 		t.Fatalf("third session not admitted after release (closed=%v %s)", third.conn.Closed, third.conn.CloseDetails)
 	}
-	third.s.OnEvent(host.LocalClose)
-	second.s.OnEvent(host.LocalClose)
+	third.gone(host.LocalClose)
+	second.gone(host.LocalClose)
 	granted, released := h.metrics.Value("bucket.b1.slot_granted_total"), h.metrics.Value("bucket.b1.slot_released_total")
 	if granted != 2 || released != 2 {
 		t.Fatalf("granted=%d released=%d, want 2/2", granted, released)
@@ -331,12 +338,12 @@ func TestSessionClientLeavesWhileQueuedReleasesNothingTwice(t *testing.T) {
 	waiter := h.connect()
 	waiter.fromClient(preloginMsg(tds.EncryptOff))
 	waiter.fromClient(login7Msg("app", "", "proxy"))
-	waiter.s.OnEvent(host.RemoteClose) // gives up while queued
-	first.s.OnEvent(host.RemoteClose)
+	waiter.gone(host.RemoteClose) // gives up while queued
+	first.gone(host.RemoteClose)
 	// The slot must be free again: a new client gets it at once.
 	next := h.connect()
 	next.login(t, "app", "")
-	next.s.OnEvent(host.RemoteClose)
+	next.gone(host.RemoteClose)
 	if q := h.metrics.Value("bucket.b1.sessions_queued"); q != 0 {
 		t.Fatalf("sessions_queued = %d", q)
 	}
@@ -570,8 +577,8 @@ func TestClientHangingUpBeforeTheSessionClosesAtOnce(t *testing.T) {
 			if !c.conn.Closed {
 				t.Fatal("a client that hung up is still held open")
 			}
-			c.s.OnEvent(host.LocalClose)
-			holder.s.OnEvent(host.RemoteClose)
+			c.gone(host.LocalClose)
+			holder.gone(host.RemoteClose)
 			if v := h.metrics.Value("connections_active"); v != 0 {
 				t.Fatalf("connections_active = %d", v)
 			}
@@ -581,7 +588,7 @@ func TestClientHangingUpBeforeTheSessionClosesAtOnce(t *testing.T) {
 			// The slot is free: the next client gets it at once.
 			next := h.connect()
 			next.login(t, "app", "")
-			next.s.OnEvent(host.RemoteClose)
+			next.gone(host.RemoteClose)
 		})
 	}
 }
@@ -616,5 +623,34 @@ func TestBoundsCountFromTheAcceptTime(t *testing.T) {
 			}
 			s.OnEvent(host.LocalClose)
 		})
+	}
+}
+
+func TestSlotGoesBackOnlyWhenTheConnectionIsDestroyed(t *testing.T) {
+	// tcp_proxy closes the backend connection after the client's close event reached us; the
+	// slot (a backend connection) must not reach the next session before Envoy destroys the
+	// filter, or the backend briefly holds cap+1 connections.
+	h := newHarness(t, testConfig)
+	first := h.connect()
+	first.login(t, "app", "") // b1, cap 1
+	waiter := h.connect()
+	waiter.fromClient(preloginMsg(tds.EncryptOff))
+	waiter.fromClient(login7Msg("app", "", "proxy"))
+	first.s.OnEvent(host.RemoteClose)
+	if v := h.metrics.Value("bucket.b1.slot_released_total"); v != 1 {
+		t.Fatalf("slot_released_total = %d after the close event, want 1", v)
+	}
+	time.Sleep(50 * time.Millisecond)
+	if n := waiter.conn.RunPosted(); n != 0 || waiter.conn.FilterState[ClusterFilterStateKey] != "" {
+		t.Fatal("the slot reached the next session before the first connection was destroyed")
+	}
+	first.s.OnDestroy()
+	waiter.waitPosted(time.Second)
+	if waiter.conn.Closed || waiter.conn.FilterState[ClusterFilterStateKey] != "c1" {
+		t.Fatalf("waiter not admitted after the destroy (closed=%v %s)", waiter.conn.Closed, waiter.conn.CloseDetails)
+	}
+	waiter.gone(host.RemoteClose)
+	if v := h.metrics.Value("slot_released_on_destroy_total"); v != 0 {
+		t.Fatalf("slot_released_on_destroy_total = %d: a normal close is not a destroy without close", v)
 	}
 }

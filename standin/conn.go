@@ -48,6 +48,8 @@ type conn struct {
 	pktSize  int
 	loggedIn atomic.Bool
 	killOnce sync.Once
+	// admitted: counted in Server.sessions (guarded by Server.mu).
+	admitted bool
 
 	info       atomic.Pointer[SessionInfo] // published by the executor
 	redirected bool                        // the login was answered with a routing ENVCHANGE
@@ -61,6 +63,9 @@ type conn struct {
 }
 
 func (c *conn) kill(rst bool) {
+	// The connection stops counting before its socket closes: a peer that sees the close (a
+	// pooler handing its connection slot on) must never find it still counted.
+	c.srv.forget(c)
 	c.killOnce.Do(func() {
 		close(c.dead)
 		if tc, ok := c.raw.(*net.TCPConn); ok && rst {
@@ -71,7 +76,6 @@ func (c *conn) kill(rst bool) {
 }
 
 func (c *conn) serve() {
-	wasSession := false
 	defer func() {
 		if r := recover(); r != nil {
 			c.srv.logf("standin %s spid %d: panic: %v\n%s", c.srv.cfg.ServerName, c.spid, r, debug.Stack())
@@ -83,7 +87,6 @@ func (c *conn) serve() {
 		if c.sess != nil {
 			c.sess.close()
 		}
-		c.srv.forget(c, wasSession)
 	}()
 	c.raw.SetDeadline(time.Now().Add(c.srv.cfg.HandshakeTimeout))
 	ok, err := c.handshake()
@@ -93,7 +96,6 @@ func (c *conn) serve() {
 		}
 		return
 	}
-	wasSession = ok
 	if !ok {
 		return
 	}
@@ -350,7 +352,7 @@ func (c *conn) login(body []byte) (bool, error) {
 			loginFailed(l.UserName))
 		return false, nil
 	}
-	if !s.admit() {
+	if !s.admit(c) {
 		// What SQL Server sends when 'user connections' is exhausted.
 		c.loginError(tds.ServerMessage{Number: 17809, State: 3, Class: 20,
 			Text: fmt.Sprintf("Could not connect because the maximum number of '%d' user connections has already been reached. The system administrator can use sp_configure to increase the maximum value. The connection has been closed.", s.cfg.MaxConnections)})

@@ -488,19 +488,21 @@ func isTemporary(err error) bool {
 	return ok && t.Temporary()
 }
 
-// admit counts a login against MaxConnections.
-func (s *Server) admit() bool {
+// admit counts c's login against MaxConnections.
+func (s *Server) admit(c *conn) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.cfg.MaxConnections > 0 && s.sessions >= s.cfg.MaxConnections {
 		return false
 	}
+	c.admitted = true
 	s.sessions++
 	s.peakSessions = max(s.peakSessions, s.sessions)
 	return true
 }
 
-func (s *Server) forget(c *conn, wasSession bool) {
+// forget stops counting c (idempotent).
+func (s *Server) forget(c *conn) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if _, ok := s.conns[c]; !ok {
@@ -509,7 +511,7 @@ func (s *Server) forget(c *conn, wasSession bool) {
 	delete(s.conns, c)
 	s.releaseSPIDLocked(c.spid)
 	s.open--
-	if wasSession {
+	if c.admitted {
 		s.sessions--
 	}
 }

@@ -179,3 +179,58 @@ func fatalLines(out string) string {
 	}
 	return out[max(0, i-2000):min(len(out), i+4000)]
 }
+
+// TestBackendNeverSeesMoreSessionsThanTheCap churns driver sessions through a small cap and
+// reads the backend's own count: a slot is a backend connection, so it may only be handed to
+// the next session once the previous session's backend connection is gone. (Drivers close
+// with a FIN; Envoy's half-close then waits for the backend to close its side. A client
+// that resets instead makes Envoy close the backend leg, which the backend learns of a moment
+// later, on its own schedule.)
+func TestBackendNeverSeesMoreSessionsThanTheCap(t *testing.T) {
+	const capacity = 2
+	for _, withRedis := range []bool{false, true} {
+		t.Run(map[bool]string{false: "local slots", true: "Redis slots"}[withRedis], func(t *testing.T) {
+			s := startTDSStack(t, tdsStackOptions{capacity: capacity, redis: withRedis})
+			if withRedis {
+				warm := s.db(t, 1)
+				if err := driverRoundTrip(context.Background(), warm); err != nil {
+					t.Fatalf("warm-up session: %v", err)
+				}
+				warm.Close()
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), time.Duration(envInt("TDSPOOL_CAP_CHURN_SECONDS", 5))*time.Second)
+			defer cancel()
+			var served, failed atomic.Int64
+			var firstErr atomic.Value
+			var wg sync.WaitGroup
+			for w := 0; w < 4*capacity; w++ {
+				db := s.db(t, 1)
+				db.SetMaxIdleConns(0)
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for ctx.Err() == nil {
+						if err := driverRoundTrip(ctx, db); err != nil {
+							if ctx.Err() == nil {
+								failed.Add(1)
+								firstErr.CompareAndSwap(nil, err.Error())
+							}
+							continue
+						}
+						served.Add(1)
+					}
+				}()
+			}
+			wg.Wait()
+			peak := s.backend.Stats().PeakSessions
+			t.Logf("%d sessions served (%d failed, first: %v) through cap %d; backend peak %d sessions", served.Load(), failed.Load(), firstErr.Load(), capacity, peak)
+			if peak > capacity {
+				t.Errorf("the backend saw %d sessions at once, cap %d", peak, capacity)
+			}
+			if served.Load() < 20 {
+				t.Errorf("only %d sessions served: too little churn to say anything", served.Load())
+			}
+			s.waitIdle(t)
+		})
+	}
+}
