@@ -128,6 +128,24 @@ def _():
     assert count("id = 11 OR s = 'changed'") == 0
 
 
+@step("SET IMPLICIT_TRANSACTIONS ON, then the driver's rollback")
+def _():
+    # What ODBC and JDBC send for autocommit off: the INSERT opens the
+    # transaction (announced by ENVCHANGE), the driver's rollback ends it.
+    c = connect(autocommit=True)
+    k = c.cursor()
+    k.execute("SET IMPLICIT_TRANSACTIONS ON")
+    k.execute("SELECT @@TRANCOUNT")
+    assert k.fetchone()[0] == 0  # no table read: no transaction yet
+    k.execute("INSERT INTO %s (id, s) VALUES (12, 'implicit')" % table)
+    k.execute("SELECT @@TRANCOUNT")
+    assert k.fetchone()[0] == 1
+    c.rollback()
+    k.execute("SET IMPLICIT_TRANSACTIONS OFF")
+    c.close()
+    assert count("id = 12") == 0
+
+
 @step("prepared statement executed several times")
 def _():
     cur.execute("""DECLARE @h INT;
