@@ -92,7 +92,7 @@
 // Every message and token type has a String method for traces (passwords
 // print as [REDACTED]). The fuzz targets (FuzzReassembler, FuzzPrelogin,
 // FuzzLogin7, FuzzLoginReply, FuzzResetAckConsumer, FuzzScanner, FuzzRPC, FuzzTransMgr, FuzzClassifySQL,
-// FuzzRequestTracker, FuzzBatchMayPinNeverHidesAPin) run on
+// FuzzRequestTracker, FuzzBatchMayPinNeverHidesAPin, FuzzLexSQL) run on
 // their seed corpus under plain `go test`; run one for longer with
 //
 //	go test ./tds -run XXX -fuzz '^FuzzScanner$' -fuzztime 10m
