@@ -107,6 +107,10 @@ func (p proxyLeg) close()               {}
 // backendConn is what a session needs of a module-owned connection (backend.Conn; tests
 // substitute a fake).
 type backendConn interface {
+	// SetHandler hands the connection to another session, or to the pool (nil).
+	SetHandler(h backend.Handler)
+	// Alive: no failure, and no bytes arrived while the connection had no handler.
+	Alive() bool
 	WriteLogin(b []byte) (backlog int, err error)
 	Write(b []byte) (backlog int, err error)
 	Consumed(n int)
@@ -190,7 +194,7 @@ func (m *moduleLeg) fromClient(size int) host.Status {
 	var err error
 	if s.fullTLS() {
 		plain := s.decryptClient(s.takeRead(size))
-		if s.finished || len(plain) == 0 {
+		if s.finished || len(plain) == 0 || !s.markReset(plain) {
 			return host.StopIteration
 		}
 		s.relayClientBytes([][]byte{plain}, len(plain))
@@ -199,6 +203,11 @@ func (m *moduleLeg) fromClient(size int) host.Status {
 		// Written straight from Envoy's buffer: the connection copies only what the kernel
 		// does not take at once.
 		chunks := s.conn.ReadBuffer()
+		for _, ch := range chunks {
+			if !s.markReset(ch) {
+				return host.StopIteration
+			}
+		}
 		s.relayClientBytes(chunks, size)
 		for _, ch := range chunks {
 			if backlog, err = m.c.Write(ch); err != nil {
@@ -232,6 +241,9 @@ func (m *moduleLeg) clientEnded() {
 }
 
 func (m *moduleLeg) close() {
+	if m.s.returnBackend() {
+		return // the pool has it
+	}
 	if m.c != nil {
 		m.c.Close()
 	}
@@ -281,6 +293,10 @@ func (m *moduleLeg) onData(b []byte) {
 		s.toClient(b)
 		s.onBackendLoginBytes([][]byte{b}, len(b))
 	case phRelay:
+		b, ok := s.consumeResetAck(b)
+		if !ok || len(b) == 0 {
+			return
+		}
 		s.toClient(b)
 		s.relayServerBytes([][]byte{b}, len(b))
 	}

@@ -30,6 +30,7 @@ type fakeBackend struct {
 	paused   bool
 	consumed int
 	closed   bool
+	dead     bool // a byte arrived while idle in a pool, or the socket failed
 }
 
 func (f *fakeBackend) WriteLogin(b []byte) (int, error) {
@@ -43,6 +44,10 @@ func (f *fakeBackend) Write(b []byte) (int, error) {
 func (f *fakeBackend) Consumed(n int)        { f.consumed += n }
 func (f *fakeBackend) PauseReads(pause bool) { f.paused = pause }
 func (f *fakeBackend) Close()                { f.closed = true }
+func (f *fakeBackend) Alive() bool           { return !f.closed && !f.dead }
+func (f *fakeBackend) SetHandler(h backend.Handler) {
+	f.h = h
+}
 
 func moduleHarness(t *testing.T) (*harness, *[]*fakeBackend) {
 	h := newHarness(t, moduleConfig)

@@ -11,6 +11,7 @@ import (
 	"github.com/tdspool/tdspool/coordinator"
 	"github.com/tdspool/tdspool/envoy/host"
 	"github.com/tdspool/tdspool/filter/backend"
+	"github.com/tdspool/tdspool/filter/pool"
 	"github.com/tdspool/tdspool/proto/tdspoolpb"
 	"github.com/tdspool/tdspool/tds"
 )
@@ -45,12 +46,16 @@ type Factory struct {
 	firstByteTimeout time.Duration
 	now              func() time.Time
 	dial             dialBackend
+	hasher           *pool.Hasher // keys pooled logins' passwords (per process, random)
+	pools            []*bucketPool
+	sweeper          *poolSweeper
 }
 
 type bucketState struct {
 	cfg    *tdspoolpb.Bucket
 	stats  bucketStats
 	target *backend.Target // the MODULE leg's dial target; nil for the tcp_proxy leg
+	pool   *bucketPool     // logged-in backends for reuse; nil unless pool mode SESSION
 }
 
 // NewFactory loads the JSON config and defines the stats. It is a host.ConfigFactory.
@@ -70,6 +75,7 @@ func NewFactory(name string, config []byte, h host.ConfigHost) (host.FilterFacto
 	if f.slots, err = newSlots(cfg, name, config, f.coordStats); err != nil {
 		return nil, err
 	}
+	f.sweeper = startPoolSweeper(f.pools, f.now)
 	return f, nil
 }
 
@@ -99,11 +105,21 @@ func newFactory(cfg *tdspoolpb.Config, m host.Metrics) (*Factory, error) {
 			}
 			bs.target = t
 		}
+		if bs.pool = newBucketPool(b); bs.pool != nil {
+			f.pools = append(f.pools, bs.pool)
+		}
 		f.buckets[b.Name] = bs
 		names = append(names, b.Name)
 	}
 	if d.err != nil {
 		return nil, fmt.Errorf("defining stats: %w", d.err)
+	}
+	if len(f.pools) > 0 {
+		h, err := pool.NewHasher()
+		if err != nil {
+			return nil, err
+		}
+		f.hasher = h
 	}
 	f.coordStats = newCoordStats(f, names)
 	if l := cfg.Listener; l.TlsCertFile != "" {
@@ -197,6 +213,7 @@ func (f *Factory) NewFilter(conn host.Conn) host.Filter {
 // Destroy runs when Envoy drops the config (main thread): the coordinator releases what this
 // proxy still holds.
 func (f *Factory) Destroy() {
+	f.drainPools() // idle pooled backends close and give their slots back
 	if f.slots != nil {
 		_ = f.slots.Close()
 	}

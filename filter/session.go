@@ -11,6 +11,7 @@ import (
 	"github.com/tdspool/tdspool/coordinator"
 
 	"github.com/tdspool/tdspool/envoy/host"
+	"github.com/tdspool/tdspool/filter/pool"
 	"github.com/tdspool/tdspool/proto/tdspoolpb"
 	"github.com/tdspool/tdspool/tds"
 )
@@ -82,6 +83,7 @@ type session struct {
 	loginFailed bool
 
 	relay relayState
+	pool  poolState // session pooling (SESSION-mode buckets)
 
 	finished bool
 }
@@ -316,6 +318,12 @@ func (s *session) onClientLogin7(msg tds.Message) {
 			login.UserName, login.Database, b.cfg.Name)))
 		return
 	}
+	if s.prepareLogin(login) {
+		s.login7 = tds.AppendPackets(nil, tds.PacketLogin7, 0, login.AppendLogin7(nil), s.pktSize)
+	}
+	if s.servedFromPool(login) {
+		return
+	}
 	s.ph = phWaitSlot
 	s.conn.IncGauge(b.stats.sessionsQueued, 1)
 	s.acquiredAt = s.f.now()
@@ -331,6 +339,7 @@ func (s *session) onClientLogin7(msg tds.Message) {
 			r.Release()
 		}
 	})
+	s.armEviction()
 }
 
 // onSlot runs on the worker with the coordinator's answer.
@@ -385,6 +394,9 @@ func (s *session) onSlot(r SlotResult) {
 	if reason := s.backendDown(); reason != "" {
 		s.conn.IncCounter(b.stats.backendUnavailable, 1)
 		s.refuse(backendUnavailable(b.cfg.Name, reason))
+		return
+	}
+	if s.servedFromPoolAfterGrant() {
 		return
 	}
 	s.ph = phBackendPrelogin
@@ -463,6 +475,7 @@ func (s *session) onBackendLoginBytes(chunks [][]byte, size int) {
 	if s.loginFailed {
 		return // the refusal is complete; the session is closing
 	}
+	s.recordLoginBytes(chunks)
 	for _, chunk := range chunks {
 		events, err := s.loginResp.Feed(chunk)
 		for _, ev := range events {
@@ -500,6 +513,7 @@ func (s *session) onLoginResponseDone() {
 		// finds the session finished.)
 		s.conn.IncCounter(b.stats.loginFailed, 1)
 		s.loginFailed = true
+		s.adoptBackend(false)
 		s.conn.Post(func() {
 			if !s.finished {
 				s.finishWith(host.FlushWrite, "tdspool_backend_login_failed")
@@ -507,6 +521,7 @@ func (s *session) onLoginResponseDone() {
 		})
 		return
 	}
+	s.adoptBackend(true)
 	s.conn.IncCounter(b.stats.loginOK, 1)
 	s.conn.RecordHistogram(b.stats.loginMs, uint64(s.f.now().Sub(s.loginStarted).Milliseconds()))
 	s.conn.IncCounter(b.stats.sessionsTotal, 1)
@@ -545,6 +560,10 @@ func (s *session) OnDestroy() {
 		if !s.releaseAtDestroy {
 			s.f.coordStats.releasedOnDestroy.Add(1)
 		}
+	}
+	if s.pool.lease != nil {
+		s.pool.lease.Taint(pool.TaintRequestInFlight) // no close event: nothing is known
+		s.returnBackend()
 	}
 }
 

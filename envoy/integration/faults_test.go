@@ -43,6 +43,7 @@ type tdsStackOptions struct {
 	standinEnc standin.Encryption
 	legTLS     map[string]any // merged into the module leg's backend_tls
 	lean       bool           // the stand-in's lean mode (SELECT 1, STREAM <bytes>)
+	bucket     map[string]any // merged into the bucket's config (e.g. its pool)
 }
 
 func startTDSStack(t *testing.T, o tdsStackOptions) *tdsStack {
@@ -73,6 +74,9 @@ func startTDSStack(t *testing.T, o tdsStackOptions) *tdsStack {
 	bucket := map[string]any{"name": "bucket-001", "cluster": "bucket_001", "max_connections": o.capacity,
 		"queue_timeout": "5s"}
 	configureLeg(t, bucket, &params.Buckets[0], backend, o)
+	for k, v := range o.bucket {
+		bucket[k] = v
+	}
 	cfg := map[string]any{
 		"listener":       listener,
 		"buckets":        []map[string]any{bucket},

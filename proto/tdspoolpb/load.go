@@ -247,9 +247,17 @@ func validatePool(add func(path, format string, args ...any), path string, b *Bu
 	pl := b.Pool
 	switch pl.Mode {
 	case PoolMode_POOL_MODE_NONE:
-	case PoolMode_POOL_MODE_SESSION, PoolMode_POOL_MODE_TRANSACTION:
+	case PoolMode_POOL_MODE_SESSION:
+		if b.BackendLeg != BackendLeg_MODULE {
+			add(path+".mode", "%s needs backend_leg MODULE: a tcp_proxy upstream closes with its client", pl.Mode)
+		}
+		if pl.MinIdle > 0 {
+			// Refuse rather than accept a setting the filter would ignore.
+			add(path+".min_idle", "warming idle backends is not supported yet: leave min_idle at 0")
+		}
+	case PoolMode_POOL_MODE_TRANSACTION:
 		// Refuse rather than accept a setting the filter would ignore.
-		add(path+".mode", "%s is not supported yet: only POOL_MODE_NONE", pl.Mode)
+		add(path+".mode", "%s is not supported yet: only POOL_MODE_NONE and POOL_MODE_SESSION", pl.Mode)
 	default:
 		add(path+".mode", "unknown mode %d", pl.Mode)
 	}

@@ -7,9 +7,15 @@ import (
 	"testing"
 )
 
+// bucketWithPool is a config whose one bucket has the given pool block; a "MODULE" prefix
+// puts the bucket on the module-owned leg.
 func bucketWithPool(pool string) string {
+	leg := ""
+	if p, ok := strings.CutPrefix(pool, "MODULE"); ok {
+		pool, leg = p, `"backend_leg": "MODULE", "backend_addresses": ["127.0.0.1:1433"], `
+	}
 	return `{"listener": {"encryption": "OFF_ALLOWED"}, "default_bucket": "a",
-	  "buckets": [{"name": "a", "cluster": "a", "max_connections": 4, "pool": ` + pool + `}]}`
+	  "buckets": [{"name": "a", "cluster": "a", "max_connections": 4, ` + leg + `"pool": ` + pool + `}]}`
 }
 
 func TestPoolDefaults(t *testing.T) {
@@ -38,8 +44,11 @@ func TestPoolValidation(t *testing.T) {
 		want []string // every substring must appear; none: the config loads
 	}{
 		{"none with limits", `{"mode": "POOL_MODE_NONE", "max_idle_time": "60s", "max_lifetime": "600s", "reauth_after": "30s"}`, nil},
-		{"session mode is refused until the filter pools",
-			`{"mode": "POOL_MODE_SESSION"}`, []string{"buckets[0].pool.mode: POOL_MODE_SESSION is not supported yet"}},
+		{"session mode needs the module-owned leg",
+			`{"mode": "POOL_MODE_SESSION"}`, []string{"buckets[0].pool.mode: POOL_MODE_SESSION needs backend_leg MODULE"}},
+		{"session mode on the module leg", `MODULE{"mode": "POOL_MODE_SESSION", "reauth_after": "60s"}`, nil},
+		{"session mode does not warm yet", `MODULE{"mode": "POOL_MODE_SESSION", "min_idle": 1, "warmup": {"user": "u", "password_env": "TDSPOOL_TEST_WARM_PW"}}`,
+			[]string{"buckets[0].pool.min_idle: warming idle backends is not supported yet"}},
 		{"transaction mode is refused", `{"mode": "POOL_MODE_TRANSACTION"}`, []string{"buckets[0].pool.mode: POOL_MODE_TRANSACTION is not supported yet"}},
 		{"unknown mode", `{"mode": "POOL_MODE_SOMETIMES"}`, []string{"POOL_MODE_SOMETIMES"}},
 		{"durations out of range", `{"max_idle_time": "0.5s", "max_lifetime": "1000000s", "reauth_after": "0s"}`, []string{
@@ -83,8 +92,8 @@ func TestPoolValidation(t *testing.T) {
 	}
 	// The password sources are checked, never echoed: the error names the
 	// variable, not its value.
-	_, err := Load([]byte(bucketWithPool(`{"mode": "POOL_MODE_SESSION", "min_idle": 1, "warmup": {"user": "u", "password_env": "TDSPOOL_TEST_WARM_PW"}}`)))
+	_, err := Load([]byte(bucketWithPool(`MODULE{"mode": "POOL_MODE_SESSION", "min_idle": 1, "warmup": {"user": "u", "password_env": "TDSPOOL_TEST_WARM_PW"}}`)))
 	if err == nil || strings.Contains(err.Error(), `"pw"`) || strings.Contains(err.Error(), "warmup") {
-		t.Fatalf("a complete warm-up config should only be refused for its mode: %v", err)
+		t.Fatalf("a complete warm-up config should only be refused for min_idle: %v", err)
 	}
 }

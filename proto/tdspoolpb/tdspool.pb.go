@@ -201,8 +201,8 @@ const (
 	// Every client gets a backend login of its own, closed when it leaves.
 	PoolMode_POOL_MODE_NONE PoolMode = 1
 	// A client is answered from a pooled backend of its login (same user, password, database,
-	// language, app name, options), reset on reuse, returned when the client leaves.
-	// Not implemented yet: refused by validation.
+	// language, app name, options), reset on reuse, returned when the client leaves. Needs
+	// backend_leg MODULE. Clients of the bucket are given listener.max_packet_size.
 	PoolMode_POOL_MODE_SESSION PoolMode = 2
 	// A client holds a backend only between its first request and the end of its transaction.
 	// Not implemented yet: refused by validation.
@@ -725,7 +725,8 @@ type Pool struct {
 	// This long after a login's last real backend login, its next client logs in for real, so a
 	// changed password or a disabled login takes effect within this window. Default 300s.
 	ReauthAfter *durationpb.Duration `protobuf:"bytes,4,opt,name=reauth_after,json=reauthAfter,proto3" json:"reauth_after,omitempty"`
-	// Idle backends kept logged in with the warm-up credentials. Default 0.
+	// Idle backends kept logged in with the warm-up credentials. Default 0. Warming is not
+	// implemented yet: validation refuses min_idle > 0 in POOL_MODE_SESSION.
 	MinIdle uint32 `protobuf:"varint,5,opt,name=min_idle,json=minIdle,proto3" json:"min_idle,omitempty"`
 	// Required when min_idle > 0.
 	Warmup        *Warmup `protobuf:"bytes,6,opt,name=warmup,proto3" json:"warmup,omitempty"`

@@ -1,0 +1,342 @@
+package filter
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/tdspool/tdspool/envoy/host"
+	"github.com/tdspool/tdspool/filter/pool"
+	"github.com/tdspool/tdspool/proto/tdspoolpb"
+	"github.com/tdspool/tdspool/tds"
+)
+
+// Session pooling (pool mode SESSION, module-owned leg only). A client's LOGIN7 is keyed
+// (pool.KeyFromLogin7); a warm backend of the key answers it with the recorded login reply and
+// no backend login at all, and the client's first request carries RESETCONNECTION, whose
+// acknowledgement the client never sees. Without one the session logs in for real as before,
+// and the backend, its recorded reply and its slot go to the pool. When the client leaves the
+// backend goes back to its key's idle stack, or is closed if the session tainted it.
+//
+// Every client of a pooled bucket is given listener.max_packet_size, and every backend of it
+// is logged in with that size, so a backend fits any later client without re-framing.
+
+// pooledBackend is a module-owned connection in a bucket's pool, with the SPID its login
+// reply carried (replayed login replies carry it too, as the server's would).
+type pooledBackend struct {
+	c    backendConn
+	spid uint16
+}
+
+func (p *pooledBackend) Close()      { p.c.Close() }
+func (p *pooledBackend) Alive() bool { return p.c.Alive() }
+
+// bucketPool is a pooled bucket's pool plus what the session needs to use it.
+type bucketPool struct {
+	*pool.Pool[*pooledBackend]
+}
+
+// newBucketPool builds the pool of a SESSION-mode bucket (nil for the others).
+func newBucketPool(b *tdspoolpb.Bucket) *bucketPool {
+	pc := b.GetPool()
+	if pc.GetMode() != tdspoolpb.PoolMode_POOL_MODE_SESSION {
+		return nil
+	}
+	return &bucketPool{pool.New[*pooledBackend](pool.Config{
+		MaxIdleTime: pc.MaxIdleTime.AsDuration(),
+		MaxLifetime: pc.MaxLifetime.AsDuration(),
+		ReauthAfter: pc.ReauthAfter.AsDuration(),
+	})}
+}
+
+// poolState is a session's part in pooling.
+type poolState struct {
+	key   pool.Key
+	keyed bool        // key is set: the login may be served by or given to the pool
+	login *tds.Login7 // the login as sent to the backend (its features trim a replayed reply)
+	lease *pool.Lease[*pooledBackend]
+	// loginWire collects the backend's login response (wire form) to record it.
+	loginWire []byte
+	// reset: the first request of a reused backend is marked and its reply's ack consumed.
+	resetPending bool
+	marker       tds.ResetMarker
+	ack          *tds.ResetAckConsumer
+	evictArmed   bool
+}
+
+// maxLoginWire bounds the recorded login response with its packet headers.
+const maxLoginWire = tds.MaxLoginReplySize + 64*tds.HeaderSize
+
+// prepareLogin rewrites a pooled bucket's LOGIN7 for the backend: the listener's packet size
+// (so every backend fits every client) and no SESSIONRECOVERY. It keys the login unless it
+// must have a backend of its own. It reports whether the login was changed.
+func (s *session) prepareLogin(login *tds.Login7) bool {
+	b := s.bucket
+	if b.pool == nil {
+		return false
+	}
+	changed := tds.StripSessionRecovery(login)
+	if max := s.f.cfg.Listener.MaxPacketSize; login.PacketSize != max {
+		login.PacketSize, changed = max, true
+	}
+	key, why := pool.KeyFromLogin7(b.cfg.Name, login, s.f.hasher)
+	if why != pool.Poolable {
+		s.conn.Log(host.LogDebug, fmt.Sprintf("bucket %s: login not pooled (%s)", b.cfg.Name, why))
+		return changed
+	}
+	s.pool.key, s.pool.keyed, s.pool.login = key, true, login
+	return changed
+}
+
+// servedFromPoolAfterGrant is a second look at the pool once a slot is granted: a client that
+// just left may have given its backend back meanwhile (its close and this login run on
+// different workers). Then the new slot goes back and no backend login happens.
+func (s *session) servedFromPoolAfterGrant() bool {
+	if !s.pool.keyed || s.bucket.pool == nil {
+		return false
+	}
+	release := s.release
+	s.release = nil
+	if !s.servedFromPool(s.pool.login) {
+		s.release = release
+		return false
+	}
+	release()
+	s.conn.IncCounter(s.bucket.stats.slotReleased, 1)
+	return true
+}
+
+// servedFromPool answers the client's login from a warm backend of its key. False: there is
+// none; the session logs in for real.
+func (s *session) servedFromPool(login *tds.Login7) bool {
+	b := s.bucket
+	if b.pool == nil || !s.pool.keyed {
+		return false
+	}
+	lease, miss := b.pool.Borrow(s.pool.key, s.f.now())
+	if lease == nil {
+		s.conn.Log(host.LogDebug, fmt.Sprintf("bucket %s: pool miss (%s)", b.cfg.Name, miss))
+		return false
+	}
+	pb := lease.Conn()
+	leg := &moduleLeg{s: s, c: pb.c}
+	s.pool.lease, s.pool.resetPending = lease, true
+	s.leg = leg
+	pb.c.SetHandler(leg)
+	reply := lease.Reply().AppendReplay(nil, login, int(login.PacketSize))
+	s.toClient(tds.AppendPacketsSPID(nil, tds.PacketReply, 0, pb.spid, reply, s.pktSize))
+	s.pktSize = int(login.PacketSize)
+	b.pool.ObserveBorrowWait(s.f.now().Sub(s.loginStarted))
+	s.loginAck = true
+	s.pool.login = nil
+	s.onLoginResponseDone()
+	return true
+}
+
+// recordLoginBytes keeps the backend's login response for the pool (bounded).
+func (s *session) recordLoginBytes(chunks [][]byte) {
+	if !s.pool.keyed || s.pool.loginWire == nil && len(chunks) == 0 {
+		return
+	}
+	for _, c := range chunks {
+		if len(s.pool.loginWire)+len(c) > maxLoginWire {
+			s.pool.keyed = false // not a login reply we could replay; no pooling for it
+			s.pool.loginWire = nil
+			return
+		}
+		s.pool.loginWire = append(s.pool.loginWire, c...)
+	}
+}
+
+// adoptBackend runs when a real login of a keyed session succeeded (true) or was refused
+// (false) on the module leg: the backend, its recorded reply and the session's slot go to the
+// pool, which hands the session a lease on it.
+func (s *session) adoptBackend(ok bool) {
+	b, m := s.bucket, s.moduleLeg()
+	if b.pool == nil || !s.pool.keyed || m == nil || s.pool.lease != nil {
+		return
+	}
+	wire := s.pool.loginWire
+	s.pool.loginWire = nil
+	if !ok {
+		b.pool.LoginRefused(s.pool.key)
+		return
+	}
+	var r tds.Reassembler
+	r.Feed(wire)
+	msg, err := r.Next()
+	var reply *tds.LoginReply
+	if err == nil {
+		reply, err = tds.ParseLoginReply(msg.Payload)
+	}
+	if err != nil {
+		s.conn.Log(host.LogInfo, fmt.Sprintf("bucket %s: login reply not recorded: %v", b.cfg.Name, err))
+		reply = nil
+	}
+	spid := uint16(0)
+	if h, herr := tds.DecodeHeader(wire); herr == nil {
+		spid = h.SPID
+	}
+	release := s.release
+	s.release = nil // the pool holds the slot as long as it holds the backend
+	s.pool.lease = b.pool.Adopt(s.pool.key, &pooledBackend{c: m.c, spid: spid}, reply, release, s.f.now())
+}
+
+func (s *session) moduleLeg() *moduleLeg {
+	m, _ := s.leg.(*moduleLeg)
+	return m
+}
+
+// markReset sets RESETCONNECTION on the first request a reused backend gets. False: the
+// request cannot carry it and the session has been closed.
+func (s *session) markReset(chunk []byte) bool {
+	p := &s.pool
+	if !p.resetPending || p.marker.Done() {
+		return true
+	}
+	done, err := p.marker.Mark(chunk)
+	if err != nil {
+		// Without a reset the client would see the previous client's session.
+		s.conn.Log(host.LogInfo, fmt.Sprintf("bucket %s: first request of a reused backend: %v", s.bucket.cfg.Name, err))
+		p.lease.Discard()
+		s.finishWith(host.FlushWrite, "tdspool_reset_impossible")
+		return false
+	}
+	if done {
+		p.ack = &tds.ResetAckConsumer{}
+	}
+	return true
+}
+
+// consumeResetAck takes the reset's acknowledgement out of the first response of a reused
+// backend. It returns what goes on to the client, or false when the session must end.
+func (s *session) consumeResetAck(b []byte) ([]byte, bool) {
+	p := &s.pool
+	if p.ack == nil {
+		return b, true
+	}
+	out, err := p.ack.Feed(nil, b)
+	if err == nil && !p.ack.Settled() {
+		return nil, true
+	}
+	if err == nil && p.ack.Acked() {
+		p.ack, p.resetPending = nil, false
+		p.lease.ResetDone(true)
+		s.conn.IncCounter(s.bucket.stats.resets, 1)
+		return out, true
+	}
+	// The reset did not happen as asked: the backend is not trusted with this client.
+	if err == nil {
+		err = errors.New("no reset acknowledgement")
+	}
+	s.conn.Log(host.LogWarn, fmt.Sprintf("bucket %s: reset of a reused backend failed: %v", s.bucket.cfg.Name, err))
+	p.lease.ResetDone(false)
+	s.finishWith(host.FlushWrite, "tdspool_reset_failed")
+	return nil, false
+}
+
+// returnBackend gives the leased backend back to the pool (or has it closed) at the end of
+// the session. It reports whether the pool took it, so the leg must not close it.
+func (s *session) returnBackend() bool {
+	p := &s.pool
+	if p.lease == nil {
+		return false
+	}
+	r := &s.relay
+	if r.pins[pinAppRole] {
+		p.lease.Taint(pool.TaintAppRole)
+	}
+	if !r.inspect || s.ph != phRelay && s.ph != phClosed {
+		p.lease.Taint(pool.TaintUnparsed)
+	}
+	if r.pending > 0 || p.ack != nil || p.resetPending && p.marker.Done() {
+		p.lease.Taint(pool.TaintRequestInFlight)
+	}
+	pb := p.lease.Conn()
+	pb.c.SetHandler(nil)
+	pb.c.PauseReads(false)
+	p.lease.Return(s.f.now())
+	p.lease = nil
+	return true
+}
+
+// While a session of a pooled bucket waits for a slot, idle backends are closed to free
+// theirs (another key's oldest first), one per check.
+const evictCheckDelay = 20 * time.Millisecond
+
+func (s *session) armEviction() {
+	b := s.bucket
+	if b.pool == nil || b.pool.Stats().Idle == 0 {
+		return
+	}
+	s.armTimer(evictCheckDelay, s.onEvictCheck)
+}
+
+func (s *session) onEvictCheck() {
+	b := s.bucket
+	if s.ph != phWaitSlot || b.pool == nil {
+		return
+	}
+	if b.pool.EvictIdle(s.pool.key.Identity) {
+		s.armTimer(evictCheckDelay, s.onEvictCheck)
+	}
+}
+
+// poolSweeper closes idle backends past their limits, once a second, until stopped.
+type poolSweeper struct {
+	stop chan struct{}
+	once sync.Once
+	done sync.WaitGroup
+}
+
+func startPoolSweeper(pools []*bucketPool, now func() time.Time) *poolSweeper {
+	ps := &poolSweeper{stop: make(chan struct{})}
+	if len(pools) == 0 {
+		return ps
+	}
+	ps.done.Add(1)
+	go func() {
+		defer ps.done.Done()
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-ps.stop:
+				return
+			case <-t.C:
+				for _, p := range pools {
+					sweepSafely(p, now())
+				}
+			}
+		}
+	}()
+	return ps
+}
+
+// sweepSafely keeps a panicking Close from ending the sweeper (the slot was released).
+func sweepSafely(p *bucketPool, now time.Time) {
+	defer func() { _ = recover() }()
+	p.Sweep(now)
+}
+
+func (ps *poolSweeper) close() {
+	ps.once.Do(func() {
+		close(ps.stop)
+		ps.done.Wait()
+	})
+}
+
+// drainPools stops the sweeper and closes every idle pooled backend, giving its slot back;
+// backends still lent are closed when their sessions end.
+func (f *Factory) drainPools() {
+	if f.sweeper != nil {
+		f.sweeper.close()
+	}
+	for _, p := range f.pools {
+		func() {
+			defer func() { _ = recover() }()
+			p.Drain()
+		}()
+	}
+}

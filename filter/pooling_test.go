@@ -1,0 +1,213 @@
+package filter
+
+import (
+	"bytes"
+	"testing"
+	"time"
+
+	"github.com/tdspool/tdspool/envoy/host"
+	"github.com/tdspool/tdspool/filter/backend"
+	"github.com/tdspool/tdspool/tds"
+)
+
+const pooledConfig = `{
+  "listener": {"encryption": "OFF_ALLOWED", "max_packet_size": 8192},
+  "buckets": [{"name": "p1", "max_connections": 1, "queue_timeout": "2s",
+    "backend_leg": "MODULE", "backend_addresses": ["db.internal:1433"],
+    "pool": {"mode": "POOL_MODE_SESSION"}}],
+  "default_bucket": "p1"
+}`
+
+func pooledHarness(t *testing.T) (*harness, *[]*fakeBackend) {
+	h := newHarness(t, pooledConfig)
+	dialed := &[]*fakeBackend{}
+	h.f.dial = func(tg backend.Target, hd backend.Handler) backendConn {
+		fb := &fakeBackend{target: tg, h: hd}
+		*dialed = append(*dialed, fb)
+		return fb
+	}
+	return h, dialed
+}
+
+func loginFor(user, password string) []byte {
+	l := tds.Login7{TDSVersion: tds.TDSVersion74, PacketSize: 4096, UserName: user, Password: tds.NewPassword(password),
+		Database: "db", ServerName: "proxy", AppName: "test", HostName: "h", CltIntName: "go-test",
+		OptionFlags3: tds.Login7Extension, Features: []tds.Feature{{ID: tds.FeatureSessionRecovery, Data: []byte{0, 0, 0, 0}}}}
+	return tds.AppendPackets(nil, tds.PacketLogin7, 0, l.AppendLogin7(nil), 4096)
+}
+
+// held is how many slots of bucket p1 are taken (the session's or the pool's).
+func (h *harness) held() int {
+	ls := h.f.slots.(*localSlots)
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	return ls.buckets["p1"].held
+}
+
+// pooledLogin logs a client in; when the pool has nothing for it, it plays the backend's
+// handshake and login response on the next dialed connection.
+func (c *client) pooledLogin(t *testing.T, dialed *[]*fakeBackend, user, password string) (fb *fakeBackend, reused bool) {
+	t.Helper()
+	n := len(*dialed)
+	c.fromClient(preloginMsg(tds.EncryptOff))
+	c.conn.ToClient = nil
+	c.fromClient(loginFor(user, password))
+	if len(c.conn.ToClient) > 0 {
+		return nil, true // answered from the pool at once
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for len(*dialed) == n && time.Now().Before(deadline) {
+		c.conn.RunPosted()
+		time.Sleep(time.Millisecond)
+	}
+	if len(*dialed) != n+1 {
+		t.Fatalf("no backend dialed for %s", user)
+	}
+	fb = (*dialed)[n]
+	fb.h.Ready(&tds.Prelogin{}, tds.EncryptionNone)
+	c.waitPosted(time.Second)
+	l, err := tds.DecodeLogin7(fb.login[tds.HeaderSize:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, asked := l.Feature(tds.FeatureSessionRecovery); asked || l.PacketSize != 8192 {
+		t.Fatalf("backend login %v: want no SESSIONRECOVERY and the listener's packet size", l)
+	}
+	var p []byte
+	p = tds.EnvChangeDatabase("db", "master").AppendEnvChange(p)
+	p = tds.EnvChangePacketSize(8192, 4096).AppendEnvChange(p)
+	p = tds.LoginAck{Interface: 1, TDSVersion: tds.TDSVersion74, ProgName: "Microsoft SQL Server", ProgVersion: 0x10000000}.AppendLoginAck(p)
+	p = tds.Done{Token: tds.TokenDone}.AppendDone(p)
+	fb.h.Data(tds.AppendPacketsSPID(nil, tds.PacketReply, 0, 57, p, 4096))
+	c.waitPosted(time.Second)
+	return fb, false
+}
+
+func doneReply(extra ...[]byte) []byte {
+	p := bytes.Join(extra, nil)
+	p = tds.Done{Token: tds.TokenDone, Status: tds.DoneCount, RowCount: 1}.AppendDone(p)
+	return tds.AppendPacketsSPID(nil, tds.PacketReply, 0, 57, p, 8192)
+}
+
+// roundTrip sends a batch and plays the backend's reply; it returns what the backend got
+// and what the client got.
+func (c *client) roundTrip(t *testing.T, fb *fakeBackend, reply []byte) (sent, got []byte) {
+	t.Helper()
+	fb.written = nil
+	c.fromClient(tds.AppendPackets(nil, tds.PacketSQLBatch, 0, (&tds.SQLBatch{Text: "select 1"}).AppendSQLBatch(nil), 8192))
+	sent = fb.written
+	c.conn.ToClient = nil
+	fb.h.Data(reply)
+	c.waitPosted(time.Second)
+	return sent, c.conn.ToClient
+}
+
+func TestPooledBackendIsReusedAndReset(t *testing.T) {
+	h, dialed := pooledHarness(t)
+	a := h.connect()
+	fb, reused := a.pooledLogin(t, dialed, "app", "pw")
+	if reused {
+		t.Fatal("first login served from an empty pool")
+	}
+	if sent, _ := a.roundTrip(t, fb, doneReply()); sent[1]&byte(tds.StatusResetConnection) != 0 {
+		t.Fatal("a fresh backend's first request was marked for reset")
+	}
+	a.s.OnRead(0, true) // the client hangs up
+	a.s.OnEvent(host.RemoteClose)
+	if fb.closed || fb.h != nil || h.held() != 1 {
+		t.Fatalf("backend closed=%v handler=%v, slots held %d: want it idle in the pool with its slot", fb.closed, fb.h, h.held())
+	}
+
+	// B: same login, no dial, the recorded reply with its own SPID; its first request is reset.
+	b := h.connect()
+	if _, reused := b.pooledLogin(t, dialed, "app", "pw"); !reused || len(*dialed) != 1 {
+		t.Fatalf("reused=%v dials=%d", reused, len(*dialed))
+	}
+	var r tds.Reassembler
+	r.Feed(b.conn.ToClient)
+	msg, err := r.Next()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, err := tds.ParseLoginReply(msg.Payload)
+	if err != nil || rec.PacketSize != 8192 || rec.Database != "db" || b.conn.ToClient[5] != 57 {
+		t.Fatalf("replayed reply %v (%v), spid byte %d", rec, err, b.conn.ToClient[5])
+	}
+	fb.h = b.s.(*session).leg.(*moduleLeg)
+	sent, got := b.roundTrip(t, fb, doneReply(tds.EnvChangeDatabase("db", "other").AppendEnvChange(nil), tds.EnvChangeResetAck().AppendEnvChange(nil)))
+	if tds.PacketStatus(sent[1])&tds.StatusResetConnection == 0 {
+		t.Fatal("the reused backend's first request does not carry RESETCONNECTION")
+	}
+	if !bytes.Equal(got, doneReply()) {
+		t.Fatalf("client got % x, want the reply without the reset's tokens", got)
+	}
+	if sent, _ := b.roundTrip(t, fb, doneReply()); tds.PacketStatus(sent[1])&tds.StatusResetConnection != 0 {
+		t.Fatal("the second request was marked for reset too")
+	}
+	if v := h.metrics.Value("bucket.p1.resets_total"); v != 1 {
+		t.Fatalf("resets_total = %d", v)
+	}
+	b.s.OnEvent(host.RemoteClose)
+
+	// C: another login waits for the one slot; the idle backend is evicted to free it.
+	c := h.connect()
+	fc, reused := c.pooledLogin(t, dialed, "other", "pw")
+	if reused || !fb.closed || fc == nil {
+		t.Fatalf("reused=%v evicted=%v", reused, fb.closed)
+	}
+	c.s.OnEvent(host.RemoteClose)
+	h.f.Destroy()
+	if !fc.closed || h.held() != 0 {
+		t.Fatalf("after Destroy: backend closed=%v, slots held %d", fc.closed, h.held())
+	}
+}
+
+func TestPooledSessionTaintsAndFailures(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		play func(t *testing.T, c *client, fb *fakeBackend)
+	}{
+		{"application role", func(t *testing.T, c *client, fb *fakeBackend) {
+			c.fromClient(tds.AppendPackets(nil, tds.PacketSQLBatch, 0, (&tds.SQLBatch{Text: "EXEC sp_setapprole 'r', 'p'"}).AppendSQLBatch(nil), 8192))
+			fb.h.Data(doneReply())
+			c.waitPosted(time.Second)
+		}},
+		{"request in flight", func(t *testing.T, c *client, fb *fakeBackend) {
+			c.fromClient(tds.AppendPackets(nil, tds.PacketSQLBatch, 0, (&tds.SQLBatch{Text: "waitfor delay '1:00'"}).AppendSQLBatch(nil), 8192))
+		}},
+		{"unparsed response", func(t *testing.T, c *client, fb *fakeBackend) {
+			c.fromClient(tds.AppendPackets(nil, tds.PacketSQLBatch, 0, (&tds.SQLBatch{Text: "select 1"}).AppendSQLBatch(nil), 8192))
+			fb.h.Data(tds.AppendPackets(nil, tds.PacketReply, 0, []byte{0x01, 0x02}, 8192))
+			c.waitPosted(time.Second)
+		}},
+		{"backend died while lent", func(t *testing.T, c *client, fb *fakeBackend) { fb.dead = true }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h, dialed := pooledHarness(t)
+			a := h.connect()
+			fb, _ := a.pooledLogin(t, dialed, "app", "pw")
+			tc.play(t, a, fb)
+			a.s.OnEvent(host.RemoteClose)
+			if !fb.closed || h.held() != 0 {
+				t.Fatalf("backend closed=%v, slots held %d: a tainted backend must be closed and its slot freed", fb.closed, h.held())
+			}
+		})
+	}
+}
+
+// A reused backend that does not acknowledge the reset is closed with the session; the
+// slot comes back.
+func TestPooledResetFailure(t *testing.T) {
+	h, dialed := pooledHarness(t)
+	a := h.connect()
+	fb, _ := a.pooledLogin(t, dialed, "app", "pw")
+	a.s.OnEvent(host.RemoteClose)
+	b := h.connect()
+	b.pooledLogin(t, dialed, "app", "pw")
+	fb.h = b.s.(*session).leg.(*moduleLeg)
+	_, got := b.roundTrip(t, fb, doneReply())
+	if len(got) != 0 || !b.conn.Closed || b.conn.CloseDetails != "tdspool_reset_failed" || !fb.closed || h.held() != 0 {
+		t.Fatalf("client got %d bytes, closed %v (%s), backend closed %v, slots held %d",
+			len(got), b.conn.Closed, b.conn.CloseDetails, fb.closed, h.held())
+	}
+}
