@@ -114,7 +114,7 @@ type Binding struct {
 
 // NewBinding starts an unbound session whose login left it in state login.
 func NewBinding(login State) *Binding {
-	return &Binding{Client: login.Clone(), login: login.Clone()}
+	return &Binding{Client: login.Clone(), Backend: login.Clone(), login: login.Clone()}
 }
 
 // Phase returns where the session stands.
