@@ -92,7 +92,7 @@ func (s *session) OnNewConnection() host.Status {
 	s.conn.IncCounter(s.f.stats.connectionsTotal, 1)
 	s.conn.IncGauge(s.f.stats.connectionsActive, 1)
 	s.f.coordStats.flush(s.conn)
-	s.pktSize = tds.MinPacketSize * 8 // 4096: what clients use before LOGIN7 negotiates
+	s.pktSize = tds.DefaultPacketSize // what clients use before LOGIN7 negotiates
 	s.clientIn.MaxMessageSize = tds.MaxLogin7Size
 	now := s.f.now()
 	s.loginStarted = s.acceptedAt(now)
