@@ -177,7 +177,12 @@ func (s *session) snapshot() *SessionInfo {
 // publish makes the session's state visible to other goroutines (Go API,
 // other sessions' DMV queries).
 func (s *session) publish() {
-	s.tempTables = s.listTemps()
+	if s.tempsChanged {
+		// Only after DDL (or a transaction end that may have undone it)
+		// is the temp table list read again: one SQLite query saved per
+		// ordinary request.
+		s.tempTables, s.tempsChanged = s.listTemps(), false
+	}
 	s.c.info.Store(s.snapshot())
 }
 

@@ -121,6 +121,12 @@ func (s *session) stmt(ctx context.Context, r *resp, st []token, vars map[string
 		return flowNext, e
 	}
 	switch head.upper {
+	case "CREATE", "DROP", "DECLARE", "USE", "EXEC", "EXECUTE", "ROLLBACK":
+		s.tempsChanged = true // may create, drop or undo a #temp table
+	case "SELECT":
+		s.tempsChanged = s.tempsChanged || hasWord(st, "INTO")
+	}
+	switch head.upper {
 	case "RETURN":
 		if len(st) > 1 {
 			v, e := s.eval(ctx, st[1:], vars)

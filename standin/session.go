@@ -38,6 +38,7 @@ type session struct {
 	loginTime, lastRequest time.Time
 	requests               int64
 	tempTables             []string // as of the last publish
+	tempsChanged           bool     // DDL ran since tempTables was read
 
 	// Session context (context.go).
 	hostName, appName, clientLib string // from LOGIN7
@@ -73,6 +74,7 @@ func newSession(c *conn, login, db string, l *tds.Login7) (*session, error) {
 	s := &session{c: c, login: login, loginDB: db, prepared: map[int32]*prepared{}, loginOpts: loginOptions(l)}
 	s.opts = s.loginOpts.clone()
 	s.loginTime = time.Now()
+	s.tempsChanged = true
 	s.fetchStatus = -1
 	if l != nil {
 		s.hostName, s.appName, s.clientLib = l.HostName, l.AppName, l.CltIntName
@@ -302,6 +304,7 @@ func (s *session) reset(r *resp, skipTran bool) *sqlError {
 	s.cursors, s.apiCursors, s.fetchStatus = nil, nil, -1
 	s.c.srv.locks.releaseAll(lockOwner{s.c.spid, false})
 	r.env(tds.EnvChangeResetAck())
+	s.tempsChanged = true
 	return nil
 }
 
@@ -351,6 +354,7 @@ func startsImplicitTran(st []token) bool {
 
 func (s *session) endTran() {
 	s.trancount, s.desc, s.tranName, s.savepoints, s.doomed = 0, 0, "", nil, false
+	s.tempsChanged = true // a rollback may have undone a CREATE TABLE #t
 	s.releaseTranLocks()
 }
 
@@ -458,6 +462,7 @@ func (s *session) runTM(ctx context.Context, r *resp, tm *tds.TransMgrRequest) {
 			e = s.commitTran(ctx, r, true)
 		} else {
 			e = s.rollbackTran(ctx, r, tm.Name)
+			s.tempsChanged = true
 		}
 		if e == nil && tm.BeginsTransaction() {
 			s.setIsolation(tm.Isolation)
