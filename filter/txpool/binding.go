@@ -94,6 +94,11 @@ type Binding struct {
 
 	pins     [NumPins]bool
 	applocks int
+	// prepared counts the handles the client prepared and not yet unprepared; unprepared is
+	// what the request in flight unprepares, taken off when its response carried no ERROR
+	// (an unprepare of a handle that does not exist fails with 8179 and must not count).
+	prepared, unprepared int
+	responseErr          bool
 
 	pending     int  // client requests forwarded and not yet answered
 	attention   bool // an ATTENTION was forwarded and its DONE(ATTN) not seen
@@ -153,12 +158,13 @@ func (b *Binding) SetPin(p Pin, on bool) {
 }
 
 // Request is a client request message (SQL batch, RPC, transaction manager, bulk load)
-// with its classified facts; straightLine says a SQL batch's SETs all run (StraightLine).
-func (b *Binding) Request(now time.Time, f *tds.RequestFacts, straightLine bool, queueTimeout time.Duration) Action {
+// with its classified facts; batch is a SQL batch's text ("" for other messages, or for a
+// batch the filter did not classify because tds.BatchMayPin ruled every fact out).
+func (b *Binding) Request(now time.Time, f *tds.RequestFacts, batch string, queueTimeout time.Duration) Action {
 	if b.phase == Unbound {
 		b.beforeHeld = b.Client.Clone()
 	}
-	b.noteRequest(f, straightLine)
+	b.noteRequest(f, batch)
 	switch b.phase {
 	case Unbound:
 		b.phase, b.held, b.deadline = Borrowing, true, now.Add(queueTimeout)
@@ -174,26 +180,35 @@ func (b *Binding) Request(now time.Time, f *tds.RequestFacts, straightLine bool,
 }
 
 // noteRequest applies what the request changes to the session's state and pins.
-func (b *Binding) noteRequest(f *tds.RequestFacts, straightLine bool) {
+func (b *Binding) noteRequest(f *tds.RequestFacts, batch string) {
+	if f.Type == tds.PacketSQLBatch {
+		if defines, temp := DefinesModule(batch); defines {
+			// CREATE/ALTER PROCEDURE, FUNCTION, TRIGGER or VIEW: the batch is the module's
+			// body, which runs later (in its own scope), not now. Only a temporary
+			// procedure is state of the session.
+			if temp {
+				b.pins[PinTempTable] = true
+			}
+			return
+		}
+	}
 	if f.ResetConnection {
 		// The client resets its own session (a driver pool's reuse): temp tables, handles,
 		// cursors and options go, on whichever backend runs it.
 		for _, p := range [...]Pin{PinPrepared, PinTempTable, PinSetOption, PinCursor, PinBulkLoad, PinAppLock} {
 			b.pins[p] = false
 		}
-		b.applocks = 0
+		b.applocks, b.prepared = 0, 0
 		b.Client = b.login.Clone()
 	}
 	if len(f.SetOptions) > 0 {
-		if b.Client.ApplyRequest(f, straightLine) {
+		if b.Client.ApplyRequest(f, StraightLine(batch)) {
 			b.setsPending = true
 		} else {
 			b.pins[PinSetOption] = true
 		}
 	}
-	if f.Prepare {
-		b.pins[PinPrepared] = true
-	}
+	b.notePrepared(f)
 	if f.TempTable {
 		b.pins[PinTempTable] = true
 	}
@@ -220,6 +235,29 @@ func (b *Binding) noteRequest(f *tds.RequestFacts, straightLine bool) {
 		}
 	}
 	b.pins[PinAppLock] = b.applocks > 0
+}
+
+// notePrepared counts prepared handles: an RPC names one procedure (its flags say which); a
+// batch may EXEC several, which its Procs list.
+func (b *Binding) notePrepared(f *tds.RequestFacts) {
+	prep, unprep := 0, 0
+	for _, p := range f.Procs {
+		switch procBase(p) {
+		case "sp_prepare", "sp_prepexec", "sp_prepexecrpc", "sp_cursorprepare", "sp_cursorprepexec", "sp_xml_preparedocument":
+			prep++
+		case "sp_unprepare", "sp_cursorunprepare", "sp_xml_removedocument":
+			unprep++
+		}
+	}
+	if f.Prepare && prep == 0 {
+		prep = 1
+	}
+	if f.Unprepare && unprep == 0 {
+		unprep = 1
+	}
+	b.prepared += prep
+	b.unprepared += unprep
+	b.pins[PinPrepared] = b.prepared > 0
 }
 
 func procBase(name string) string {
@@ -315,6 +353,7 @@ func (b *Binding) ServerEvent(ev *tds.Event) Action {
 			b.Client.ApplyEnvChange(&ev.EnvChange)
 		}
 	case tds.TokenError:
+		b.responseErr = true
 		if b.prelude {
 			b.preludeErr = true
 		} else if b.setsPending {
@@ -333,7 +372,7 @@ func (b *Binding) ServerEvent(ev *tds.Event) Action {
 
 func (b *Binding) endOfMessage() Action {
 	if b.prelude {
-		b.prelude = false
+		b.prelude, b.responseErr = false, false
 		if b.preludeErr {
 			b.phase, b.held = Unbound, false
 			return Fail
@@ -347,6 +386,14 @@ func (b *Binding) endOfMessage() Action {
 	if b.pending > 0 {
 		b.pending--
 	}
+	if b.unprepared > 0 {
+		if !b.responseErr {
+			b.prepared = max(b.prepared-b.unprepared, 0)
+		}
+		b.unprepared = 0
+		b.pins[PinPrepared] = b.prepared > 0
+	}
+	b.responseErr = false
 	if b.pending == 0 {
 		if b.setsPending {
 			b.setsPending = false

@@ -27,7 +27,7 @@ func runScript(t *testing.T, b *Binding, steps []step) {
 		case "req", "reset-req":
 			f := classified(t, s.arg)
 			f.ResetConnection = s.do == "reset-req"
-			got = b.Request(now, f, StraightLine(s.arg), queueTimeout)
+			got = b.Request(now, f, s.arg, queueTimeout)
 		case "rpc":
 			f := tds.RequestFacts{Type: tds.PacketRPC}
 			switch s.arg {
@@ -38,7 +38,7 @@ func runScript(t *testing.T, b *Binding, steps []step) {
 			default:
 				f.Procs = []string{s.arg}
 			}
-			got = b.Request(now, &f, false, queueTimeout)
+			got = b.Request(now, &f, "", queueTimeout)
 		case "attn":
 			got = b.Attention()
 		case "borrow", "borrow-dirty":
@@ -243,6 +243,42 @@ func TestBinding(t *testing.T) {
 		}},
 		{"prepared statements pin", []step{
 			{do: "rpc", arg: "sp_prepare", want: Borrow, phase: Borrowing},
+			{do: "borrow", want: ForwardHeld, phase: Bound},
+			{do: "eom", phase: Bound},
+		}},
+		{"prepared handles pin until unprepared", []step{
+			{do: "rpc", arg: "sp_prepare", want: Borrow, phase: Borrowing},
+			{do: "borrow", want: ForwardHeld, phase: Bound},
+			{do: "eom", phase: Bound},
+			{do: "rpc", arg: "sp_prepare", want: Forward, phase: Bound},
+			{do: "eom", phase: Bound},
+			{do: "rpc", arg: "sp_unprepare", want: Forward, phase: Bound},
+			{do: "eom", phase: Bound}, // one handle left
+			{do: "rpc", arg: "sp_unprepare", want: Forward, phase: Bound},
+			{do: "eom", want: Release, phase: Unbound},
+		}},
+		{"a failed unprepare does not count", []step{
+			{do: "rpc", arg: "sp_prepare", want: Borrow, phase: Borrowing},
+			{do: "borrow", want: ForwardHeld, phase: Bound},
+			{do: "eom", phase: Bound},
+			{do: "rpc", arg: "sp_unprepare", want: Forward, phase: Bound},
+			{do: "error", phase: Bound},
+			{do: "eom", phase: Bound},
+		}},
+		{"prepare, execute and unprepare in one batch", []step{
+			{do: "req", arg: "DECLARE @h int; EXEC sp_prepare @h OUTPUT, N'@a int', N'SELECT @a'; EXEC sp_execute @h, 1; EXEC sp_unprepare @h",
+				want: Borrow, phase: Borrowing},
+			{do: "borrow", want: ForwardHeld, phase: Bound},
+			{do: "eom", want: Release, phase: Unbound},
+		}},
+		{"a module's body does not run now", []step{
+			{do: "req", arg: "CREATE PROCEDURE p AS BEGIN SET NOCOUNT ON; CREATE TABLE #t (a int); EXEC sp_getapplock 'x', 'Shared' END",
+				want: Borrow, phase: Borrowing},
+			{do: "borrow", want: ForwardHeld, phase: Bound},
+			{do: "eom", want: Release, phase: Unbound},
+		}},
+		{"a temporary procedure pins", []step{
+			{do: "req", arg: "CREATE PROC #p AS SELECT 1", want: Borrow, phase: Borrowing},
 			{do: "borrow", want: ForwardHeld, phase: Bound},
 			{do: "eom", phase: Bound},
 		}},

@@ -51,16 +51,16 @@ func (c *tap) Write(p []byte) (int, error) {
 			if err != nil {
 				c.scanErr = err
 			}
-			straight := false
+			batch := ""
 			if q, err := tds.DecodeSQLBatch(m.Payload); err == nil && m.Type == tds.PacketSQLBatch {
-				straight = txpool.StraightLine(q.Text)
+				batch = q.Text
 			}
 			if facts.ResetConnection {
 				c.state = txpool.LoginState(c.state.Database, c.state.Language) // a reset: settings gone
 			}
-			c.state.ApplyRequest(&facts, straight)
+			c.state.ApplyRequest(&facts, txpool.StraightLine(batch))
 			if c.binding != nil {
-				c.act(c.binding.Request(time.Now(), &facts, straight, time.Second))
+				c.act(c.binding.Request(time.Now(), &facts, batch, time.Second))
 			}
 		case tds.PacketAttention:
 			if c.binding != nil {

@@ -217,6 +217,52 @@ func StraightLine(text string) bool {
 	return true
 }
 
+// DefinesModule reports whether a batch is a CREATE [OR ALTER] or ALTER of a procedure,
+// function, trigger or view (T-SQL has such a statement begin its batch, and the rest of the
+// batch is the body), and whether the module is a temporary procedure (#name).
+func DefinesModule(text string) (defines, temp bool) {
+	words := strings.Fields(strings.ToUpper(stripLeadingComments(text)))
+	i := 0
+	switch {
+	case len(words) > 2 && words[0] == "CREATE" && words[1] == "OR" && words[2] == "ALTER":
+		i = 3
+	case len(words) > 0 && (words[0] == "CREATE" || words[0] == "ALTER"):
+		i = 1
+	default:
+		return false, false
+	}
+	if i >= len(words) {
+		return false, false
+	}
+	switch words[i] {
+	case "PROC", "PROCEDURE", "FUNCTION", "TRIGGER", "VIEW":
+		return true, i+1 < len(words) && strings.HasPrefix(words[i+1], "#")
+	}
+	return false, false
+}
+
+func stripLeadingComments(s string) string {
+	for {
+		s = strings.TrimLeft(s, " \t\r\n;")
+		switch {
+		case strings.HasPrefix(s, "--"):
+			nl := strings.IndexByte(s, '\n')
+			if nl < 0 {
+				return ""
+			}
+			s = s[nl+1:]
+		case strings.HasPrefix(s, "/*"):
+			end := strings.Index(s, "*/")
+			if end < 0 {
+				return ""
+			}
+			s = s[end+2:]
+		default:
+			return s
+		}
+	}
+}
+
 func identByte(c byte) bool {
 	return c == '_' || c == '@' || c == '#' || c == '$' || c >= '0' && c <= '9' || c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= 0x80
 }

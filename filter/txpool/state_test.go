@@ -131,3 +131,24 @@ func TestStraightLine(t *testing.T) {
 		}
 	}
 }
+
+func TestDefinesModule(t *testing.T) {
+	for _, tc := range []struct {
+		text          string
+		defines, temp bool
+	}{
+		{"CREATE PROCEDURE p AS SET NOCOUNT ON", true, false},
+		{"  -- a comment\n/* another */ create or alter proc dbo.p as select 1", true, false},
+		{"ALTER FUNCTION f() RETURNS int AS BEGIN RETURN 1 END", true, false},
+		{"CREATE TRIGGER tr ON t AFTER INSERT AS SET NOCOUNT ON", true, false},
+		{"CREATE VIEW v AS SELECT 1 AS a", true, false},
+		{"CREATE PROC #p AS SELECT 1", true, true},
+		{"CREATE TABLE t (a int)", false, false},
+		{"SELECT 1; CREATE PROCEDURE p AS SELECT 1", false, false},
+		{"", false, false},
+	} {
+		if d, tmp := DefinesModule(tc.text); d != tc.defines || tmp != tc.temp {
+			t.Errorf("DefinesModule(%q) = %v, %v; want %v, %v", tc.text, d, tmp, tc.defines, tc.temp)
+		}
+	}
+}
