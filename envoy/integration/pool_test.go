@@ -58,10 +58,29 @@ func TestSessionPoolReusesOneBackend(t *testing.T) {
 	}
 }
 
-// poolClient logs in with the stand-in's credentials over a raw TDS connection, which never
-// sets RESETCONNECTION itself: any reset the stand-in counts is the proxy's.
-func poolClient(t *testing.T, st *tdsStack) (*rawClient, []tds.Event) {
+// poolLogin is a raw client's LOGIN7; zero fields take the stand-in's demo login.
+type poolLogin struct {
+	user, password, db, app, lang string
+	tdsVersion                   uint32
+}
+
+// poolClient logs in over a raw TDS connection, which never sets RESETCONNECTION itself:
+// any reset the stand-in counts is the proxy's. It returns the login reply's events; a
+// refused login is not fatal (the events carry the server's ERROR).
+func poolClient(t *testing.T, st *tdsStack, o poolLogin) (*rawClient, []tds.Event) {
 	t.Helper()
+	if o.user == "" {
+		o.user, o.password = "demo", "Demo-Passw0rd"
+	}
+	if o.db == "" {
+		o.db = "tenant_a"
+	}
+	if o.app == "" {
+		o.app = "pool-test"
+	}
+	if o.tdsVersion == 0 {
+		o.tdsVersion = tds.TDSVersion74
+	}
 	rc := dialRaw(t, fmt.Sprintf("127.0.0.1:%d", st.port))
 	pre := tds.Prelogin{HasVersion: true, Version: 0x0C000000, HasEncryption: true, Encryption: tds.EncryptNotSup}
 	if err := rc.send(tds.PacketPrelogin, pre.AppendPrelogin(nil)); err != nil {
@@ -70,8 +89,8 @@ func poolClient(t *testing.T, st *tdsStack) (*rawClient, []tds.Event) {
 	if _, err := rc.recv(); err != nil {
 		t.Fatal(err)
 	}
-	l := tds.Login7{TDSVersion: tds.TDSVersion74, PacketSize: 4096, OptionFlags1: 0xE0, OptionFlags2: 0x03,
-		UserName: "demo", Password: tds.NewPassword("Demo-Passw0rd"), Database: "tenant_a", AppName: "pool-test",
+	l := tds.Login7{TDSVersion: o.tdsVersion, PacketSize: 4096, OptionFlags1: 0xE0, OptionFlags2: 0x03,
+		UserName: o.user, Password: tds.NewPassword(o.password), Database: o.db, AppName: o.app, Language: o.lang,
 		HostName: "h", CltIntName: "raw", ServerName: "bucket-001"}
 	if err := rc.send(tds.PacketLogin7, l.AppendLogin7(nil)); err != nil {
 		t.Fatal(err)
@@ -80,11 +99,44 @@ func poolClient(t *testing.T, st *tdsStack) (*rawClient, []tds.Event) {
 	if err != nil {
 		t.Fatalf("login reply: %v", err)
 	}
-	evs := events(t, msg)
+	return rc, events(t, msg)
+}
+
+// mustPoolClient is poolClient for a login that must succeed.
+func mustPoolClient(t *testing.T, st *tdsStack, o poolLogin) *rawClient {
+	t.Helper()
+	rc, evs := poolClient(t, st, o)
 	if !hasLoginAck(evs) {
-		t.Fatalf("login refused: %v", evs)
+		t.Fatalf("login %s refused: %v", o.user, evs)
 	}
-	return rc, evs
+	return rc
+}
+
+// loginsDuring counts the stand-in's backend logins while f runs.
+func loginsDuring(st *tdsStack, f func()) int64 {
+	before := st.backend.Stats().Logins
+	f()
+	return st.backend.Stats().Logins - before
+}
+
+// returned waits until a closed client's backend is back in the pool: a probe login of the
+// same key is served without a backend login (the probe then closes, giving it back again).
+func returned(t *testing.T, st *tdsStack, o poolLogin) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		var rc *rawClient
+		if loginsDuring(st, func() { rc = mustPoolClient(t, st, o) }) == 0 {
+			rc.c.Close()
+			time.Sleep(50 * time.Millisecond) // the probe's own close
+			return
+		}
+		rc.c.Close()
+		if time.Now().After(deadline) {
+			t.Fatal("a closed client's backend never came back to the pool")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // exec runs a batch and returns its events.
@@ -111,49 +163,139 @@ func printed(evs []tds.Event) []string {
 }
 
 // Client A leaves a temp table, another database and changed options behind; client B, served
-// by the same backend without a login, sees none of it and never sees the reset's tokens.
+// by the same backend without a login, sees none of it and never sees the reset's tokens. Over
+// each backend encryption of the module-owned leg.
 func TestSessionPoolIsolatesClients(t *testing.T) {
-	st := startTDSStack(t, tdsStackOptions{capacity: 4, leg: "module", bucket: sessionPool})
-	before := st.backend.Stats()
-	a, _ := poolClient(t, st)
-	for _, q := range []string{"CREATE TABLE #left_behind (x int)", "SET NOCOUNT ON", "USE master"} {
-		if evs := a.exec(t, q); len(evs) == 0 {
-			t.Fatalf("%q: no reply", q)
+	for _, lc := range backendLegCases {
+		if lc.leg != "module" {
+			continue
 		}
-	}
-	a.c.Close()
+		t.Run(lc.name, func(t *testing.T) {
+			st := startTDSStack(t, tdsStackOptions{capacity: 4, leg: "module", backendEnc: lc.enc, standinEnc: lc.standin, bucket: sessionPool})
+			before := st.backend.Stats()
+			a := mustPoolClient(t, st, poolLogin{})
+			for _, q := range []string{"CREATE TABLE #left_behind (x int)", "SET NOCOUNT ON", "USE master"} {
+				if evs := a.exec(t, q); len(evs) == 0 {
+					t.Fatalf("%q: no reply", q)
+				}
+			}
+			a.c.Close()
 
-	// B logs in until the pool has A's backend back (A's close reaches the proxy on another
-	// worker); each miss is a real login, counted below.
-	var b *rawClient
-	var loginEvents []tds.Event
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		b, loginEvents = poolClient(t, st)
-		if st.backend.Stats().Logins-before.Logins == 1 || time.Now().After(deadline) {
-			break
+			// B logs in until the pool has A's backend back (A's close reaches the proxy on
+			// another worker); each miss is a real login, counted below.
+			var b *rawClient
+			var loginEvents []tds.Event
+			deadline := time.Now().Add(5 * time.Second)
+			for {
+				b, loginEvents = poolClient(t, st, poolLogin{})
+				if st.backend.Stats().Logins-before.Logins == 1 || time.Now().After(deadline) {
+					break
+				}
+				b.c.Close()
+				time.Sleep(20 * time.Millisecond)
+			}
+			if got := st.backend.Stats().Logins - before.Logins; got != 1 {
+				t.Fatalf("%d backend logins; the second client was never served from the pool", got)
+			}
+			for _, ev := range loginEvents {
+				if ev.Token == tds.TokenEnvChange && ev.EnvChange.Type == tds.EnvDatabase && ev.EnvChange.New != "tenant_a" {
+					t.Fatalf("replayed login reply names database %q", ev.EnvChange.New)
+				}
+			}
+			evs := b.exec(t, "IF DB_NAME() = 'tenant_a' PRINT 'db ok' ELSE PRINT 'db leaked'")
+			for _, ev := range evs {
+				if ev.Token == tds.TokenEnvChange {
+					t.Fatalf("the client saw the reset's %v", ev.EnvChange)
+				}
+			}
+			evs = append(evs, b.exec(t, "IF OBJECT_ID('tempdb..#left_behind') IS NULL PRINT 'temp ok' ELSE PRINT 'temp leaked'")...)
+			if got := fmt.Sprint(printed(evs)); got != "[db ok temp ok]" {
+				t.Fatalf("second client on the reused backend printed %s", got)
+			}
+			if got := st.backend.Stats().Resets - before.Resets; got != 1 {
+				t.Fatalf("the stand-in saw %d resets, want 1 (the proxy's, on the reuse)", got)
+			}
+			if n := lc.logins(st.backend.Stats()) - lc.logins(before); n != 1 {
+				t.Fatalf("%d logins over the leg's transport, want 1", n)
+			}
+		})
+	}
+}
+
+// Logins that differ in user, database, app name, language or TDS version never share a
+// backend: each logs in for real.
+func TestSessionPoolKeysNeverShare(t *testing.T) {
+	st := startTDSStack(t, tdsStackOptions{capacity: 8, leg: "module", bucket: sessionPool})
+	st.backend.AddLogin("other", "Other-Passw0rd")
+	base := poolLogin{}
+	mustPoolClient(t, st, base).c.Close()
+	returned(t, st, base)
+	for _, o := range []poolLogin{
+		{user: "other", password: "Other-Passw0rd"},
+		{db: "master"},
+		{app: "another-app"},
+		{lang: "us_english"},
+		{tdsVersion: tds.TDSVersion73B},
+	} {
+		var rc *rawClient
+		if n := loginsDuring(st, func() { rc = mustPoolClient(t, st, o) }); n != 1 {
+			t.Errorf("%+v: %d backend logins, want 1 (no other key's backend)", o, n)
 		}
-		b.c.Close()
+		rc.c.Close()
 	}
-	if got := st.backend.Stats().Logins - before.Logins; got != 1 {
-		t.Fatalf("%d backend logins; the second client was never served from the pool", got)
+}
+
+// A wrong password on a warm key gets the server's own login error; a password changed on
+// the server keeps working from the pool until reauth_after, then fails with the server's
+// error, and the new one works.
+func TestSessionPoolPasswordsAndReauth(t *testing.T) {
+	const reauth = 2 * time.Second
+	st := startTDSStack(t, tdsStackOptions{capacity: 4, leg: "module",
+		bucket: map[string]any{"pool": map[string]any{"mode": "POOL_MODE_SESSION", "reauth_after": "2s"}}})
+	old := poolLogin{}
+	start := time.Now()
+	mustPoolClient(t, st, old).c.Close()
+	returned(t, st, old)
+
+	wrong := poolLogin{user: "demo", password: "not-the-password"}
+	rc, evs := poolClient(t, st, wrong)
+	if m, ok := firstError(evs); !ok || m.Number != 18456 || hasLoginAck(evs) {
+		t.Fatalf("wrong password on a warm key: %v", evs)
 	}
-	for _, ev := range loginEvents {
-		if ev.Token == tds.TokenEnvChange && ev.EnvChange.Type == tds.EnvDatabase && ev.EnvChange.New != "tenant_a" {
-			t.Fatalf("replayed login reply names database %q", ev.EnvChange.New)
-		}
+	rc.c.Close()
+
+	if !st.backend.SetPassword("demo", "New-Passw0rd") {
+		t.Fatal("SetPassword")
 	}
-	evs := b.exec(t, "IF DB_NAME() = 'tenant_a' PRINT 'db ok' ELSE PRINT 'db leaked'")
-	for _, ev := range evs {
-		if ev.Token == tds.TokenEnvChange {
-			t.Fatalf("the client saw the reset's %v", ev.EnvChange)
-		}
+	var served *rawClient
+	if n := loginsDuring(st, func() { served = mustPoolClient(t, st, old) }); n != 0 || time.Since(start) >= reauth {
+		t.Skipf("the machine is too slow for the window (%s, %d logins)", time.Since(start), n)
 	}
-	evs = append(evs, b.exec(t, "IF OBJECT_ID('tempdb..#left_behind') IS NULL PRINT 'temp ok' ELSE PRINT 'temp leaked'")...)
-	if got := fmt.Sprint(printed(evs)); got != "[db ok temp ok]" {
-		t.Fatalf("second client on the reused backend printed %s", got)
+	served.c.Close()
+	time.Sleep(reauth - time.Since(start) + 100*time.Millisecond)
+	rc, evs = poolClient(t, st, old)
+	if m, ok := firstError(evs); !ok || m.Number != 18456 {
+		t.Fatalf("old password after reauth_after: %v", evs)
 	}
-	if got := st.backend.Stats().Resets - before.Resets; got != 1 {
-		t.Fatalf("the stand-in saw %d resets, want 1 (the proxy's, on the reuse)", got)
+	rc.c.Close()
+	mustPoolClient(t, st, poolLogin{user: "demo", password: "New-Passw0rd"}).c.Close()
+}
+
+// A pooled backend killed while idle is absorbed: the next login logs in anew and works.
+func TestSessionPoolIdleBackendKilled(t *testing.T) {
+	st := startTDSStack(t, tdsStackOptions{capacity: 4, leg: "module", bucket: sessionPool})
+	o := poolLogin{}
+	mustPoolClient(t, st, o).c.Close()
+	returned(t, st, o)
+	for _, spid := range st.backend.SPIDs() {
+		st.backend.Kill(spid)
+	}
+	time.Sleep(100 * time.Millisecond)
+	var rc *rawClient
+	if n := loginsDuring(st, func() { rc = mustPoolClient(t, st, o) }); n != 1 {
+		t.Fatalf("%d backend logins after the idle backend was killed, want 1", n)
+	}
+	if got := fmt.Sprint(printed(rc.exec(t, "PRINT 'alive'"))); got != "[alive]" {
+		t.Fatalf("printed %s", got)
 	}
 }
