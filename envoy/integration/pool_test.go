@@ -61,7 +61,7 @@ func TestSessionPoolReusesOneBackend(t *testing.T) {
 // poolLogin is a raw client's LOGIN7; zero fields take the stand-in's demo login.
 type poolLogin struct {
 	user, password, db, app, lang string
-	tdsVersion                   uint32
+	tdsVersion                    uint32
 }
 
 // poolClient logs in over a raw TDS connection, which never sets RESETCONNECTION itself:
