@@ -299,3 +299,34 @@ func TestSessionPoolIdleBackendKilled(t *testing.T) {
 		t.Fatalf("printed %s", got)
 	}
 }
+
+// Cap 2, three logins taking turns: a login that finds the bucket full of other logins' idle
+// backends gets a slot by eviction, well within the queue timeout, and the stand-in never
+// holds more than two backends once closes have settled.
+func TestSessionPoolEvictsForWaiters(t *testing.T) {
+	st := startTDSStack(t, tdsStackOptions{capacity: 2, leg: "module", bucket: sessionPool})
+	st.backend.AddLogin("u2", "Pw-u2-secret")
+	st.backend.AddLogin("u3", "Pw-u3-secret")
+	users := []poolLogin{{}, {user: "u2", password: "Pw-u2-secret"}, {user: "u3", password: "Pw-u3-secret"}}
+	for round := range 3 {
+		for _, u := range users {
+			begin := time.Now()
+			rc := mustPoolClient(t, st, u)
+			if waited := time.Since(begin); waited > 2*time.Second {
+				t.Fatalf("round %d %s: login took %s (queue_timeout is 5s; eviction should be immediate)", round, u.user, waited)
+			}
+			if got := fmt.Sprint(printed(rc.exec(t, "PRINT 'ok'"))); got != "[ok]" {
+				t.Fatalf("printed %s", got)
+			}
+			rc.c.Close()
+			deadline := time.Now().Add(2 * time.Second)
+			for st.backend.OpenConnections() > 2 && time.Now().Before(deadline) {
+				time.Sleep(10 * time.Millisecond)
+			}
+			if n := st.backend.OpenConnections(); n > 2 {
+				t.Fatalf("round %d %s: %d backend connections open with a cap of 2", round, u.user, n)
+			}
+		}
+	}
+	t.Logf("backend peak %d connections (a closing one can overlap its replacement), %d logins", st.backend.PeakConnections(), st.backend.Stats().Logins)
+}
