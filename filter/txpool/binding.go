@@ -311,17 +311,20 @@ func (b *Binding) Tick(now time.Time) Action {
 	return Refuse
 }
 
-// Attention is the client's ATTENTION. Bound with the request on the backend, it is
-// forwarded and the session stays bound until the server's DONE(ATTN). Otherwise nothing of
-// the client's runs anywhere: the held request (if any) is dropped and the proxy answers.
+// Attention is the client's ATTENTION. Bound, it goes to the backend (SQL Server answers an
+// ATTENTION even between requests) and the session stays bound until the server's
+// DONE(ATTN), so a late acknowledgement can only reach this client. Otherwise nothing of the
+// client's runs anywhere: the held request (if any) is dropped and the proxy answers. During
+// the prelude the client's request has not gone out: it is dropped and the proxy answers
+// (the prelude's own response is consumed as usual).
 func (b *Binding) Attention() Action {
 	switch b.phase {
 	case Bound:
-		if b.pending > 0 {
+		if !b.prelude {
 			b.attention = true
 			return Forward
 		}
-		b.held = false // during the prelude: the request never goes out
+		b.held = false
 		return AnswerAttention
 	case Borrowing:
 		b.phase, b.held = Unbound, false

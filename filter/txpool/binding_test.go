@@ -154,12 +154,14 @@ func TestBinding(t *testing.T) {
 			{do: "attn-done", phase: Bound},
 			{do: "eom", want: Release, phase: Unbound},
 		}},
-		{"attention in a transaction with nothing running is answered by the proxy", []step{
+		{"attention in a transaction with nothing running goes to the backend", []step{
 			{do: "req", arg: "BEGIN TRAN", want: Borrow, phase: Borrowing},
 			{do: "borrow", want: ForwardHeld, phase: Bound},
 			{do: "env", arg: "begin", phase: Bound},
 			{do: "eom", phase: Bound},
-			{do: "attn", want: AnswerAttention, phase: Bound},
+			{do: "attn", want: Forward, phase: Bound},
+			{do: "attn-done", phase: Bound},
+			{do: "eom", phase: Bound}, // still in the transaction
 			{do: "req", arg: "COMMIT", want: Forward, phase: Bound},
 			{do: "env", arg: "commit", phase: Bound},
 			{do: "eom", want: Release, phase: Unbound},
