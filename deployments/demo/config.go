@@ -11,7 +11,8 @@ import (
 // bucket-001.
 //
 // The backend legs (see backendEncryption): bucket-001 over tcp_proxy in plaintext,
-// bucket-002 module-owned with TDS 7 full TLS, bucket-003 module-owned with TDS 8; the TLS
+// bucket-002 module-owned with TDS 7 full TLS and session pooling, bucket-003 module-owned
+// with TDS 8; the TLS
 // legs verify the stand-ins' certificate (the demo's) for "localhost". Every bucket keeps its
 // Envoy cluster, whose health checks gate logins on both legs.
 func filterConfig(buckets []string, redisAddr string, maxConns int, certFile, keyFile string, firstBackend int) string {
@@ -23,6 +24,7 @@ func filterConfig(buckets []string, redisAddr string, maxConns int, certFile, ke
 		BackendAddresses  []string       `json:"backend_addresses,omitempty"`
 		BackendEncryption string         `json:"backend_encryption,omitempty"`
 		BackendTLS        map[string]any `json:"backend_tls,omitempty"`
+		Pool              map[string]any `json:"pool,omitempty"`
 	}
 	type route struct {
 		ServerName string `json:"server_name,omitempty"`
@@ -48,6 +50,9 @@ func filterConfig(buckets []string, redisAddr string, maxConns int, certFile, ke
 			b.BackendAddresses = []string{fmt.Sprintf("127.0.0.1:%d", firstBackend+i)}
 			b.BackendTLS = map[string]any{"ca_file": certFile, "server_name": "localhost"}
 		}
+		if sessionPooled(i) {
+			b.Pool = map[string]any{"mode": "POOL_MODE_SESSION"}
+		}
 		bs = append(bs, b)
 		rs = append(rs, route{ServerName: name, Bucket: name})
 	}
@@ -71,11 +76,15 @@ func moduleLegEncryption(i int) string {
 	return ""
 }
 
+// sessionPooled: bucket-002 keeps logged-in backends for reuse (session pooling needs the
+// module-owned leg, so bucket-001 on tcp_proxy cannot).
+func sessionPooled(i int) bool { return i == 1 }
+
 // legDescription says how tdspool reaches bucket i, for the banner.
 func legDescription(i int, cluster string) string {
 	switch moduleLegEncryption(i) {
 	case "TDS7_FULL":
-		return "forces encryption; module-owned leg, TDS 7 full TLS"
+		return "forces encryption; module-owned leg, TDS 7 full TLS, session pooling"
 	case "TDS8":
 		return "TDS 8 only; module-owned leg, TDS 8"
 	}

@@ -5,10 +5,14 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -66,6 +70,34 @@ func TestDemoServesEveryBucketAndStopsCleanly(t *testing.T) {
 				t.Fatalf("%s landed on %s, want %s", db, server, want)
 			}
 		}
+	}
+
+	// bucket-002 pools sessions: a client that reconnects gets the same backend session
+	// (@@SPID) and takes no slot, because no backend login happens (the stand-in would hand
+	// out the same lowest free SPID to a new session too, so the slot count is the proof).
+	// The pause lets the first close reach the proxy.
+	var spids []int
+	var granted []int
+	for range 2 {
+		conn, err := sql.Open("sqlserver", fmt.Sprintf("sqlserver://demo:Demo-Passw0rd@127.0.0.1:%d?database=tenant_b&encrypt=disable", listen))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		var spid int
+		err = conn.QueryRowContext(ctx, "SELECT @@SPID").Scan(&spid)
+		cancel()
+		conn.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		spids = append(spids, spid)
+		granted = append(granted, adminCounter(t, admin, "tdspool.bucket.bucket-002.slot_granted_total"))
+		time.Sleep(200 * time.Millisecond)
+	}
+	if spids[0] != spids[1] || granted[0] != granted[1] {
+		t.Fatalf("bucket-002 reconnect: @@SPID %d then %d, slots granted %d then %d; want the pooled session, no new slot",
+			spids[0], spids[1], granted[0], granted[1])
 	}
 
 	_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGINT)
@@ -156,4 +188,26 @@ func portFree(p int) bool {
 	}
 	c.Close()
 	return false
+}
+
+// adminCounter reads one counter from Envoy's admin /stats.
+func adminCounter(t *testing.T, admin int, name string) int {
+	t.Helper()
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/stats?filter=%s", admin, regexp.QuoteMeta(name)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(body), "\n") {
+		if v, ok := strings.CutPrefix(line, name+": "); ok {
+			n, err := strconv.Atoi(strings.TrimSpace(v))
+			if err != nil {
+				t.Fatalf("%s: %v", name, err)
+			}
+			return n
+		}
+	}
+	t.Fatalf("%s not in /stats:\n%s", name, body)
+	return 0
 }
