@@ -26,12 +26,17 @@ import (
 //	TakePlain()  plaintext received from the peer (a TDS packet stream)
 //
 // Threading contract: all methods are called from one owner thread (e.g.
-// Envoy's worker thread). Internally a goroutine runs crypto/tls against
-// an in-memory conn. Feed hands it the new bytes and returns once the TLS
-// engine has consumed them and is waiting for more (or has finished): it
-// waits only for CPU work on bytes already received — never for the
-// network — so after Feed returns, TakeWire/TakePlain hold everything
-// those bytes produced. Nothing else blocks.
+// Envoy's worker thread); Write may also run on a second thread while Feed
+// runs (crypto/tls allows one reader and one writer). During the handshake
+// a goroutine runs crypto/tls against an in-memory conn: Feed hands it the
+// new bytes and returns once the TLS engine has consumed them and is
+// waiting for more (or has finished): it waits only for CPU work on bytes
+// already received — never for the network. After the handshake that
+// goroutine ends and records are decrypted on the caller's thread: the
+// in-memory conn answers "would block" (a temporary net.Error, which
+// crypto/tls does not latch; a partial record stays buffered inside it)
+// when it has no more input, so no goroutine hop is paid per record. After
+// Feed returns, TakeWire/TakePlain hold everything those bytes produced.
 //
 // Login-only mode: after the handshake incoming bytes are sniffed per TLS
 // record: a record starting with 0x17 (application data) is decrypted and
@@ -63,6 +68,7 @@ type TLSAdapter struct {
 	wrapping  bool // handshake phase: writes become PRELOGIN packets
 	strict    bool // TDS 8: TLS from the first byte, no PRELOGIN wrapping at all
 	handshook bool
+	inline    bool // handshake done: records are read on the caller's thread
 	clearIn   bool // login-only: input is plaintext now
 	clearOut  bool // writes pass through unencrypted
 	err       error
@@ -165,23 +171,47 @@ func (a *TLSAdapter) run() {
 	if err == nil && a.mode == TLSModeLoginOnly && !a.isClient {
 		a.clearOut = true
 	}
+	if err == nil {
+		// From now on the owner reads records itself (readInline); this goroutine ends.
+		a.inline = true
+	}
 	a.cond.Broadcast()
 	a.mu.Unlock()
 	if err != nil {
 		a.finish()
-		return
 	}
-	buf := make([]byte, 16<<10)
+}
+
+// errWouldBlock is what the in-memory conn answers after the handshake when it has no input:
+// a temporary error, which crypto/tls returns without breaking the connection.
+var errWouldBlock net.Error = wouldBlock{}
+
+type wouldBlock struct{}
+
+func (wouldBlock) Error() string   { return "tds: TLS adapter has no more input" }
+func (wouldBlock) Timeout() bool   { return true }
+func (wouldBlock) Temporary() bool { return true }
+
+// inlineBufs are the plaintext buffers of readInline (a TLS record holds at most 16 KiB).
+var inlineBufs = sync.Pool{New: func() any { b := make([]byte, 16<<10); return &b }}
+
+// readInline decrypts what a.in holds on the caller's thread (a.mu not held), until crypto/tls
+// asks for more input.
+func (a *TLSAdapter) readInline() {
+	bp := inlineBufs.Get().(*[]byte)
+	defer inlineBufs.Put(bp)
 	for {
-		n, err := a.conn.Read(buf)
+		n, err := a.conn.Read(*bp)
 		a.mu.Lock()
-		a.plain = append(a.plain, buf[:n]...)
-		if err != nil && a.err == nil && !a.closed && !errors.Is(err, io.EOF) {
-			a.err = err
+		a.plain = append(a.plain, (*bp)[:n]...)
+		if err != nil && !errors.Is(err, errWouldBlock) {
+			if a.err == nil && !a.closed && !errors.Is(err, io.EOF) {
+				a.err = err
+			}
+			a.done = true
 		}
 		a.mu.Unlock()
 		if err != nil {
-			a.finish()
 			return
 		}
 	}
@@ -194,19 +224,29 @@ func (a *TLSAdapter) finish() {
 	a.mu.Unlock()
 }
 
-// waitIdle waits (a.mu held) until the engine is blocked on input or gone.
+// waitIdle waits (a.mu held) until the engine is blocked on input, gone, or has handed the
+// reading over to the owner.
 func (a *TLSAdapter) waitIdle() {
-	for !a.idle && !a.done {
+	for !a.idle && !a.done && !a.inline {
 		a.cond.Wait()
 	}
 }
 
-// push gives bytes to the engine and waits until it has consumed them.
+// push gives bytes to the engine and waits until it has consumed them (a.mu held). After the
+// handshake it decrypts them on this thread instead; it also runs once right after the
+// switch, because crypto/tls may already hold records that arrived with the handshake.
 func (a *TLSAdapter) push(b []byte) {
 	a.in = append(a.in, b...)
-	a.idle = false
-	a.cond.Broadcast()
-	a.waitIdle()
+	if !a.inline {
+		a.idle = false
+		a.cond.Broadcast()
+		a.waitIdle()
+	}
+	if a.inline && !a.done {
+		a.mu.Unlock()
+		a.readInline()
+		a.mu.Lock()
+	}
 }
 
 // flushPending frames the collected handshake flight (a.mu held). It runs
@@ -388,6 +428,9 @@ func (c *adapterConn) Read(p []byte) (int, error) {
 	for len(a.in) == 0 {
 		if a.closed {
 			return 0, io.EOF
+		}
+		if a.inline {
+			return 0, errWouldBlock
 		}
 		if a.wrapping {
 			// The engine now waits for the peer: its flight is complete.
