@@ -114,7 +114,7 @@ func Main(args []string) error {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	mode := fs.String("plan", "quick", "quick | full")
 	out := fs.String("out", "bench/results/latest", "results directory")
-	only := fs.String("targets", "", "comma-separated target names (default all): direct,haproxy,envoy-tcp,tdspool,direct+full,envoy-tcp+full,tdspool+full,tdspool+strict")
+	only := fs.String("targets", "", "comma-separated target names (default all): direct,haproxy,envoy-tcp,tdspool,tdspool-module,direct+full,envoy-tcp+full,tdspool+full,tdspool+strict,tdspool-module+full,tdspool-module+strict,tdspool-tcp8+strict,tdspool-module-via-envoy")
 	noPerf := fs.Bool("no-perf", false, "skip the perf profile")
 	rounds := fs.Int("rounds", 0, "override the plan's rounds")
 	render := fs.String("render", "", "only re-render results.md and the charts from DIR/results.json")
@@ -231,6 +231,33 @@ func Run(p Plan) (*Report, error) {
 		s.Name, s.TLS = "tdspool+strict", load.TLSStrict
 		add(&s)
 	}
+	// The module-owned backend leg, and TLS on both legs (client and backend).
+	for _, m := range []struct {
+		name string
+		tls  string
+		leg  backendLeg
+	}{
+		{"tdspool-module", load.TLSDisable, backendLeg{module: true}},
+		{"tdspool-module+full", load.TLSFull, backendLeg{module: true, enc: "TDS7_FULL"}},
+		{"tdspool-module+strict", load.TLSStrict, backendLeg{module: true, enc: "TDS8"}},
+		{"tdspool-tcp8+strict", load.TLSStrict, backendLeg{enc: "TDS8"}},
+		{"tdspool-module-via-envoy", load.TLSDisable, backendLeg{module: true, via: tcp.Addr}},
+	} {
+		if m.tls != load.TLSDisable && !p.TLS || !p.wants(m.name) {
+			continue
+		}
+		t, err := e.tdspoolLeg(p.QueueCap, "OFF_ALLOWED", m.leg)
+		if err != nil {
+			return rep, fmt.Errorf("%s: %w", m.name, err)
+		}
+		t.Name, t.TLS = m.name, m.tls
+		add(t)
+	}
+	rep.Notes = append(rep.Notes, "tdspool-module: tdspool's own backend connection (backend_leg MODULE), plaintext; "+
+		"tdspool-module+full: TDS 7 full TLS on the client and the backend leg; tdspool-module+strict: TDS 8 on both "+
+		"(tdspool's TLS to the backend); tdspool-tcp8+strict: TDS 8 on both, the backend's through the tcp_proxy "+
+		"cluster's upstream TLS; tdspool-module-via-envoy: the module leg dialing an Envoy tcp_proxy listener "+
+		"(envoy-tcp) instead of the backend")
 	for _, t := range targets {
 		rep.Targets = append(rep.Targets, t.Name)
 		if t.Kind == "tdspool" {
@@ -366,6 +393,9 @@ func idle(p *Plan, e *env, rep *Report) error {
 		{"haproxy", load.TLSDisable, func() (*Target, error) { return e.haproxy(p.QueueCap) }},
 		{"envoy-tcp", load.TLSDisable, e.envoyTCP},
 		{"tdspool", load.TLSDisable, func() (*Target, error) { return e.tdspool(p.QueueCap, "OFF_ALLOWED") }},
+		{"tdspool-module", load.TLSDisable, func() (*Target, error) {
+			return e.tdspoolLeg(p.QueueCap, "OFF_ALLOWED", backendLeg{module: true})
+		}},
 	}
 	if p.IdleTLS {
 		kinds = append(kinds, mk{"tdspool+full", load.TLSFull, func() (*Target, error) { return e.tdspool(p.QueueCap, "OFF_ALLOWED") }})

@@ -288,6 +288,19 @@ func (e *env) envoyTCP() (*Target, error) {
 // database "queue" routes to bucket-queue, capped at queueCap. listenerTLS is the filter's
 // listener encryption policy; the TDS 8 chain is always configured.
 func (e *env) tdspool(queueCap int, listenerTLS string) (*Target, error) {
+	return e.tdspoolLeg(queueCap, listenerTLS, backendLeg{})
+}
+
+// backendLeg is how a bench tdspool reaches the backend: tcp_proxy (module false) or the
+// module-owned leg, with the bucket's backend_encryption (TDS8 on tcp_proxy: the cluster's
+// upstream TLS). TLS legs verify the backend's certificate (the bench's own) for localhost.
+type backendLeg struct {
+	module bool
+	enc    string // "" = PLAINTEXT
+	via    string // module: dial this address (an Envoy tcp_proxy listener) instead of the backend
+}
+
+func (e *env) tdspoolLeg(queueCap int, listenerTLS string, leg backendLeg) (*Target, error) {
 	if e.redis == nil {
 		r, err := stack.StartRedis(0, nil)
 		if err != nil {
@@ -308,14 +321,33 @@ func (e *env) tdspool(queueCap int, listenerTLS string) (*Target, error) {
 		"redis":          map[string]any{"addresses": []string{e.redis.Addr}},
 		"timeouts":       map[string]any{"login_timeout": "60s"},
 	}
+	ebs := []envoyconfig.Bucket{
+		{Cluster: "bucket_001", Port: e.backendPort(), MaxConnections: 100000},
+		{Cluster: "bucket_queue", Port: e.backendPort(), MaxConnections: 100000},
+	}
+	for i, b := range cfg["buckets"].([]map[string]any) {
+		if leg.enc != "" {
+			b["backend_encryption"] = leg.enc
+		}
+		switch {
+		case leg.module:
+			b["backend_leg"] = "MODULE"
+			b["backend_addresses"] = []string{fmt.Sprintf("127.0.0.1:%d", e.backendPort())}
+			if leg.via != "" {
+				b["backend_addresses"] = []string{leg.via}
+			}
+			if leg.enc != "" && leg.enc != "PLAINTEXT" {
+				b["backend_tls"] = map[string]any{"ca_file": e.certFile, "server_name": "localhost"}
+			}
+		case leg.enc == "TDS8":
+			ebs[i].UpstreamTDS8CAFile, ebs[i].UpstreamTDS8ServerName = e.certFile, "localhost"
+		}
+	}
 	js, _ := json.Marshal(cfg)
 	yaml, err := envoyconfig.Render(envoyconfig.Params{
 		ListenerPort: port, AdminPort: admin, FilterConfigJSON: string(js),
 		TDS8CertFile: e.certFile, TDS8KeyFile: e.keyFile,
-		Buckets: []envoyconfig.Bucket{
-			{Cluster: "bucket_001", Port: e.backendPort(), MaxConnections: 100000},
-			{Cluster: "bucket_queue", Port: e.backendPort(), MaxConnections: 100000},
-		},
+		Buckets: ebs,
 	})
 	if err != nil {
 		return nil, err
