@@ -78,6 +78,7 @@ type bucketStats struct {
 	leasesRenewed        host.MetricID                  // counter
 	leasesExpired        host.MetricID                  // counter
 	coordinatorAcquires  host.MetricID                  // counter: grants as the coordinator saw them
+	pool                 poolStats                      // session pooling (zero unless pool mode SESSION)
 }
 
 type metricDefiner struct {
@@ -166,6 +167,16 @@ func defineBucketStats(d *metricDefiner, bucket string) bucketStats {
 		leasesRenewed:        d.counter(p + "leases_renewed_total"),
 		leasesExpired:        d.counter(p + "leases_expired_total"),
 		coordinatorAcquires:  d.counter(p + "coordinator_acquires_total"),
+		pool: poolStats{
+			idle:          d.gauge(p + "pool_idle"),
+			active:        d.gauge(p + "pool_active"),
+			borrowed:      d.counter(p + "pool_borrowed_total"),
+			created:       d.counter(p + "pool_created_total"),
+			loginsSaved:   d.counter(p + "pool_logins_saved_total"),
+			resetFailures: d.counter(p + "pool_reset_failures_total"),
+			evictions:     d.counter(p + "pool_evictions_total"),
+			closed:        d.counter(p + "pool_closed_total"),
+		},
 	}
 	for r := pinReason(0); r < numPinReasons; r++ {
 		s.pinnedBy[r] = d.gauge(p + "pinned_" + pinReasonNames[r])

@@ -35,6 +35,68 @@ func (p *pooledBackend) Alive() bool { return p.c.Alive() }
 // bucketPool is a pooled bucket's pool plus what the session needs to use it.
 type bucketPool struct {
 	*pool.Pool[*pooledBackend]
+
+	mu        sync.Mutex
+	shown     pool.Stats // what Envoy's stats already have
+	lastFlush time.Time
+}
+
+// poolStats are a bucket's pool gauges and counters in Envoy.
+type poolStats struct {
+	idle, active                                                     host.MetricID // gauges
+	borrowed, created, loginsSaved, resetFailures, evictions, closed host.MetricID // counters
+}
+
+// poolStatsInterval spaces the pool's stat updates (each is a snapshot under the pool's lock
+// and a few C calls).
+const poolStatsInterval = time.Second
+
+// flush hands the pool's counters to Envoy through conn (the ABI updates stats only through a
+// live connection), at most once per poolStatsInterval unless forced.
+func (bp *bucketPool) flush(conn host.Conn, st *poolStats, now time.Time, force bool) {
+	bp.mu.Lock()
+	defer bp.mu.Unlock()
+	if !force && now.Sub(bp.lastFlush) < poolStatsInterval {
+		return
+	}
+	bp.lastFlush = now
+	cur := bp.Stats()
+	conn.SetGauge(st.idle, uint64(cur.Idle))
+	conn.SetGauge(st.active, uint64(cur.Active))
+	old := &bp.shown
+	for _, c := range [...]struct {
+		id       host.MetricID
+		now, was uint64
+	}{
+		{st.borrowed, cur.Borrowed, old.Borrowed}, {st.created, cur.Created, old.Created},
+		{st.loginsSaved, cur.LoginsSaved, old.LoginsSaved}, {st.resetFailures, cur.ResetFailures, old.ResetFailures},
+		{st.evictions, cur.Evictions, old.Evictions},
+		{st.closed, closedTotal(cur), closedTotal(*old)},
+	} {
+		if c.now > c.was {
+			conn.IncCounter(c.id, c.now-c.was)
+		}
+	}
+	bp.shown = cur
+}
+
+// closedTotal counts backends the pool closed for any reason.
+func closedTotal(s pool.Stats) uint64 {
+	n := s.Discarded + s.Evictions
+	for _, v := range s.ClosedIdle {
+		n += v
+	}
+	for _, v := range s.ClosedOnReturn {
+		n += v
+	}
+	return n
+}
+
+// flushPoolStats updates the session's bucket pool stats (worker thread).
+func (s *session) flushPoolStats(force bool) {
+	if b := s.bucket; b != nil && b.pool != nil {
+		b.pool.flush(s.conn, &b.stats.pool, s.f.now(), force)
+	}
 }
 
 // newBucketPool builds the pool of a SESSION-mode bucket (nil for the others).
@@ -43,7 +105,7 @@ func newBucketPool(b *tdspoolpb.Bucket) *bucketPool {
 	if pc.GetMode() != tdspoolpb.PoolMode_POOL_MODE_SESSION {
 		return nil
 	}
-	return &bucketPool{pool.New[*pooledBackend](pool.Config{
+	return &bucketPool{Pool: pool.New[*pooledBackend](pool.Config{
 		MaxIdleTime: pc.MaxIdleTime.AsDuration(),
 		MaxLifetime: pc.MaxLifetime.AsDuration(),
 		ReauthAfter: pc.ReauthAfter.AsDuration(),
@@ -131,6 +193,7 @@ func (s *session) servedFromPool(login *tds.Login7) bool {
 	s.loginAck = true
 	s.pool.login = nil
 	s.onLoginResponseDone()
+	s.flushPoolStats(false)
 	return true
 }
 
@@ -258,6 +321,9 @@ func (s *session) returnBackend() bool {
 	pb.c.PauseReads(false)
 	p.lease.Return(s.f.now())
 	p.lease = nil
+	if s.finished { // not from OnDestroy, where the Envoy connection is gone
+		s.flushPoolStats(true)
+	}
 	return true
 }
 

@@ -148,6 +148,15 @@ func TestPooledBackendIsReusedAndReset(t *testing.T) {
 		t.Fatalf("resets_total = %d", v)
 	}
 	b.s.OnEvent(host.RemoteClose)
+	for name, want := range map[string]uint64{
+		"bucket.p1.pool_created_total": 1, "bucket.p1.pool_borrowed_total": 1, "bucket.p1.pool_logins_saved_total": 1,
+		"bucket.p1.pool_idle": 1, "bucket.p1.pool_active": 0, "bucket.p1.pool_closed_total": 0,
+		"bucket.p1.slot_granted_total": 1, "bucket.p1.login_ok_total": 2,
+	} {
+		if got := h.metrics.Value(name); got != want {
+			t.Errorf("%s = %d, want %d", name, got, want)
+		}
+	}
 
 	// C: another login waits for the one slot; the idle backend is evicted to free it.
 	c := h.connect()

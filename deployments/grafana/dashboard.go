@@ -242,6 +242,25 @@ func Build() ([]byte, error) {
 				{"sum by (bucket) (rate(envoy_tdspool_bucket_inspect_stopped_total{" + pb + "}[" + ri + "]))", "{{bucket}} inspection stopped"}}}.build(),
 	)
 
+	row("Session pool",
+		panel{title: "Pooled backends per bucket", w: 12, h: 8,
+			desc: "Backend sessions held by the pool of a bucket in pool mode SESSION: idle ones wait for the next client " +
+				"of their login, active ones serve a client. Both hold a slot.",
+			queries: []q{{"sum by (bucket) (envoy_tdspool_bucket_pool_idle{" + pb + "})", "{{bucket}} idle"},
+				{"sum by (bucket) (envoy_tdspool_bucket_pool_active{" + pb + "})", "{{bucket}} active"}}}.build(),
+		panel{title: "Pool activity", unit: "ops", w: 12, h: 8,
+			desc: "borrowed: a client got an idle backend; logins saved: its reset succeeded, so no backend login happened; " +
+				"created: real backend logins whose backend joined the pool; evictions: idle backends closed to free a slot " +
+				"for a waiter; closed: backends the pool closed (limits, taints, deaths, evictions); reset failures: reused " +
+				"backends that did not acknowledge their reset.",
+			queries: []q{{"sum(rate(envoy_tdspool_bucket_pool_borrowed_total{" + pb + "}[" + ri + "]))", "borrowed"},
+				{"sum(rate(envoy_tdspool_bucket_pool_logins_saved_total{" + pb + "}[" + ri + "]))", "logins saved"},
+				{"sum(rate(envoy_tdspool_bucket_pool_created_total{" + pb + "}[" + ri + "]))", "created"},
+				{"sum(rate(envoy_tdspool_bucket_pool_evictions_total{" + pb + "}[" + ri + "]))", "evictions"},
+				{"sum(rate(envoy_tdspool_bucket_pool_closed_total{" + pb + "}[" + ri + "]))", "closed"},
+				{"sum(rate(envoy_tdspool_bucket_pool_reset_failures_total{" + pb + "}[" + ri + "]))", "reset failures"}}}.build(),
+	)
+
 	row("Pinning",
 		panel{title: "Pinned sessions by reason", w: 12, h: 8, stack: true, desc: "A session can be pinned for several reasons at once.",
 			queries: each(pinReasons, "sum(envoy_tdspool_bucket_pinned_%s{"+pb+"})")}.build(),
