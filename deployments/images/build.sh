@@ -6,9 +6,9 @@
 #   localhost/tdspool-standin:dev     + the SQL Server stand-in, user 10002
 #   localhost/tdspool-redis:dev       Debian bookworm essential + redis-server, user redis
 #
-# Reproducible: the root filesystems carry a fixed ROOTFS_EPOCH and the image layers
-# SOURCE_DATE_EPOCH (default: the commit time of HEAD), so the same commit and the same Debian
-# mirror state give the same digests. Root filesystems are cached in bin/images/*.tar;
+# Reproducible: the root filesystems and the Debian-only images carry a fixed ROOTFS_EPOCH, the
+# layers with this repository's files SOURCE_DATE_EPOCH (default: the commit time of HEAD), so
+# the same commit and the same Debian mirror state give the same digests. Root filesystems are cached in bin/images/*.tar;
 # IMAGE_FRESH=1 remakes them.
 # Prints each image's versions and digest at the end.
 #
@@ -61,13 +61,15 @@ cp "$out/standin" "$ctx/standin/standin"
 cp "$(readlink -f .venv/bin/envoy)" "$ctx/tdspool/envoy"
 cp bin/libtdspool.so "$ctx/tdspool/libtdspool.so"
 
-build() { # TAG DIR
-  podman build --quiet --timestamp "$SOURCE_DATE_EPOCH" --network=none -t "$1" "$ctx/$2" >/dev/null
+# --timestamp sets every file time and the creation time. Podman's build cache ignores it (a
+# cached layer keeps the time of whichever build made it first), hence --no-cache.
+build() { # EPOCH TAG DIR
+  podman build --quiet --no-cache --timestamp "$1" --network=none -t "$2" "$ctx/$3" >/dev/null
 }
-build localhost/tdspool-base:$SUITE base
-build localhost/tdspool-redis:dev redis
-build localhost/tdspool-standin:dev standin
-build localhost/tdspool:dev tdspool
+build "$ROOTFS_EPOCH" localhost/tdspool-base:$SUITE base
+build "$ROOTFS_EPOCH" localhost/tdspool-redis:dev redis
+build "$SOURCE_DATE_EPOCH" localhost/tdspool-standin:dev standin
+build "$SOURCE_DATE_EPOCH" localhost/tdspool:dev tdspool
 
 run() { podman run --rm --network=none "$@"; }
 envoy_version=$(run --entrypoint /usr/local/bin/envoy localhost/tdspool:dev --version | grep -o '[0-9]*\.[0-9]*\.[0-9]*/[^ ]*' | head -1)
@@ -78,7 +80,7 @@ show() { # IMAGE CONTENTS
   printf '%-34s %-10s %-70s %s\n' "$1" "$(podman image inspect --format '{{.Size}}' "$1" | numfmt --to=si)" \
     "$(podman image inspect --format '{{.Digest}}' "$1")" "$2"
 }
-show localhost/tdspool-base:$SUITE "Debian $SUITE essential (rootfs epoch $ROOTFS_EPOCH, layers $SOURCE_DATE_EPOCH)"
+show localhost/tdspool-base:$SUITE "Debian $SUITE essential, epoch $ROOTFS_EPOCH"
 show localhost/tdspool:dev "Envoy $envoy_version, libtdspool.so of $commit"
 show localhost/tdspool-standin:dev "stand-in of $commit"
 show localhost/tdspool-redis:dev "redis-server $redis_version"
