@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -36,11 +35,10 @@ type view struct {
 // order that matters: a heartbeat that re-asserts a lease always runs before
 // the release that drops it.
 type bucket struct {
-	c       *Coordinator
-	name    string
-	keys    []string
-	wake    chan struct{}
-	removed atomic.Bool
+	c    *Coordinator
+	name string
+	keys []string
+	wake chan struct{}
 
 	mu       sync.Mutex
 	cfg      BucketConfig
@@ -195,15 +193,6 @@ func (b *bucket) setCap(cap int) {
 	b.mu.Lock()
 	b.cfg.Cap = cap
 	b.capDirty = true
-	b.mu.Unlock()
-	b.kick()
-}
-
-func (b *bucket) reconfigure(bc BucketConfig) {
-	b.mu.Lock()
-	changed := bc.Cap != b.cfg.Cap
-	b.cfg = bc
-	b.capDirty = b.capDirty || changed
 	b.mu.Unlock()
 	b.kick()
 }

@@ -355,7 +355,7 @@ func (c *Coordinator) AcquireRequest(r Request, cb func(Result)) *Ticket {
 	}
 	b := c.bucket(bucket)
 	t := &Ticket{b: b, cb: cb, holder: r.Holder, onKill: r.OnKill, start: now, deadline: deadline}
-	if b == nil || b.removed.Load() || c.closed.Load() {
+	if b == nil || c.closed.Load() {
 		err := ErrClosed
 		if !c.closed.Load() {
 			err = fmt.Errorf("bucket %s: %w", bucket, ErrUnknownBucket)
@@ -401,34 +401,6 @@ func (c *Coordinator) SetCap(bucket string, cap int) {
 	}
 	c.mu.Unlock()
 	b.setCap(cap)
-}
-
-// Reload applies a new bucket table: changed caps go to Redis (SetCap),
-// MaxQueue changes apply at once, new buckets are added, and removed buckets
-// refuse new acquires while their leases live on until released.
-func (c *Coordinator) Reload(buckets map[string]BucketConfig) {
-	for name, bc := range buckets {
-		if bc.MaxQueue == 0 {
-			bc.MaxQueue = 1000
-		}
-		c.mu.Lock()
-		b := c.buckets[name]
-		if b == nil {
-			c.addBucket(name, bc)
-			c.mu.Unlock()
-			continue
-		}
-		c.mu.Unlock()
-		b.removed.Store(false)
-		b.reconfigure(bc)
-	}
-	c.mu.Lock()
-	for name, b := range c.buckets {
-		if _, ok := buckets[name]; !ok {
-			b.removed.Store(true)
-		}
-	}
-	c.mu.Unlock()
 }
 
 // Snapshot is a bucket's state as this proxy knows it, without a Redis call.
@@ -580,10 +552,8 @@ func (c *Coordinator) register() {
 	rec := proxyRecord{ID: c.cfg.ProxyID, Host: host, PID: os.Getpid(), Started: c.started.UnixMilli(),
 		HeartbeatMs: c.cfg.Heartbeat.Milliseconds(), LeaseMs: c.cfg.LeaseTTL.Milliseconds(), Labels: c.cfg.Labels}
 	c.mu.Lock()
-	for name, b := range c.buckets {
-		if !b.removed.Load() {
-			rec.Buckets = append(rec.Buckets, name)
-		}
+	for name := range c.buckets {
+		rec.Buckets = append(rec.Buckets, name)
 	}
 	c.mu.Unlock()
 	sort.Strings(rec.Buckets)

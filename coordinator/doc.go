@@ -7,7 +7,7 @@
 // # Files
 //
 //	coordinator.go  public API: Coordinator, Acquire/AcquireRequest/Cancel/
-//	                Release, SetCap, Reload, Snapshot, Close; Request, Holder,
+//	                Release, SetCap, Snapshot, Close; Request, Holder,
 //	                Result, Lease, Ticket, Outcome, Mode, State; the Pub/Sub
 //	                listener, the heartbeat ticker and the proxy table entry
 //	fleet.go        Fleet: the operator's side (tdspoolctl): read proxies,
@@ -71,7 +71,7 @@
 //
 // # Threads
 //
-// Acquire, Cancel, Release, SetCap, Reload, Snapshot and Lease.SetPins take a mutex for
+// Acquire, Cancel, Release, SetCap, Snapshot and Lease.SetPins take a mutex for
 // microseconds and never touch Redis, so the filter may call them on Envoy's
 // worker thread. Callbacks and Metrics run on coordinator goroutines (bucket
 // workers, timers, the Pub/Sub listener), never inside those calls; they must
@@ -130,8 +130,9 @@
 // re-queues waiters, and the worker sends pending releases and new acquires.
 //
 // Caps: Redis stores the cap (and who set it, when). A coordinator writes its
-// configured caps when it starts (New) and when Reload changes one, so the
-// most recently loaded config sets the fleet's cap; Fleet.SetCap (an
+// configured caps when it starts (New), and the filter starts a new
+// coordinator for every config Envoy loads, so the most recently loaded
+// config sets the fleet's cap; Fleet.SetCap (an
 // operator) overrides it until the next config load anywhere. Raising grants
 // queued waiters at once (the control channel makes every proxy with waiters
 // call); lowering never removes a lease: grants stop until the count is under
