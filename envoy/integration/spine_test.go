@@ -55,13 +55,21 @@ func startSpine(t *testing.T, moduleDir, defaultBucket, fallbackCluster string, 
 			t.Logf("envoy output:\n%s", e.Output())
 		}
 	})
-	assertABIMatched(t, e.Output())
+	assertABIMatched(t, e)
 	return &spineEnv{envoy: e, listener: fmt.Sprintf("127.0.0.1:%d", listenPort)}
 }
 
-func assertABIMatched(t *testing.T, log string) {
+// assertABIMatched waits (bounded) for Envoy's ABI line: Envoy can answer /ready before the
+// line it logged at load has been copied from its stderr pipe into the output buffer.
+func assertABIMatched(t *testing.T, e *stack.Envoy) {
 	t.Helper()
-	line := regexp.MustCompile(`Dynamic module ABI version \S+ (matched|is deprecated)[^\n]*`).FindString(log)
+	abiLine := regexp.MustCompile(`Dynamic module ABI version \S+ (matched|is deprecated)[^\n]*`)
+	var line string
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if line = abiLine.FindString(e.Output()); line != "" || time.Now().After(deadline) {
+			break
+		}
+	}
 	if line == "" {
 		t.Fatalf("no ABI version line in the Envoy log")
 	}
