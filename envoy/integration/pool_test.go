@@ -4,6 +4,8 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"os"
+	"slices"
 	"testing"
 	"time"
 
@@ -329,4 +331,51 @@ func TestSessionPoolEvictsForWaiters(t *testing.T) {
 		}
 	}
 	t.Logf("backend peak %d connections (a closing one can overlap its replacement), %d logins", st.backend.PeakConnections(), st.backend.Stats().Logins)
+}
+
+// TestSessionPoolLoginFigures measures (it asserts nothing about speed): the time of a
+// go-mssqldb connect + SELECT 1 + close straight to the stand-in, through the unpooled module
+// leg and through a pooled bucket, with the stand-in's login costing nothing and 5 ms. Run
+// with
+//
+//	TDSPOOL_POOL_FIGURES=1 go test ./envoy/integration -run TestSessionPoolLoginFigures -v
+func TestSessionPoolLoginFigures(t *testing.T) {
+	if os.Getenv("TDSPOOL_POOL_FIGURES") == "" {
+		t.Skip("a measurement; set TDSPOOL_POOL_FIGURES=1")
+	}
+	const cycles = 200
+	for _, delay := range []time.Duration{0, 5 * time.Millisecond} {
+		for _, path := range []string{"direct", "module leg", "pooled"} {
+			o := tdsStackOptions{capacity: 4, leg: "module"}
+			if path == "pooled" {
+				o.bucket = sessionPool
+			}
+			st := startTDSStack(t, o)
+			st.backend.SetLoginDelay(delay)
+			addr := fmt.Sprintf("127.0.0.1:%d", st.port)
+			if path == "direct" {
+				addr = st.backend.Addr()
+			}
+			dsn := fmt.Sprintf("sqlserver://demo:Demo-Passw0rd@%s?database=tenant_a&encrypt=disable", addr)
+			var took []time.Duration
+			before := st.backend.Stats().Logins
+			for range cycles {
+				begin := time.Now()
+				db, err := sql.Open("sqlserver", dsn)
+				if err != nil {
+					t.Fatal(err)
+				}
+				var n int
+				if err := db.QueryRow("SELECT 1").Scan(&n); err != nil {
+					t.Fatal(err)
+				}
+				db.Close()
+				took = append(took, time.Since(begin))
+			}
+			slices.Sort(took)
+			t.Logf("login cost %s, %s: connect+SELECT 1+close p50 %s p90 %s over %d cycles; %d backend logins",
+				delay, path, took[cycles/2].Round(time.Microsecond), took[cycles*9/10].Round(time.Microsecond), cycles,
+				st.backend.Stats().Logins-before)
+		}
+	}
 }
