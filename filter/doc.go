@@ -17,6 +17,10 @@
 //	backend.go     backendLeg: the tcp_proxy leg and the module-owned leg (package
 //	               filter/backend dials and holds those connections; filter/pool keeps
 //	               logged-in ones for the next client with the same login)
+//	pooling.go     session pooling (pool mode SESSION): a login answered from a pooled backend
+//	               (replayed login reply, RESETCONNECTION on the first request, its ack
+//	               consumed), misses handed to the pool with their slot, taints, eviction
+//	               for waiters, the sweeper, pool stats
 //	relay.go       the relay phase: client messages classified, the response stream scanned,
 //	               pin reasons, counters batched and flushed about once a second
 //	router.go      the routing rules (server name or SNI → database → user → default)
