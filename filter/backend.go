@@ -116,6 +116,8 @@ type backendConn interface {
 	Consumed(n int)
 	PauseReads(pause bool)
 	Close()
+	// AfterClose runs fn once the connection is really gone (after Close).
+	AfterClose(fn func())
 }
 
 // dialBackend opens a module-owned connection; a variable so tests can substitute it.
@@ -379,4 +381,19 @@ func buildTarget(b *tdspoolpb.Bucket, pre tds.Prelogin, packetSize int) (*backen
 	}
 	t.TLS = cfg
 	return t, nil
+}
+
+// releaseSlot gives a slot back once the backend connection it counts is gone. tcp_proxy has
+// closed its upstream by the time Envoy destroys the filter; a module-owned connection may
+// still be waiting for the server to end the session (Close half-closes, like tcp_proxy
+// passing the client's FIN on), and the slot stays with it until then.
+func (s *session) releaseSlot(release func()) {
+	if m, ok := s.leg.(*moduleLeg); ok && m.c != nil {
+		// Destroyed without a close event: the connection was not closed yet (the slot is the
+		// session's, so the backend is not the pool's either).
+		m.c.Close()
+		m.c.AfterClose(release)
+		return
+	}
+	release()
 }

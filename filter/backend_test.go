@@ -43,6 +43,7 @@ func (f *fakeBackend) Write(b []byte) (int, error) {
 }
 func (f *fakeBackend) Consumed(n int)        { f.consumed += n }
 func (f *fakeBackend) PauseReads(pause bool) { f.paused = pause }
+func (f *fakeBackend) AfterClose(fn func())  { fn() }
 func (f *fakeBackend) Close()                { f.closed = true }
 func (f *fakeBackend) Alive() bool           { return !f.closed && !f.dead }
 func (f *fakeBackend) SetHandler(h backend.Handler) {

@@ -555,7 +555,7 @@ func (s *session) OnDestroy() {
 		s.cancelAcquire = nil
 	}
 	if s.release != nil {
-		s.release()
+		s.releaseSlot(s.release)
 		s.release = nil
 		if !s.releaseAtDestroy {
 			s.f.coordStats.releasedOnDestroy.Add(1)

@@ -87,6 +87,9 @@ type Conn struct {
 	tls *tds.TLSAdapter // nil on a plaintext (or login-only, after LOGIN7) leg
 	enc tds.EncryptionResult
 
+	exited     bool     // the connection's goroutine has ended and the socket is closed
+	afterClose []func() // run once exited
+
 	wmu       sync.Mutex
 	queue     []byte // bytes the kernel has not taken yet
 	flushing  bool   // a goroutine is writing the queue
@@ -128,6 +131,7 @@ var dialSeq struct {
 }
 
 func (c *Conn) run(ctx context.Context) {
+	defer c.exit()
 	defer func() {
 		if v := recover(); v != nil {
 			c.fail(fmt.Errorf("backend connection panic: %v", v))
@@ -245,6 +249,7 @@ func (c *Conn) handshake(nc net.Conn) (*tds.Prelogin, []byte, error) {
 func (c *Conn) readLoop() {
 	for {
 		if !c.waitForCredit() {
+			c.drainUntilEOF()
 			return
 		}
 		var bp *[]byte
@@ -472,6 +477,7 @@ func (c *Conn) fail(err error) {
 	c.mu.Unlock()
 	c.cancel()
 	if nc != nil {
+		shutdown(nc)
 		nc.Close()
 	}
 	c.closeTLS()
@@ -480,7 +486,13 @@ func (c *Conn) fail(err error) {
 	}
 }
 
-// Close ends the connection; no Handler call follows. Safe to call more than once.
+// closeWait bounds how long a closed connection waits for the server to end the session.
+const closeWait = time.Second
+
+// Close ends the connection without blocking; no Handler call follows. Safe to call more than
+// once. Like tcp_proxy passing a client's FIN on, it half-closes: the server sees the end of
+// the stream and ends its session, and the connection's goroutine reads until the server has
+// closed (at most closeWait) before it releases the socket and runs the AfterClose functions.
 func (c *Conn) Close() {
 	c.alive.Store(false)
 	c.mu.Lock()
@@ -488,12 +500,82 @@ func (c *Conn) Close() {
 	c.handler = nil
 	c.cond.Broadcast()
 	nc := c.nc
+	exited := c.exited
 	c.mu.Unlock()
 	c.cancel()
+	if nc != nil && !exited {
+		if sc, ok := nc.(syscall.Conn); ok {
+			if rc, err := sc.SyscallConn(); err == nil {
+				_ = rc.Control(func(fd uintptr) { _ = syscall.Shutdown(int(fd), syscall.SHUT_WR) })
+			}
+		}
+		_ = nc.SetReadDeadline(time.Now().Add(closeWait))
+	}
+}
+
+// AfterClose runs fn once the connection is gone: its goroutine has ended and the socket is
+// closed (at once if that already happened). A slot that counts this connection is released
+// this way, so the server never holds more sessions than the cap.
+func (c *Conn) AfterClose(fn func()) {
+	c.mu.Lock()
+	if !c.exited {
+		c.afterClose = append(c.afterClose, fn)
+		c.mu.Unlock()
+		return
+	}
+	c.mu.Unlock()
+	fn()
+}
+
+// exit runs when the connection's goroutine ends: the socket is closed and AfterClose
+// functions run.
+func (c *Conn) exit() {
+	c.mu.Lock()
+	c.exited, c.closed = true, true
+	fns := c.afterClose
+	c.afterClose = nil
+	nc := c.nc
+	c.cond.Broadcast()
+	c.mu.Unlock()
 	if nc != nil {
 		nc.Close()
 	}
 	c.closeTLS()
+	for _, fn := range fns {
+		fn()
+	}
+}
+
+// drainUntilEOF discards what the server still sends after Close, until it closes its side
+// or the close deadline passes.
+func (c *Conn) drainUntilEOF() {
+	if c.raw == nil {
+		return
+	}
+	for {
+		var n int
+		var rerr error
+		err := c.raw.Read(func(fd uintptr) bool {
+			bp := readBufs.Get().(*[]byte)
+			n, rerr = syscall.Read(int(fd), *bp)
+			readBufs.Put(bp)
+			return rerr != syscall.EAGAIN
+		})
+		if err != nil || rerr != nil || n <= 0 {
+			return
+		}
+	}
+}
+
+// shutdown ends the TCP connection at once. Close alone releases the descriptor only when
+// the reader goroutine (parked in the poller) has run, so under load the server would see the
+// session alive after its slot went back — and the next session's login would exceed the cap.
+func shutdown(nc net.Conn) {
+	if sc, ok := nc.(syscall.Conn); ok {
+		if rc, err := sc.SyscallConn(); err == nil {
+			_ = rc.Control(func(fd uintptr) { _ = syscall.Shutdown(int(fd), syscall.SHUT_RDWR) })
+		}
+	}
 }
 
 func (c *Conn) closeTLS() {

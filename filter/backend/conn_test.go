@@ -392,3 +392,37 @@ func TestConnAliveWhileUnowned(t *testing.T) {
 		t.Fatal("still alive after unowned bytes")
 	}
 }
+
+// Close half-closes and AfterClose runs once the server has ended the session: a slot
+// released then is never held by two backend sessions at once.
+func TestConnAfterCloseFollowsTheServersClose(t *testing.T) {
+	srv, _ := startStandin(t, standin.EncryptionOff)
+	ev := newEvents()
+	c := Dial(Target{Addresses: []string{srv.Addr()}, ConnectTimeout: time.Second, PacketSize: 4096}, ev)
+	ev.c = c
+	ev.waitReady(t)
+	if _, err := c.WriteLogin(login7("demo", "Demo-Passw0rd")); err != nil {
+		t.Fatal(err)
+	}
+	ev.waitMessage(t)
+	if n := srv.Sessions(); n != 1 {
+		t.Fatalf("stand-in holds %d sessions, want 1", n)
+	}
+	sessionsAtRelease := make(chan int, 1)
+	c.AfterClose(func() { sessionsAtRelease <- srv.Sessions() })
+	c.Close()
+	select {
+	case n := <-sessionsAtRelease:
+		if n != 0 {
+			t.Fatalf("AfterClose ran while the stand-in still held %d sessions", n)
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("AfterClose never ran")
+	}
+	// Registered after the end: runs at once.
+	ran := false
+	c.AfterClose(func() { ran = true })
+	if !ran {
+		t.Fatal("AfterClose after the end did not run at once")
+	}
+}
