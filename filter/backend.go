@@ -200,6 +200,7 @@ func (m *moduleLeg) fromClient(size int) host.Status {
 			return host.StopIteration
 		}
 		s.relayClientBytes([][]byte{plain}, len(plain))
+		s.keepSent(plain)
 		backlog, err = m.c.Write(plain)
 	} else {
 		// Written straight from Envoy's buffer: the connection copies only what the kernel
@@ -212,6 +213,7 @@ func (m *moduleLeg) fromClient(size int) host.Status {
 		}
 		s.relayClientBytes(chunks, size)
 		for _, ch := range chunks {
+			s.keepSent(ch)
 			if backlog, err = m.c.Write(ch); err != nil {
 				break
 			}
@@ -318,6 +320,9 @@ func (m *moduleLeg) onClosed(err error) {
 		s.conn.Log(host.LogWarn, fmt.Sprintf("bucket %s: backend connection: %v", b.cfg.Name, err))
 		s.refuse(backendUnavailable(b.cfg.Name, backendFailureReason(err)))
 	default:
+		if s.backendGoneBeforeReset() {
+			return
+		}
 		s.conn.Log(host.LogInfo, fmt.Sprintf("bucket %s: backend closed the session (%s): %v", b.cfg.Name, s.ph, err))
 		s.finishWith(host.FlushWrite, "tdspool_backend_closed")
 	}

@@ -124,7 +124,11 @@ type poolState struct {
 	resetPending bool
 	marker       tds.ResetMarker
 	ack          *tds.ResetAckConsumer
-	evictArmed   bool
+	// sent keeps the client bytes written to a reused backend until its reset is
+	// acknowledged, so a failed reset can be retried on another one (nil past maxResend).
+	sent       []byte
+	sentLost   bool
+	evictArmed bool
 }
 
 // maxLoginWire bounds the recorded login response with its packet headers.
@@ -272,6 +276,47 @@ func (s *session) markReset(chunk []byte) bool {
 	return true
 }
 
+// maxResend bounds the client bytes kept for resending after a failed reset.
+const maxResend = 256 << 10
+
+// keepSent records client bytes written to a reused backend before its reset is settled.
+func (s *session) keepSent(b []byte) {
+	p := &s.pool
+	if !p.resetPending || p.sentLost {
+		return
+	}
+	if len(p.sent)+len(b) > maxResend {
+		p.sent, p.sentLost = nil, true
+		return
+	}
+	p.sent = append(p.sent, b...)
+}
+
+// retryReset moves the session to another idle backend of its key after the reset failed
+// (no acknowledgement, or the backend went away first) and resends what the client sent, so
+// the client never notices. False: no other backend, or too much to resend.
+func (s *session) retryReset() bool {
+	p, b := &s.pool, s.bucket
+	if p.sentLost || len(p.sent) == 0 || b.pool == nil {
+		return false
+	}
+	lease, _ := b.pool.Borrow(p.key, s.f.now())
+	if lease == nil {
+		return false
+	}
+	old := s.moduleLeg()
+	// A new leg object: events still posted by the failed backend find s.leg changed and
+	// are dropped.
+	m := &moduleLeg{s: s, c: lease.Conn().c, lastActive: old.lastActive}
+	s.leg, p.lease, p.ack = m, lease, &tds.ResetAckConsumer{}
+	m.c.SetHandler(m)
+	if _, err := m.c.Write(p.sent); err != nil {
+		return false
+	}
+	s.conn.Log(host.LogInfo, fmt.Sprintf("bucket %s: reset failed; the request went to another pooled backend", b.cfg.Name))
+	return true
+}
+
 // consumeResetAck takes the reset's acknowledgement out of the first response of a reused
 // backend. It returns what goes on to the client, or false when the session must end.
 func (s *session) consumeResetAck(b []byte) ([]byte, bool) {
@@ -284,7 +329,7 @@ func (s *session) consumeResetAck(b []byte) ([]byte, bool) {
 		return nil, true
 	}
 	if err == nil && p.ack.Acked() {
-		p.ack, p.resetPending = nil, false
+		p.ack, p.resetPending, p.sent = nil, false, nil
 		p.lease.ResetDone(true)
 		s.conn.IncCounter(s.bucket.stats.resets, 1)
 		return out, true
@@ -294,9 +339,30 @@ func (s *session) consumeResetAck(b []byte) ([]byte, bool) {
 		err = errors.New("no reset acknowledgement")
 	}
 	s.conn.Log(host.LogWarn, fmt.Sprintf("bucket %s: reset of a reused backend failed: %v", s.bucket.cfg.Name, err))
-	p.lease.ResetDone(false)
+	return nil, s.resetFailed()
+}
+
+// resetFailed closes the backend whose reset failed and retries on another; when that is not
+// possible the session ends. It reports whether the session goes on.
+func (s *session) resetFailed() bool {
+	s.pool.lease.ResetDone(false)
+	s.pool.lease = nil
+	if s.retryReset() {
+		return true
+	}
 	s.finishWith(host.FlushWrite, "tdspool_reset_failed")
-	return nil, false
+	return false
+}
+
+// backendGoneBeforeReset: a reused backend closed before acknowledging its reset (it died
+// while idle without anyone noticing); handled like a failed reset.
+func (s *session) backendGoneBeforeReset() bool {
+	if s.pool.lease == nil || s.pool.ack == nil {
+		return false
+	}
+	s.conn.Log(host.LogInfo, fmt.Sprintf("bucket %s: reused backend closed before its reset", s.bucket.cfg.Name))
+	s.resetFailed()
+	return true
 }
 
 // returnBackend gives the leased backend back to the pool (or has it closed) at the end of

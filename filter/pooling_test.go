@@ -2,6 +2,8 @@ package filter
 
 import (
 	"bytes"
+	"io"
+	"strings"
 	"testing"
 	"time"
 
@@ -218,5 +220,63 @@ func TestPooledResetFailure(t *testing.T) {
 	if len(got) != 0 || !b.conn.Closed || b.conn.CloseDetails != "tdspool_reset_failed" || !fb.closed || h.held() != 0 {
 		t.Fatalf("client got %d bytes, closed %v (%s), backend closed %v, slots held %d",
 			len(got), b.conn.Closed, b.conn.CloseDetails, fb.closed, h.held())
+	}
+}
+
+// A reused backend whose reset fails (no acknowledgement, or it is gone before answering)
+// is closed and the client's request goes to the key's next idle backend: the client sees
+// one ordinary answer and its session goes on.
+func TestPooledResetRetriedOnAnotherBackend(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		fail func(c *client, fb *fakeBackend)
+	}{
+		{"no acknowledgement", func(c *client, fb *fakeBackend) { fb.h.Data(doneReply()) }},
+		{"backend gone", func(c *client, fb *fakeBackend) { fb.h.Closed(io.EOF) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t, strings.Replace(pooledConfig, `"max_connections": 1`, `"max_connections": 2`, 1))
+			dialed := &[]*fakeBackend{}
+			h.f.dial = func(tg backend.Target, hd backend.Handler) backendConn {
+				fb := &fakeBackend{target: tg, h: hd}
+				*dialed = append(*dialed, fb)
+				return fb
+			}
+			a1, a2 := h.connect(), h.connect()
+			fb1, _ := a1.pooledLogin(t, dialed, "app", "pw")
+			fb2, _ := a2.pooledLogin(t, dialed, "app", "pw")
+			a1.s.OnEvent(host.RemoteClose)
+			a2.s.OnEvent(host.RemoteClose) // fb2 is on top of the idle stack
+
+			b := h.connect()
+			if _, reused := b.pooledLogin(t, dialed, "app", "pw"); !reused {
+				t.Fatal("not served from the pool")
+			}
+			if fb2.h == nil {
+				t.Fatal("the top of the stack was not lent")
+			}
+			batch := tds.AppendPackets(nil, tds.PacketSQLBatch, 0, (&tds.SQLBatch{Text: "select 1"}).AppendSQLBatch(nil), 8192)
+			b.fromClient(batch)
+			sent := append([]byte(nil), fb2.written...)
+			b.conn.ToClient = nil
+			tc.fail(b, fb2)
+			b.waitPosted(time.Second)
+			if !fb2.closed || fb1.h == nil || !bytes.Equal(fb1.written, sent) || b.conn.Closed || len(b.conn.ToClient) != 0 {
+				t.Fatalf("failed backend closed=%v, next lent=%v, resent=%v, client closed=%v got %d bytes",
+					fb2.closed, fb1.h != nil, bytes.Equal(fb1.written, sent), b.conn.Closed, len(b.conn.ToClient))
+			}
+			fb1.h.Data(doneReply(tds.EnvChangeResetAck().AppendEnvChange(nil)))
+			b.waitPosted(time.Second)
+			if !bytes.Equal(b.conn.ToClient, doneReply()) || b.conn.Closed {
+				t.Fatalf("client got % x (closed %v), want one ordinary answer", b.conn.ToClient, b.conn.Closed)
+			}
+			b.s.OnEvent(host.RemoteClose)
+			if fb1.closed || h.held() != 1 {
+				t.Fatalf("backend closed=%v, slots held %d: want the good backend back in the pool", fb1.closed, h.held())
+			}
+			if v := h.metrics.Value("bucket.p1.pool_reset_failures_total"); v != 1 {
+				t.Fatalf("pool_reset_failures_total = %d", v)
+			}
+		})
 	}
 }
