@@ -93,12 +93,6 @@ func (c *conn) DrainRead(n int) bool {
 	return bool(C.envoy_dynamic_module_callback_network_filter_drain_read_buffer(c.envoyPtr, C.size_t(n)))
 }
 
-func (c *conn) PrependRead(data []byte) bool {
-	ok := C.envoy_dynamic_module_callback_network_filter_prepend_read_buffer(c.envoyPtr, moduleBuffer(data))
-	runtime.KeepAlive(data)
-	return bool(ok)
-}
-
 func (c *conn) AppendRead(data []byte) bool {
 	ok := C.envoy_dynamic_module_callback_network_filter_append_read_buffer(c.envoyPtr, moduleBuffer(data))
 	runtime.KeepAlive(data)
@@ -112,18 +106,8 @@ func (c *conn) WriteBuffer() [][]byte {
 	})
 }
 
-func (c *conn) WriteBufferLen() int {
-	return int(C.envoy_dynamic_module_callback_network_filter_get_write_buffer_size(c.envoyPtr))
-}
-
 func (c *conn) DrainWrite(n int) bool {
 	return bool(C.envoy_dynamic_module_callback_network_filter_drain_write_buffer(c.envoyPtr, C.size_t(n)))
-}
-
-func (c *conn) PrependWrite(data []byte) bool {
-	ok := C.envoy_dynamic_module_callback_network_filter_prepend_write_buffer(c.envoyPtr, moduleBuffer(data))
-	runtime.KeepAlive(data)
-	return bool(ok)
 }
 
 func (c *conn) AppendWrite(data []byte) bool {
@@ -175,38 +159,6 @@ func (c *conn) FilterStateTyped(key string) (string, bool) {
 	return envoyString(out), true
 }
 
-func (c *conn) SetFilterStateBytes(key, value string) bool {
-	ok := C.envoy_dynamic_module_callback_network_set_filter_state_bytes(c.envoyPtr, moduleString(key), moduleString(value))
-	runtime.KeepAlive(key)
-	runtime.KeepAlive(value)
-	return bool(ok)
-}
-
-func (c *conn) FilterStateBytes(key string) (string, bool) {
-	var out C.envoy_dynamic_module_type_envoy_buffer
-	ok := C.envoy_dynamic_module_callback_network_get_filter_state_bytes(c.envoyPtr, moduleString(key), &out)
-	runtime.KeepAlive(key)
-	if !ok {
-		return "", false
-	}
-	return envoyString(out), true
-}
-
-func (c *conn) SetDynamicMetadataString(namespace, key, value string) {
-	C.envoy_dynamic_module_callback_network_set_dynamic_metadata_string(c.envoyPtr,
-		moduleString(namespace), moduleString(key), moduleString(value))
-	runtime.KeepAlive(namespace)
-	runtime.KeepAlive(key)
-	runtime.KeepAlive(value)
-}
-
-func (c *conn) SetDynamicMetadataNumber(namespace, key string, value float64) {
-	C.envoy_dynamic_module_callback_network_set_dynamic_metadata_number(c.envoyPtr,
-		moduleString(namespace), moduleString(key), C.double(value))
-	runtime.KeepAlive(namespace)
-	runtime.KeepAlive(key)
-}
-
 func (c *conn) IncCounter(id host.MetricID, delta uint64) {
 	C.envoy_dynamic_module_callback_network_filter_increment_counter(c.envoyPtr, C.size_t(id), C.uint64_t(delta))
 }
@@ -236,15 +188,6 @@ func (c *conn) RemoteAddress() (string, uint32, bool) {
 	return envoyString(addr), uint32(port), true
 }
 
-func (c *conn) LocalAddress() (string, uint32, bool) {
-	var addr C.envoy_dynamic_module_type_envoy_buffer
-	var port C.uint32_t
-	if !C.envoy_dynamic_module_callback_network_filter_get_local_address(c.envoyPtr, &addr, &port) {
-		return "", 0, false
-	}
-	return envoyString(addr), uint32(port), true
-}
-
 func (c *conn) ClusterHosts(cluster string) (total, healthy int, ok bool) {
 	var t, h, d C.size_t
 	res := C.envoy_dynamic_module_callback_network_filter_get_cluster_host_count(c.envoyPtr, moduleString(cluster), 0, &t, &h, &d)
@@ -262,10 +205,6 @@ func (c *conn) RequestedServerName() string {
 
 func (c *conn) IsTLS() bool {
 	return bool(C.envoy_dynamic_module_callback_network_filter_is_ssl(c.envoyPtr))
-}
-
-func (c *conn) WorkerIndex() uint32 {
-	return uint32(C.envoy_dynamic_module_callback_network_filter_get_worker_index(c.envoyPtr))
 }
 
 func (c *conn) Post(fn func()) bool {

@@ -99,13 +99,10 @@ type Conn interface {
 	ReadBuffer() [][]byte
 	ReadBufferLen() int
 	DrainRead(n int) bool
-	PrependRead(data []byte) bool
 	AppendRead(data []byte) bool
 
 	WriteBuffer() [][]byte
-	WriteBufferLen() int
 	DrainWrite(n int) bool
-	PrependWrite(data []byte) bool
 	AppendWrite(data []byte) bool
 
 	// WriteToClient writes through the whole write filter chain. The binding does not call
@@ -124,10 +121,6 @@ type Conn interface {
 	// (for example envoy.tcp_proxy.cluster). False when Envoy refused it.
 	SetFilterStateTyped(key, value string) bool
 	FilterStateTyped(key string) (string, bool)
-	SetFilterStateBytes(key, value string) bool
-	FilterStateBytes(key string) (string, bool)
-	SetDynamicMetadataString(namespace, key, value string)
-	SetDynamicMetadataNumber(namespace, key string, value float64)
 
 	IncCounter(id MetricID, delta uint64)
 	SetGauge(id MetricID, value uint64)
@@ -136,14 +129,12 @@ type Conn interface {
 	RecordHistogram(id MetricID, value uint64)
 
 	RemoteAddress() (addr string, port uint32, ok bool)
-	LocalAddress() (addr string, port uint32, ok bool)
 	// ClusterHosts counts a cluster's hosts at priority 0: all of them and the healthy ones
 	// (active health checks and outlier ejection both count as unhealthy).
 	ClusterHosts(cluster string) (total, healthy int, ok bool)
 	// RequestedServerName is the TLS SNI when Envoy terminated TLS (TDS 8), else "".
 	RequestedServerName() string
 	IsTLS() bool
-	WorkerIndex() uint32
 
 	// Post runs fn on this connection's worker thread, inside a later Envoy callback. Safe from
 	// any goroutine. Returns false (and drops fn) once the connection is gone.

@@ -81,7 +81,6 @@ type Conn struct {
 	ClientEndStream bool
 	ToUpstream      []byte // InjectToUpstream output
 	FilterState     map[string]string
-	Metadata        map[string]string
 	Continued       int // ContinueReading calls
 	Closed          bool
 	CloseDetails    string
@@ -97,7 +96,7 @@ type Conn struct {
 }
 
 func NewConn(m *Metrics) *Conn {
-	return &Conn{Metrics: m, ConnID: 1, FilterState: map[string]string{}, Metadata: map[string]string{}}
+	return &Conn{Metrics: m, ConnID: 1, FilterState: map[string]string{}}
 }
 
 func (c *Conn) ID() uint64 { return c.ConnID }
@@ -116,10 +115,6 @@ func (c *Conn) DrainRead(n int) bool {
 	c.Read = c.Read[n:]
 	return true
 }
-func (c *Conn) PrependRead(d []byte) bool {
-	c.Read = append(append([]byte(nil), d...), c.Read...)
-	return true
-}
 func (c *Conn) AppendRead(d []byte) bool { c.Read = append(c.Read, d...); return true }
 
 func (c *Conn) WriteBuffer() [][]byte {
@@ -128,16 +123,11 @@ func (c *Conn) WriteBuffer() [][]byte {
 	}
 	return [][]byte{c.Write}
 }
-func (c *Conn) WriteBufferLen() int { return len(c.Write) }
 func (c *Conn) DrainWrite(n int) bool {
 	if n > len(c.Write) {
 		return false
 	}
 	c.Write = c.Write[n:]
-	return true
-}
-func (c *Conn) PrependWrite(d []byte) bool {
-	c.Write = append(append([]byte(nil), d...), c.Write...)
 	return true
 }
 func (c *Conn) AppendWrite(d []byte) bool { c.Write = append(c.Write, d...); return true }
@@ -169,12 +159,6 @@ func (c *Conn) SetFilterStateTyped(key, value string) bool {
 	return true
 }
 func (c *Conn) FilterStateTyped(key string) (string, bool) { v, ok := c.FilterState[key]; return v, ok }
-func (c *Conn) SetFilterStateBytes(key, value string) bool { c.FilterState[key] = value; return true }
-func (c *Conn) FilterStateBytes(key string) (string, bool) { v, ok := c.FilterState[key]; return v, ok }
-func (c *Conn) SetDynamicMetadataString(ns, key, value string) {
-	c.Metadata[ns+"."+key] = value
-}
-func (c *Conn) SetDynamicMetadataNumber(ns, key string, value float64) {}
 
 func (c *Conn) IncCounter(id host.MetricID, d uint64) { c.Metrics.add(id, int64(d), false) }
 func (c *Conn) SetGauge(id host.MetricID, v uint64)   { c.Metrics.add(id, int64(v), true) }
@@ -188,7 +172,6 @@ func (c *Conn) RecordHistogram(id host.MetricID, v uint64) {
 }
 
 func (c *Conn) RemoteAddress() (string, uint32, bool) { return "127.0.0.1", 50000, true }
-func (c *Conn) LocalAddress() (string, uint32, bool)  { return "127.0.0.1", 11433, true }
 func (c *Conn) RequestedServerName() string           { return c.SNI }
 func (c *Conn) ClusterHosts(cluster string) (int, int, bool) {
 	if c.UnhealthyClusters[cluster] {
@@ -197,7 +180,6 @@ func (c *Conn) ClusterHosts(cluster string) (int, int, bool) {
 	return 1, 1, true
 }
 func (c *Conn) IsTLS() bool                         { return c.TLS }
-func (c *Conn) WorkerIndex() uint32                 { return 0 }
 func (c *Conn) Log(level host.LogLevel, msg string) { c.Logs = append(c.Logs, msg) }
 
 // Post queues fn; RunPosted runs the queue on the test's goroutine (the "worker").
