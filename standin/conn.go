@@ -8,7 +8,6 @@ import (
 	"io"
 	"net"
 	"runtime/debug"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -575,5 +574,3 @@ func (c *conn) handle(req request) error {
 	}
 	return nil
 }
-
-func itoa(n int) string { return strconv.Itoa(n) }

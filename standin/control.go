@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"strings"
-
-	"github.com/tdspool/tdspool/tds"
 )
 
 // Control flow: a batch's statements become a tree of blocks (BEGIN ...
@@ -373,12 +371,4 @@ func outputClause(st []token) (stmt, returning []token, ok bool, e *sqlError) {
 	}
 	stmt = append(append([]token{}, st[:o]...), st[end:]...)
 	return stmt, returning, true, nil
-}
-
-// doneTokenFor is DONEINPROC inside procedures and sp_executesql.
-func doneTokenFor(inProc bool) tds.TokenType {
-	if inProc {
-		return tds.TokenDoneInProc
-	}
-	return tds.TokenDone
 }

@@ -111,7 +111,6 @@ func (s *session) runStmt(ctx context.Context, r *resp, st []token, vars map[str
 }
 
 func (s *session) stmt(ctx context.Context, r *resp, st []token, vars map[string]any, inProc bool) (flow, *sqlError) {
-	const i = 0 // the old statement-index result; kept so each case reads "return flowNext, e"
 	head := st[0]
 	if head.k != tkWord {
 		return flowNext, syntaxErr(head.text)
@@ -785,9 +784,9 @@ func (rs *resultSet) emit(r *resp, rows [][]any) *sqlError {
 	for _, row := range rows {
 		out := make([]any, len(row))
 		for j := range row {
-			v, err := wireValue(rs.types[j], row[j])
-			if err != nil {
-				return errf(245, 1, 16, err.Error())
+			v, e := wireValue(rs.types[j], row[j])
+			if e != nil {
+				return e
 			}
 			out[j] = v
 		}
@@ -1147,19 +1146,17 @@ func (s *session) translate(ts []token, vars map[string]any) (string, []any, *sq
 				continue
 			}
 			if t.upper == "TOP" && depth == 0 && j > 0 && (ts[j-1].upper == "SELECT" || ts[j-1].upper == "DISTINCT") {
-				k := j + 1
 				if next(1).text == "(" {
 					end := matchParen(ts, j+1)
 					if end < 0 {
 						return "", nil, syntaxErr("TOP")
 					}
 					limit = ts[j+2 : end]
-					k = end + 1
+					j = end
 				} else {
 					limit = ts[j+1 : j+2]
-					k = j + 2
+					j++
 				}
-				j = k - 1
 				continue
 			}
 			if t.upper == "WITH" && next(1).text == "(" && j > 0 {

@@ -105,16 +105,6 @@ func (o options) clone() options {
 
 func (o options) has(bit uint32) bool { return o.flags&bit != 0 }
 
-// isolationName is the text DBCC USEROPTIONS shows.
-func isolationName(level int) string {
-	for n, l := range isolationNames {
-		if l == level {
-			return strings.ToLower(n)
-		}
-	}
-	return "read committed"
-}
-
 var dateFormats = map[string]bool{"MDY": true, "DMY": true, "YMD": true, "YDM": true, "MYD": true, "DYM": true}
 
 // set applies one SET statement's option list and value (upper-cased

@@ -102,8 +102,8 @@ func (s *session) runRPC(ctx context.Context, r *resp, call rpcCall) {
 	for _, o := range outs {
 		t := typeFromInfo(&o.p.ti)
 		ti := t.typeInfo()
-		v, err := wireValue(t, vars[o.varName])
-		if err != nil {
+		v, e := wireValue(t, vars[o.varName])
+		if e != nil {
 			v = nil
 		}
 		rv := tds.ReturnValue{Ordinal: uint16(o.ordinal), Name: o.p.name, Status: tds.ReturnValueOutput, Type: ti, Value: v}

@@ -3,7 +3,6 @@ package standin
 import (
 	"context"
 	"database/sql"
-	"encoding/binary"
 	"fmt"
 	"strings"
 	"sync/atomic"
@@ -165,8 +164,6 @@ func (r *resp) flush() {
 		r.pend = nil
 	}
 }
-
-func (r *resp) bytes() []byte { r.flush(); return r.b }
 
 // tok appends raw token bytes (flushing the held DONE first).
 func (r *resp) tok(b []byte) { r.flush(); r.b = append(r.b, b...) }
@@ -487,6 +484,3 @@ func (s *session) setIsolation(l tds.IsolationLevel) {
 		s.opts.isolation = int(l)
 	}
 }
-
-// descBytes is the 8-byte little-endian descriptor, for tests.
-func descBytes(d uint64) []byte { return binary.LittleEndian.AppendUint64(nil, d) }

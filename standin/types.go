@@ -419,12 +419,12 @@ func parseTime(s string) (time.Time, bool) {
 // wireValue converts a SQLite value into the Go value tds.AppendValue
 // expects for type t. Values that cannot be converted are conversion
 // errors (SQL Server's 245/8114 family).
-func wireValue(t sqlType, v any) (any, error) {
+func wireValue(t sqlType, v any) (any, *sqlError) {
 	if v == nil {
 		return nil, nil
 	}
-	bad := func() error {
-		return fmt.Errorf("Conversion failed when converting the value '%v' to data type %s.", v, t)
+	bad := func() *sqlError {
+		return conversionErr(fmt.Sprintf("Conversion failed when converting the value '%v' to data type %s.", v, t))
 	}
 	switch t.k {
 	case kTinyInt, kSmallInt, kInt, kBigInt:
@@ -438,7 +438,7 @@ func wireValue(t sqlType, v any) (any, error) {
 			lo = 0
 		}
 		if n > lim || n < lo {
-			return nil, fmt.Errorf("Arithmetic overflow error converting expression to data type %s.", t)
+			return nil, conversionErr(fmt.Sprintf("Arithmetic overflow error converting expression to data type %s.", t))
 		}
 		return n, nil
 	case kBit:
@@ -530,10 +530,14 @@ func wireValue(t sqlType, v any) (any, error) {
 				return x, nil
 			}
 		}
-		return nil, fmt.Errorf("Conversion failed when converting from a character string to uniqueidentifier.")
+		return nil, conversionErr("Conversion failed when converting from a character string to uniqueidentifier.")
 	}
 	return v, nil
 }
+
+// conversionErr is the error a value that cannot be converted raises (number 245, class 16,
+// whichever conversion message SQL Server words it with).
+func conversionErr(msg string) *sqlError { return errf(245, 1, 16, msg) }
 
 func asInt(v any) (int64, bool) {
 	switch x := v.(type) {
@@ -561,10 +565,10 @@ func asInt(v any) (int64, bool) {
 
 // roundDecimal rounds s half away from zero to scale digits, as SQL Server
 // does when storing into decimal(p,s).
-func roundDecimal(s string, scale int) (string, error) {
+func roundDecimal(s string, scale int) (string, *sqlError) {
 	r, ok := new(big.Rat).SetString(s)
 	if !ok {
-		return "", fmt.Errorf("Error converting data type nvarchar to numeric.")
+		return "", conversionErr("Error converting data type nvarchar to numeric.")
 	}
 	m := new(big.Rat).Mul(r, new(big.Rat).SetInt(new(big.Int).Exp(big.NewInt(10), big.NewInt(int64(scale)), nil)))
 	num, den := m.Num(), m.Denom()
