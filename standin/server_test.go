@@ -186,20 +186,8 @@ func TestDataSurvivesRestart(t *testing.T) {
 // T-SQL subset: table-driven statements and the values or errors they give.
 func TestTSQLSubset(t *testing.T) {
 	srv := start(t, standin.Config{Databases: []string{"tenant_a"}, ServerName: "bucket-007"})
-	db, _ := sql.Open("sqlserver", dsn(srv, "demo", "Demo-Passw0rd", "tenant_a"))
-	defer db.Close()
-	db.SetMaxOpenConns(1)
-	ctx := context.Background()
-	c, err := db.Conn(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	cases := []struct {
-		q       string
-		want    any
-		errCode int32
-	}{
+	c := oneConn(t, srv)
+	runSteps(t, c, []step{
 		{"SELECT @@SERVERNAME", "bucket-007", 0},
 		{"SELECT DB_NAME()", "tenant_a", 0},
 		{"USE master; SELECT DB_NAME()", "master", 0},
@@ -233,30 +221,7 @@ func TestTSQLSubset(t *testing.T) {
 		{"CREATE TABLE #tmp (x INT); INSERT INTO #tmp VALUES (9); SELECT x FROM #tmp", int64(9), 0},
 		{"SELECT CAST('12' AS INT) + 1", int64(13), 0},
 		{"exec_nothing_here", nil, 2812},
-	}
-	for _, tc := range cases {
-		var got any
-		var err error
-		if tc.want == nil {
-			_, err = c.ExecContext(ctx, tc.q)
-		} else {
-			err = c.QueryRowContext(ctx, tc.q).Scan(&got)
-		}
-		if tc.errCode != 0 {
-			var me mssql.Error
-			if !errors.As(err, &me) || me.Number != tc.errCode {
-				t.Errorf("%q: got %v, want error %d", tc.q, err, tc.errCode)
-			}
-			continue
-		}
-		if err != nil {
-			t.Errorf("%q: %v", tc.q, err)
-			continue
-		}
-		if tc.want != nil && fmt.Sprint(got) != fmt.Sprint(tc.want) {
-			t.Errorf("%q = %v (%T), want %v", tc.q, got, got, tc.want)
-		}
-	}
+	})
 }
 
 func waitFor(t *testing.T, cond func() bool) {
