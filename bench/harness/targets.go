@@ -34,7 +34,6 @@ type Target struct {
 	QueueDB   string // database to use on QueueAddr
 	Pid       int    // the proxy process (0: none)
 	Envoy     *stack.Envoy
-	stop      func()
 }
 
 // Group is the TLS family a target belongs to; ratios compare targets of one group.
@@ -43,13 +42,6 @@ func (t *Target) Group() string {
 		return "plaintext"
 	}
 	return "tls"
-}
-
-// Stop stops the target's process (shared processes are stopped once by the environment).
-func (t *Target) Stop() {
-	if t.stop != nil {
-		t.stop()
-	}
 }
 
 // env holds what the targets share: the backend, Redis, temp files.

@@ -85,20 +85,3 @@ func rawLogin(addr, user, password, database string) (*rawConn, error) {
 	c.Close()
 	return nil, fmt.Errorf("login refused: %v", evs)
 }
-
-func (rc *rawConn) batch(sql string) error {
-	q := tds.SQLBatch{Headers: tds.AllHeaders{HasTransaction: true, OutstandingRequests: 1}, Text: sql}
-	if err := rc.send(tds.PacketSQLBatch, q.AppendSQLBatch(nil)); err != nil {
-		return err
-	}
-	evs, err := rc.reply()
-	if err != nil {
-		return err
-	}
-	for _, ev := range evs {
-		if ev.Token == tds.TokenError {
-			return fmt.Errorf("%d: %s", ev.Message.Number, ev.Message.Text)
-		}
-	}
-	return nil
-}

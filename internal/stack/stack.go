@@ -94,16 +94,6 @@ func (p *Process) Exited() (bool, error) {
 	}
 }
 
-// Wait waits for the process to end on its own, at most d.
-func (p *Process) Wait(d time.Duration) (error, bool) {
-	select {
-	case <-p.done:
-		return p.err, true
-	case <-time.After(d):
-		return nil, false
-	}
-}
-
 // Pid is the child's process id.
 func (p *Process) Pid() int { return p.cmd.Process.Pid }
 
