@@ -578,6 +578,11 @@ func TestRestartWithNewCapSetsTheFleetCap(t *testing.T) {
 	if n := f.backend.Sessions(); n != 5 {
 		t.Fatalf("the stand-in holds %d sessions, want 5", n)
 	}
+	for i, s := range ss { // each of the five is served while all five hold their slots
+		if err := s.query(); err != nil {
+			t.Fatalf("session %d of 5, all open: %v", i+1, err)
+		}
+	}
 	waitStat(t, f.envoys[0], "tdspool.bucket.bucket-001.max_connections", 5)
 }
 
