@@ -69,18 +69,13 @@ func runChurn(t *testing.T, s *tdsStack, d time.Duration, clients, rawClients in
 	t.Helper()
 	pid := s.envoy.Pid()
 	if s.redis != nil {
-		// The first grant from a fresh Redis waits out the coordinator's start-up grace.
-		warm := s.db(t, 1)
-		if err := driverRoundTrip(context.Background(), warm); err != nil {
-			t.Fatalf("warm-up session: %v", err)
-		}
-		warm.Close()
+		warmUp(t, s)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
 
-	var served, driverErrs, raw atomic.Int64
-	var firstErr atomic.Value
+	var drivers driverTally
+	var raw atomic.Int64
 	var wg sync.WaitGroup
 	for w := 0; w < clients; w++ {
 		connector, err := mssql.NewConnector(compat.GoDSN(s.target(), compat.GoEncryptModes[w%len(compat.GoEncryptModes)]))
@@ -94,16 +89,7 @@ func runChurn(t *testing.T, s *tdsStack, d time.Duration, clients, rawClients in
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for ctx.Err() == nil {
-				if err := driverRoundTrip(ctx, db); err != nil {
-					if ctx.Err() == nil {
-						driverErrs.Add(1)
-						firstErr.CompareAndSwap(nil, err.Error())
-					}
-					continue
-				}
-				served.Add(1)
-			}
+			drivers.loop(ctx, db)
 		}()
 	}
 	addr := fmt.Sprintf("127.0.0.1:%d", s.port)
@@ -138,7 +124,7 @@ func runChurn(t *testing.T, s *tdsStack, d time.Duration, clients, rawClients in
 	}
 	wg.Wait()
 
-	t.Logf("churn for %s: %d driver sessions served, %d driver errors, %d raw connections", d, served.Load(), driverErrs.Load(), raw.Load())
+	t.Logf("churn for %s: %d driver sessions served, %d driver errors, %d raw connections", d, drivers.served.Load(), drivers.failed.Load(), raw.Load())
 	if exited, err := s.envoy.Exited(); exited {
 		t.Fatalf("Envoy (pid %d) died under churn: %v\n%s", pid, err, fatalLines(s.envoy.Output()))
 	}
@@ -148,13 +134,44 @@ func runChurn(t *testing.T, s *tdsStack, d time.Duration, clients, rawClients in
 	if s.envoy.Pid() != pid {
 		t.Fatalf("Envoy PID changed from %d to %d", pid, s.envoy.Pid())
 	}
-	if served.Load() == 0 {
-		t.Fatalf("no driver session was served (first error: %v)", firstErr.Load())
+	if drivers.served.Load() == 0 {
+		t.Fatalf("no driver session was served (first error: %v)", drivers.firstErr.Load())
 	}
-	if e := driverErrs.Load(); e > served.Load()/100 {
-		t.Errorf("%d driver errors against %d served (first: %v)", e, served.Load(), firstErr.Load())
+	if e := drivers.failed.Load(); e > drivers.served.Load()/100 {
+		t.Errorf("%d driver errors against %d served (first: %v)", e, drivers.served.Load(), drivers.firstErr.Load())
 	}
 	s.waitIdle(t)
+}
+
+// warmUp runs one driver session: the first grant from a fresh Redis waits out the
+// coordinator's start-up grace, which a timed run should not count.
+func warmUp(t *testing.T, s *tdsStack) {
+	t.Helper()
+	warm := s.db(t, 1)
+	if err := driverRoundTrip(context.Background(), warm); err != nil {
+		t.Fatalf("warm-up session: %v", err)
+	}
+	warm.Close()
+}
+
+// driverTally counts driver round trips: served, failed, and the first failure's text.
+type driverTally struct {
+	served, failed atomic.Int64
+	firstErr       atomic.Value
+}
+
+// loop runs round trips on db until ctx ends; a failure after the end is not counted.
+func (n *driverTally) loop(ctx context.Context, db *sql.DB) {
+	for ctx.Err() == nil {
+		if err := driverRoundTrip(ctx, db); err != nil {
+			if ctx.Err() == nil {
+				n.failed.Add(1)
+				n.firstErr.CompareAndSwap(nil, err.Error())
+			}
+			continue
+		}
+		n.served.Add(1)
+	}
 }
 
 // driverRoundTrip opens a session, runs one query and closes it (db keeps no idle sessions).
@@ -192,16 +209,11 @@ func TestBackendNeverSeesMoreSessionsThanTheCap(t *testing.T) {
 		t.Run(map[bool]string{false: "local slots", true: "Redis slots"}[withRedis], func(t *testing.T) {
 			s := startTDSStack(t, tdsStackOptions{capacity: capacity, redis: withRedis})
 			if withRedis {
-				warm := s.db(t, 1)
-				if err := driverRoundTrip(context.Background(), warm); err != nil {
-					t.Fatalf("warm-up session: %v", err)
-				}
-				warm.Close()
+				warmUp(t, s)
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), time.Duration(envInt("TDSPOOL_CAP_CHURN_SECONDS", 5))*time.Second)
 			defer cancel()
-			var served, failed atomic.Int64
-			var firstErr atomic.Value
+			var drivers driverTally
 			var wg sync.WaitGroup
 			for w := 0; w < 4*capacity; w++ {
 				db := s.db(t, 1)
@@ -209,26 +221,17 @@ func TestBackendNeverSeesMoreSessionsThanTheCap(t *testing.T) {
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
-					for ctx.Err() == nil {
-						if err := driverRoundTrip(ctx, db); err != nil {
-							if ctx.Err() == nil {
-								failed.Add(1)
-								firstErr.CompareAndSwap(nil, err.Error())
-							}
-							continue
-						}
-						served.Add(1)
-					}
+					drivers.loop(ctx, db)
 				}()
 			}
 			wg.Wait()
 			peak := s.backend.Stats().PeakSessions
-			t.Logf("%d sessions served (%d failed, first: %v) through cap %d; backend peak %d sessions", served.Load(), failed.Load(), firstErr.Load(), capacity, peak)
+			t.Logf("%d sessions served (%d failed, first: %v) through cap %d; backend peak %d sessions", drivers.served.Load(), drivers.failed.Load(), drivers.firstErr.Load(), capacity, peak)
 			if peak > capacity {
 				t.Errorf("the backend saw %d sessions at once, cap %d", peak, capacity)
 			}
-			if served.Load() < 20 {
-				t.Errorf("only %d sessions served: too little churn to say anything", served.Load())
+			if drivers.served.Load() < 20 {
+				t.Errorf("only %d sessions served: too little churn to say anything", drivers.served.Load())
 			}
 			s.waitIdle(t)
 		})
