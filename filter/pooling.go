@@ -245,9 +245,12 @@ func (s *session) adoptBackend(ok bool) {
 	if h, herr := tds.DecodeHeader(wire); herr == nil {
 		spid = h.SPID
 	}
-	release := s.release
+	release, conn := s.release, m.c
 	s.release = nil // the pool holds the slot as long as it holds the backend
-	s.pool.lease = b.pool.Adopt(s.pool.key, &pooledBackend{c: m.c, spid: spid}, reply, release, s.f.now())
+	// When the pool closes the backend, its slot goes back once the connection is really
+	// gone (the server has ended the session), as on the unpooled module leg.
+	afterClose := func() { conn.AfterClose(release) }
+	s.pool.lease = b.pool.Adopt(s.pool.key, &pooledBackend{c: m.c, spid: spid}, reply, afterClose, s.f.now())
 }
 
 func (s *session) moduleLeg() *moduleLeg {
