@@ -11,6 +11,7 @@ import (
 	mssql "github.com/microsoft/go-mssqldb"
 
 	"github.com/tdspool/tdspool/standin"
+	"github.com/tdspool/tdspool/standin/standintest"
 )
 
 func start(t *testing.T, cfg standin.Config) *standin.Server {
@@ -20,15 +21,7 @@ func start(t *testing.T, cfg standin.Config) *standin.Server {
 	}
 	cfg.DataDir = t.TempDir()
 	cfg.Logf = t.Logf
-	srv, err := standin.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Close() })
-	return srv
+	return standintest.Start(t, cfg)
 }
 
 func dsn(srv *standin.Server, user, pass, db string) string {

@@ -17,6 +17,7 @@ import (
 	"github.com/tdspool/tdspool/internal/testcert"
 	"github.com/tdspool/tdspool/standin"
 	"github.com/tdspool/tdspool/standin/compat"
+	"github.com/tdspool/tdspool/standin/standintest"
 )
 
 // tdsStack is Envoy + tdspool in front of one standin backend (bucket-001, database
@@ -48,17 +49,10 @@ type tdsStackOptions struct {
 
 func startTDSStack(t *testing.T, o tdsStackOptions) *tdsStack {
 	t.Helper()
-	backend, err := standin.New(standin.Config{
+	backend := standintest.Start(t, standin.Config{
 		ServerName: "bucket-001", Users: map[string]string{"demo": "Demo-Passw0rd"},
 		Databases: []string{"tenant_a"}, DataDir: t.TempDir(), Encryption: o.standinEnc, Lean: o.lean,
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := backend.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { backend.Close() })
 	s := &tdsStack{backend: backend}
 	listener := map[string]any{"encryption": "OFF_ALLOWED"}
 	params := envoyconfig.Params{Buckets: []envoyconfig.Bucket{{Cluster: "bucket_001", Port: backend.Port()}}}

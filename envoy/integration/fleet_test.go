@@ -19,6 +19,7 @@ import (
 	"github.com/tdspool/tdspool/deployments/envoyconfig"
 	"github.com/tdspool/tdspool/internal/stack"
 	"github.com/tdspool/tdspool/standin"
+	"github.com/tdspool/tdspool/standin/standintest"
 )
 
 // fleetStack is two Envoys (proxy ids envoy-a and envoy-b) with tdspool in front of one
@@ -61,17 +62,10 @@ func buildCtl(t *testing.T) string {
 
 func startFleet(t *testing.T, capacity int, queueTimeout string) *fleetStack {
 	t.Helper()
-	backend, err := standin.New(standin.Config{
+	backend := standintest.Start(t, standin.Config{
 		ServerName: "bucket-001", Users: map[string]string{"demo": "Demo-Passw0rd"},
 		Databases: []string{"tenant_a"}, DataDir: t.TempDir(), Encryption: standin.EncryptionOptional,
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := backend.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { backend.Close() })
 	f := &fleetStack{backend: backend, redis: startRedis(t), ctl: buildCtl(t), queueTimeout: queueTimeout}
 	for _, id := range []string{"envoy-a", "envoy-b"} {
 		e, port, admin := f.startEnvoy(t, id, capacity)

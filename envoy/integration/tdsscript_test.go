@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/tdspool/tdspool/standin"
+	"github.com/tdspool/tdspool/standin/standintest"
 	"github.com/tdspool/tdspool/tds"
 )
 
@@ -17,16 +18,8 @@ import (
 // app/pw, and the databases the routing tests name exist.
 func startBucket(t *testing.T, tag string) *standin.Server {
 	t.Helper()
-	srv, err := standin.New(standin.Config{ServerName: tag, Users: map[string]string{"app": "pw"},
+	return standintest.Start(t, standin.Config{ServerName: tag, Users: map[string]string{"app": "pw"},
 		Databases: []string{"tenant_a", "tenant_b", "tenant_c"}, DataDir: t.TempDir(), Encryption: standin.EncryptionOff})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Close() })
-	return srv
 }
 
 // rawClient speaks just enough TDS to log in through the proxy and run batches.

@@ -22,6 +22,7 @@ import (
 	"github.com/tdspool/tdspool/internal/testcert"
 	"github.com/tdspool/tdspool/standin"
 	"github.com/tdspool/tdspool/standin/compat"
+	"github.com/tdspool/tdspool/standin/standintest"
 	"github.com/tdspool/tdspool/tds"
 )
 
@@ -177,15 +178,8 @@ func loginThen(addr string, msg []byte) {
 // the same listener. Every real query must succeed, Envoy keeps its PID, slots and backend
 // sessions return to 0, and the password appears in neither Envoy's log nor its stats.
 func TestHostileInputThroughALiveListener(t *testing.T) {
-	backend, err := standin.New(standin.Config{ServerName: bucket, Users: map[string]string{demoUser: demoPassword},
+	backend := standintest.Start(t, standin.Config{ServerName: bucket, Users: map[string]string{demoUser: demoPassword},
 		Databases: []string{demoDatabase}, DataDir: t.TempDir(), Encryption: standin.EncryptionOptional})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := backend.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { backend.Close() })
 	cert, key, err := testcert.Write(t.TempDir())
 	if err != nil {
 		t.Fatal(err)

@@ -13,6 +13,7 @@ import (
 
 	"github.com/tdspool/tdspool/filter/txpool"
 	"github.com/tdspool/tdspool/standin"
+	"github.com/tdspool/tdspool/standin/standintest"
 	"github.com/tdspool/tdspool/tds"
 )
 
@@ -143,20 +144,12 @@ func (d *tapDialer) last() *tap {
 
 func startStandin(t *testing.T) *standin.Server {
 	t.Helper()
-	srv, err := standin.New(standin.Config{
+	return standintest.Start(t, standin.Config{
 		ServerName: "move",
 		Users:      map[string]string{"sa": "Secret!1"},
 		Databases:  []string{"app", "other"},
 		Encryption: standin.EncryptionOff,
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Close() })
-	return srv
 }
 
 func openTapped(t *testing.T, srv *standin.Server) (*sql.DB, *tapDialer) {

@@ -14,6 +14,7 @@ import (
 	"github.com/tdspool/tdspool/filter/txpool"
 	"github.com/tdspool/tdspool/standin"
 	"github.com/tdspool/tdspool/standin/compat"
+	"github.com/tdspool/tdspool/standin/standintest"
 	"github.com/tdspool/tdspool/tds"
 )
 
@@ -195,20 +196,13 @@ func (r *relay) port() int { return r.ln.Addr().(*net.TCPAddr).Port }
 // backend go while the server reports an open transaction; it logs, per driver, how many
 // requests ran, how often the backend could have moved and which pins held it.
 func TestWhichWorkloadsPin(t *testing.T) {
-	srv, err := standin.New(standin.Config{
+	srv := standintest.Start(t, standin.Config{
 		ServerName: "workloads",
 		Users:      map[string]string{"demo": "Demo-Passw0rd"},
 		Databases:  []string{"tenant_a"},
 		DataDir:    t.TempDir(),
 		Encryption: standin.EncryptionOptional,
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Close() })
 	python := compat.FindPython()
 	for _, drv := range []struct {
 		name, module string

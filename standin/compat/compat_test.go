@@ -7,13 +7,14 @@ import (
 	"time"
 
 	"github.com/tdspool/tdspool/standin"
+	"github.com/tdspool/tdspool/standin/standintest"
 )
 
 // startServer starts a backend in the given encryption mode with the
 // database the workloads use.
 func startServer(t *testing.T, enc standin.Encryption) (*standin.Server, Target) {
 	t.Helper()
-	srv, err := standin.New(standin.Config{
+	srv := standintest.Start(t, standin.Config{
 		ServerName: "compat-bucket",
 		Users:      map[string]string{"demo": "Demo-Passw0rd"},
 		Databases:  []string{"tenant_a"},
@@ -21,13 +22,6 @@ func startServer(t *testing.T, enc standin.Encryption) (*standin.Server, Target)
 		Encryption: enc,
 		Logf:       t.Logf,
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Close() })
 	ca, err := srv.WriteCertPEM(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
