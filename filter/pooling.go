@@ -126,9 +126,8 @@ type poolState struct {
 	ack          *tds.ResetAckConsumer
 	// sent keeps the client bytes written to a reused backend until its reset is
 	// acknowledged, so a failed reset can be retried on another one (nil past maxResend).
-	sent       []byte
-	sentLost   bool
-	evictArmed bool
+	sent     []byte
+	sentLost bool
 }
 
 // maxLoginWire bounds the recorded login response with its packet headers.
