@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tdspool/tdspool/internal/rawtds"
 	"github.com/tdspool/tdspool/standin"
 	"github.com/tdspool/tdspool/standin/standintest"
 	"github.com/tdspool/tdspool/tds"
@@ -40,27 +41,10 @@ func dialRaw(t *testing.T, addr string) *rawClient {
 }
 
 func (rc *rawClient) send(typ tds.PacketType, payload []byte) error {
-	_, err := rc.c.Write(tds.AppendPackets(nil, typ, 0, payload, 4096))
-	return err
+	return rawtds.Send(rc.c, typ, 0, payload, tds.DefaultPacketSize)
 }
 
-func (rc *rawClient) recv() (tds.Message, error) {
-	buf := make([]byte, 32<<10)
-	for {
-		msg, err := rc.r.Next()
-		if !errors.Is(err, tds.ErrShortBuffer) {
-			if err == nil {
-				msg.Payload = append([]byte(nil), msg.Payload...)
-			}
-			return msg, err
-		}
-		n, err := rc.c.Read(buf)
-		if err != nil {
-			return tds.Message{}, err
-		}
-		rc.r.Feed(buf[:n])
-	}
-}
+func (rc *rawClient) recv() (tds.Message, error) { return rawtds.Recv(rc.c, &rc.r) }
 
 // events decodes a reply's tokens.
 func events(t *testing.T, msg tds.Message) []tds.Event {

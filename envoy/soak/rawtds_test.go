@@ -1,11 +1,11 @@
 package soak
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"time"
 
+	"github.com/tdspool/tdspool/internal/rawtds"
 	"github.com/tdspool/tdspool/tds"
 )
 
@@ -17,28 +17,17 @@ type rawConn struct {
 }
 
 func (rc *rawConn) send(typ tds.PacketType, payload []byte) error {
-	_, err := rc.c.Write(tds.AppendPackets(nil, typ, 0, payload, 4096))
-	return err
+	return rawtds.Send(rc.c, typ, 0, payload, tds.DefaultPacketSize)
 }
 
 func (rc *rawConn) reply() ([]tds.Event, error) {
-	buf := make([]byte, 32<<10)
-	for {
-		msg, err := rc.r.Next()
-		if err == nil {
-			var sc tds.Scanner
-			evs, err := sc.Feed(msg.Payload)
-			return append([]tds.Event(nil), evs...), err
-		}
-		if !errors.Is(err, tds.ErrShortBuffer) {
-			return nil, err
-		}
-		n, err := rc.c.Read(buf)
-		if err != nil {
-			return nil, err
-		}
-		rc.r.Feed(buf[:n])
+	msg, err := rawtds.Recv(rc.c, &rc.r)
+	if err != nil {
+		return nil, err
 	}
+	var sc tds.Scanner
+	evs, err := sc.Feed(msg.Payload)
+	return append([]tds.Event(nil), evs...), err
 }
 
 func preloginBytes() []byte {

@@ -2,13 +2,13 @@ package pool_test
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 	"io"
 	"net"
 	"testing"
 	"time"
 
+	"github.com/tdspool/tdspool/internal/rawtds"
 	"github.com/tdspool/tdspool/standin"
 	"github.com/tdspool/tdspool/tds"
 )
@@ -53,27 +53,10 @@ func dialStandin(t *testing.T, srv *standin.Server) *rawConn {
 }
 
 func (rc *rawConn) send(typ tds.PacketType, status tds.PacketStatus, payload []byte) error {
-	_, err := rc.c.Write(tds.AppendPackets(nil, typ, status, payload, rc.pktSize))
-	return err
+	return rawtds.Send(rc.c, typ, status, payload, rc.pktSize)
 }
 
-func (rc *rawConn) recv() (tds.Message, error) {
-	buf := make([]byte, 32<<10)
-	for {
-		msg, err := rc.r.Next()
-		if !errors.Is(err, tds.ErrShortBuffer) {
-			if err == nil {
-				msg.Payload = append([]byte(nil), msg.Payload...)
-			}
-			return msg, err
-		}
-		n, err := rc.c.Read(buf)
-		if err != nil {
-			return tds.Message{}, err
-		}
-		rc.r.Feed(buf[:n])
-	}
-}
+func (rc *rawConn) recv() (tds.Message, error) { return rawtds.Recv(rc.c, &rc.r) }
 
 // login sends PRELOGIN (no encryption) and l; it returns the login
 // response payload.
