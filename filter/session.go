@@ -78,7 +78,9 @@ type session struct {
 	leg       backendLeg      // the way to the backend, once the slot is granted
 	backendIn tds.Reassembler // backend PRELOGIN reply (tcp_proxy leg)
 	loginResp tds.ResponseScanner
-	loginAck  bool
+	// loginReplyStarted: some of the backend's login reply has gone to the client.
+	loginReplyStarted bool
+	loginAck          bool
 	// loginFailed: the backend's login response ended without LOGINACK; the close is posted.
 	loginFailed bool
 
@@ -472,6 +474,7 @@ func (s *session) startBackendLogin() {
 // onBackendLoginBytes watches the login response as it passes to the client.
 func (s *session) onBackendLoginBytes(chunks [][]byte, size int) {
 	s.conn.IncCounter(s.bucket.stats.txBytes, uint64(size))
+	s.loginReplyStarted = s.loginReplyStarted || size > 0
 	if s.loginFailed {
 		return // the refusal is complete; the session is closing
 	}
@@ -652,6 +655,13 @@ func (s *session) onLoginTimeout() {
 	s.conn.Log(host.LogInfo, fmt.Sprintf("closing: login not complete after %s (phase %s)", s.f.loginTimeout, s.ph))
 	if s.ph == phWaitSlot {
 		return // the slot wait has its own bound (queue_timeout) and answers the client
+	}
+	if s.ph == phBackendLogin && !s.loginReplyStarted {
+		// The backend took the LOGIN7 and has said nothing: the client is owed an answer, and
+		// nothing of the backend's reply has reached it, so an ERROR cannot split a message.
+		s.conn.IncCounter(s.bucket.stats.backendUnavailable, 1)
+		s.refuse(backendUnavailable(s.bucket.cfg.Name, fmt.Sprintf("no login answer within %s", s.f.loginTimeout)))
+		return
 	}
 	s.finishWith(host.NoFlush, "tdspool_login_timeout")
 }

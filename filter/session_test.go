@@ -457,6 +457,26 @@ func TestSessionBackendSilentGivesBackendUnavailable(t *testing.T) {
 	}
 }
 
+func TestSessionBackendSilentAfterLogin7GivesBackendUnavailable(t *testing.T) {
+	h := newHarness(t, `{"listener": {"encryption": "OFF_ALLOWED"},
+	  "buckets": [{"name": "b1", "cluster": "c1", "max_connections": 1}], "default_bucket": "b1",
+	  "timeouts": {"login_timeout": "0.1s"}}`)
+	c := h.connect()
+	c.fromClient(preloginMsg(tds.EncryptOff))
+	c.fromClient(login7Msg("app", "", "proxy"))
+	c.waitPosted(time.Second) // slot granted
+	c.conn.Read, c.conn.ToClient = nil, nil
+	c.fromBackend(backendPreloginReply()) // LOGIN7 goes to the backend, which then says nothing
+	c.waitPosted(time.Second)             // login timer
+	assertClientError(t, c.conn, "bucket 'b1' is not currently available (no login answer within 100ms")
+	if !c.conn.Closed || c.conn.CloseType != host.FlushWrite {
+		t.Fatalf("closed=%v type=%v, want a flushed close after the error", c.conn.Closed, c.conn.CloseType)
+	}
+	if h.metrics.Value("bucket.b1.slot_released_total") != 1 || h.metrics.Value("bucket.b1.backend_unavailable_total") != 1 {
+		t.Fatal("slot not released or failure not counted")
+	}
+}
+
 func TestSessionUnhealthyClusterRefusedBeforeQueueing(t *testing.T) {
 	h := newHarness(t, testConfig)
 	c := h.connect()
