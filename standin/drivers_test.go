@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tdspool/tdspool/internal/tcprelay"
 	"github.com/tdspool/tdspool/standin"
 	"github.com/tdspool/tdspool/tds"
 )
@@ -33,32 +34,12 @@ type recorder struct {
 	to   string
 	mu   sync.Mutex
 	msgs []tds.Message
-	wg   sync.WaitGroup
 }
 
 func startRecorder(t *testing.T, to string) *recorder {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := &recorder{ln: ln, to: to}
-	r.wg.Add(1)
-	go func() {
-		defer r.wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			r.wg.Add(1)
-			go func() {
-				defer r.wg.Done()
-				r.relay(c)
-			}()
-		}
-	}()
-	t.Cleanup(func() { ln.Close(); r.wg.Wait() })
+	r := &recorder{to: to}
+	r.ln = tcprelay.Listen(t, r.relay)
 	return r
 }
 

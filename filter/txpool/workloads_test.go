@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/tdspool/tdspool/filter/txpool"
+	"github.com/tdspool/tdspool/internal/tcprelay"
 	"github.com/tdspool/tdspool/standin"
 	"github.com/tdspool/tdspool/standin/compat"
 	"github.com/tdspool/tdspool/standin/standintest"
@@ -129,29 +130,12 @@ type relay struct {
 	addr string
 	mu   sync.Mutex
 	conn []*followed
-	wg   sync.WaitGroup
 }
 
 func startRelay(t *testing.T, backend string) *relay {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := &relay{ln: ln, addr: backend}
-	t.Cleanup(func() { ln.Close(); r.wg.Wait() })
-	r.wg.Add(1)
-	go func() {
-		defer r.wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			r.wg.Add(1)
-			go func() { defer r.wg.Done(); r.serve(c) }()
-		}
-	}()
+	r := &relay{addr: backend}
+	r.ln = tcprelay.Listen(t, r.serve)
 	return r
 }
 
