@@ -21,6 +21,17 @@
 //	               (replayed login reply, RESETCONNECTION on the first request, its ack
 //	               consumed), misses handed to the pool with their slot, taints, eviction
 //	               for waiters, the sweeper, pool stats
+//	hiddenlogin.go the hidden backend login: a new module-owned connection of a bucket is
+//	               dialed (PRELOGIN/TLS by filter/backend) and logged in with a given LOGIN7,
+//	               its response read and parsed, and nothing reaches any client;
+//	               startHiddenLogin(hiddenLoginRequest{Bucket, Login7, Release, Deliver, Done})
+//	               is bounded by login_timeout and calls Done once, on Deliver's thread (the
+//	               session's worker: conn.Post) or a new goroutine (no session: warm-up), with
+//	               a hiddenLoginResult — LOGINACK: the connection (no handler), its slot's
+//	               Release, the recorded tds.LoginReply and the SPID; a refusal: the server's
+//	               ERROR tokens. The slot's Release is the hidden login's from the call: on every
+//	               failure (and a refused delivery) it closes the connection and releases the
+//	               slot once the connection is gone; on success the receiver owns both
 //	relay.go       the relay phase: client messages classified, the response stream scanned,
 //	               pin reasons, counters batched and flushed about once a second
 //	router.go      the routing rules (server name or SNI → database → user → default)
