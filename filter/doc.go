@@ -19,8 +19,9 @@
 //	               logged-in ones for the next client with the same login)
 //	pooling.go     session pooling (pool mode SESSION): a login answered from a pooled backend
 //	               (replayed login reply, RESETCONNECTION on the first request, its ack
-//	               consumed), misses handed to the pool with their slot, taints, eviction
-//	               for waiters, the sweeper, pool stats
+//	               consumed), misses handed to the pool with their slot, taints, a failed
+//	               reset replaced by another idle backend or a hidden login with the kept
+//	               LOGIN7, eviction for waiters, the sweeper, pool stats
 //	hiddenlogin.go the hidden backend login: a new module-owned connection of a bucket is
 //	               dialed (PRELOGIN/TLS by filter/backend) and logged in with a given LOGIN7,
 //	               its response read and parsed, and nothing reaches any client;

@@ -176,6 +176,7 @@ func defineBucketStats(d *metricDefiner, bucket string) bucketStats {
 			resetFailures: d.counter(p + "pool_reset_failures_total"),
 			evictions:     d.counter(p + "pool_evictions_total"),
 			closed:        d.counter(p + "pool_closed_total"),
+			relogins:      d.counter(p + "pool_relogins_total"),
 		},
 	}
 	for r := pinReason(0); r < numPinReasons; r++ {

@@ -32,6 +32,10 @@ type pooledBackend struct {
 func (p *pooledBackend) Close()      { p.c.Close() }
 func (p *pooledBackend) Alive() bool { return p.c.Alive() }
 
+// AfterClose: the pool releases a backend's slot once its connection is really gone (the
+// server has ended the session), as on the unpooled module leg.
+func (p *pooledBackend) AfterClose(fn func()) { p.c.AfterClose(fn) }
+
 // bucketPool is a pooled bucket's pool plus what the session needs to use it.
 type bucketPool struct {
 	*pool.Pool[*pooledBackend]
@@ -45,6 +49,8 @@ type bucketPool struct {
 type poolStats struct {
 	idle, active                                                     host.MetricID // gauges
 	borrowed, created, loginsSaved, resetFailures, evictions, closed host.MetricID // counters
+	// relogins: failed resets replaced by a hidden login (counted by the session).
+	relogins host.MetricID
 }
 
 // poolStatsInterval spaces the pool's stat updates (each is a snapshot under the pool's lock
@@ -128,6 +134,16 @@ type poolState struct {
 	// acknowledged, so a failed reset can be retried on another one (nil past maxResend).
 	sent     []byte
 	sentLost bool
+	// login7 is the prepared LOGIN7 (framed) of a session answered from the pool, kept until
+	// its reset is acknowledged: a backend that fails the reset, with no other idle one of the
+	// key, is replaced by a hidden login with it. Never logged; zeroed when dropped.
+	login7 []byte
+}
+
+// dropLogin7 zeroes and drops the kept LOGIN7.
+func (p *poolState) dropLogin7() {
+	clear(p.login7)
+	p.login7 = nil
 }
 
 // maxLoginWire bounds the recorded login response with its packet headers.
@@ -195,6 +211,7 @@ func (s *session) servedFromPool(login *tds.Login7) bool {
 	b.pool.ObserveBorrowWait(s.f.now().Sub(s.loginStarted))
 	s.loginAck = true
 	s.pool.login = nil
+	s.pool.login7, s.login7 = s.login7, nil
 	s.onLoginResponseDone()
 	s.flushPoolStats(false)
 	return true
@@ -244,12 +261,9 @@ func (s *session) adoptBackend(ok bool) {
 	if h, herr := tds.DecodeHeader(wire); herr == nil {
 		spid = h.SPID
 	}
-	release, conn := s.release, m.c
+	release := s.release
 	s.release = nil // the pool holds the slot as long as it holds the backend
-	// When the pool closes the backend, its slot goes back once the connection is really
-	// gone (the server has ended the session), as on the unpooled module leg.
-	afterClose := func() { conn.AfterClose(release) }
-	s.pool.lease = b.pool.Adopt(s.pool.key, &pooledBackend{c: m.c, spid: spid}, reply, afterClose, s.f.now())
+	s.pool.lease = b.pool.Adopt(s.pool.key, &pooledBackend{c: m.c, spid: spid}, reply, release, s.f.now())
 }
 
 func (s *session) moduleLeg() *moduleLeg {
@@ -299,7 +313,7 @@ func (s *session) keepSent(b []byte) {
 // the client never notices. False: no other backend, or too much to resend.
 func (s *session) retryReset() bool {
 	p, b := &s.pool, s.bucket
-	if p.sentLost || len(p.sent) == 0 || b.pool == nil {
+	if p.sentLost || b.pool == nil {
 		return false
 	}
 	lease, _ := b.pool.Borrow(p.key, s.f.now())
@@ -310,9 +324,9 @@ func (s *session) retryReset() bool {
 	// A new leg object: events still posted by the failed backend find s.leg changed and
 	// are dropped.
 	m := &moduleLeg{s: s, c: lease.Conn().c, lastActive: old.lastActive}
-	s.leg, p.lease, p.ack = m, lease, &tds.ResetAckConsumer{}
+	s.leg, p.lease, p.ack = m, lease, nil
 	m.c.SetHandler(m)
-	if _, err := m.c.Write(p.sent); err != nil {
+	if !s.resend(m) {
 		return false
 	}
 	s.conn.Log(host.LogInfo, fmt.Sprintf("bucket %s: reset failed; the request went to another pooled backend", b.cfg.Name))
@@ -332,6 +346,7 @@ func (s *session) consumeResetAck(b []byte) ([]byte, bool) {
 	}
 	if err == nil && p.ack.Acked() {
 		p.ack, p.resetPending, p.sent = nil, false, nil
+		p.dropLogin7()
 		p.lease.ResetDone(true)
 		s.conn.IncCounter(s.bucket.stats.resets, 1)
 		return out, true
@@ -344,14 +359,32 @@ func (s *session) consumeResetAck(b []byte) ([]byte, bool) {
 	return nil, s.resetFailed()
 }
 
-// resetFailed closes the backend whose reset failed and retries on another; when that is not
-// possible the session ends. It reports whether the session goes on.
-func (s *session) resetFailed() bool {
-	s.pool.lease.ResetDone(false)
-	s.pool.lease = nil
-	if s.retryReset() {
+// resend writes what the client sent to the failed backend to its replacement m; the reset's
+// acknowledgement is then awaited there (nothing sent yet: the next request is marked).
+func (s *session) resend(m *moduleLeg) bool {
+	p := &s.pool
+	if len(p.sent) == 0 {
 		return true
 	}
+	p.ack = &tds.ResetAckConsumer{}
+	_, err := m.c.Write(p.sent)
+	return err == nil
+}
+
+// resetFailed replaces the backend whose reset failed: another idle backend of the key, or
+// else a hidden login with the session's kept LOGIN7; when neither is possible the session
+// ends. It reports whether the session goes on.
+func (s *session) resetFailed() bool {
+	failed := s.pool.lease
+	s.pool.lease = nil
+	if s.retryReset() {
+		failed.ResetDone(false)
+		return true
+	}
+	if s.reloginAfterFailedReset(failed) {
+		return true
+	}
+	failed.ResetDone(false)
 	s.finishWith(host.FlushWrite, "tdspool_reset_failed")
 	return false
 }
@@ -359,7 +392,7 @@ func (s *session) resetFailed() bool {
 // backendGoneBeforeReset: a reused backend closed before acknowledging its reset (it died
 // while idle without anyone noticing); handled like a failed reset.
 func (s *session) backendGoneBeforeReset() bool {
-	if s.pool.lease == nil || s.pool.ack == nil {
+	if s.pool.lease == nil || !s.pool.resetPending {
 		return false
 	}
 	s.conn.Log(host.LogInfo, fmt.Sprintf("bucket %s: reused backend closed before its reset", s.bucket.cfg.Name))
@@ -371,6 +404,7 @@ func (s *session) backendGoneBeforeReset() bool {
 // the session. It reports whether the pool took it, so the leg must not close it.
 func (s *session) returnBackend() bool {
 	p := &s.pool
+	p.dropLogin7()
 	if p.lease == nil {
 		return false
 	}
@@ -393,6 +427,108 @@ func (s *session) returnBackend() bool {
 		s.flushPoolStats(true)
 	}
 	return true
+}
+
+// reloginAfterFailedReset replaces a reused backend whose reset failed, when the key has no
+// other idle one, by a hidden login with the session's kept LOGIN7; the client's bytes wait in
+// Envoy's buffer meanwhile and what it had sent is resent, so it never notices. The failed
+// backend's slot passes to the new connection once the failed one is gone, so the cap never
+// counts both. False: nothing kept to log in or resend with.
+func (s *session) reloginAfterFailedReset(failed *pool.Lease[*pooledBackend]) bool {
+	p := &s.pool
+	if p.sentLost || len(p.login7) == 0 || s.bucket.target == nil {
+		return false
+	}
+	pb := failed.Conn()
+	slot := failed.DetachFailed()
+	login7 := p.login7
+	p.login7 = nil
+	rl := &reloginLeg{s: s, lastActive: s.moduleLeg().lastActive}
+	s.leg = rl
+	pb.c.SetHandler(nil)
+	pb.c.Close()
+	conn := s.conn
+	// The failed connection's goroutine runs this once it is gone; the login starts on the
+	// worker. A refused post means the client is gone: the slot goes back.
+	pb.c.AfterClose(func() {
+		if !conn.Post(func() { rl.start(login7, slot) }) {
+			clear(login7)
+			slot()
+		}
+	})
+	s.conn.Log(host.LogInfo, fmt.Sprintf("bucket %s: reset failed and no other pooled backend; logging in a new one", s.bucket.cfg.Name))
+	return true
+}
+
+// reloginLeg is a session's leg while a hidden login replaces its failed backend: client
+// bytes stay in Envoy's buffer, and a session that ends cancels the login.
+type reloginLeg struct {
+	s          *session
+	lastActive time.Time
+	cancel     func()
+	closed     bool
+}
+
+func (r *reloginLeg) start(login7 []byte, slot func()) {
+	s := r.s
+	if r.closed || s.finished || s.leg != r {
+		clear(login7)
+		slot()
+		return
+	}
+	r.cancel = s.f.startHiddenLogin(hiddenLoginRequest{Bucket: s.bucket, Login7: login7, Release: slot,
+		Deliver: s.conn.Post, Done: r.done})
+}
+
+// done runs on the worker with the hidden login's outcome.
+func (r *reloginLeg) done(res hiddenLoginResult) {
+	s, p, b := r.s, &r.s.pool, r.s.bucket
+	if s.finished || s.leg != r {
+		if res.OK() {
+			closeReleasing(res.Conn, res.Release)
+		}
+		return
+	}
+	if !res.OK() {
+		s.conn.Log(host.LogWarn, fmt.Sprintf("bucket %s: replacing a pooled backend: %v", b.cfg.Name, res.Err))
+		if len(res.Refused) > 0 {
+			// The server refused the key's login (a changed password, a disabled login): its
+			// own errors answer the client's request.
+			b.pool.LoginRefused(p.key)
+			s.toClient(tds.AppendPacketsSPID(nil, tds.PacketReply, 0, res.SPID, res.Response, s.pktSize))
+			s.finishWith(host.FlushWrite, "tdspool_relogin_refused")
+			return
+		}
+		s.conn.IncCounter(b.stats.backendUnavailable, 1)
+		s.refuse(backendUnavailable(b.cfg.Name, res.Err.Error()))
+		return
+	}
+	lease := b.pool.Adopt(p.key, &pooledBackend{c: res.Conn, spid: res.SPID}, res.Reply, res.Release, s.f.now())
+	m := &moduleLeg{s: s, c: res.Conn, lastActive: r.lastActive}
+	s.leg, p.lease, p.ack = m, lease, nil
+	m.c.SetHandler(m)
+	s.conn.IncCounter(b.stats.pool.relogins, 1)
+	if !s.resend(m) {
+		s.finishWith(host.FlushWrite, "tdspool_backend_write_failed")
+		return
+	}
+	if n := s.conn.ReadBufferLen(); n > 0 {
+		m.fromClient(n)
+	}
+}
+
+func (r *reloginLeg) open() bool                 { return true }
+func (r *reloginLeg) sendLogin([]byte)           {}
+func (r *reloginLeg) relayStarted()              {}
+func (r *reloginLeg) fromClient(int) host.Status { return host.StopIteration } // kept in Envoy's buffer
+func (r *reloginLeg) clientWatermark(bool)       {}
+func (r *reloginLeg) clientEnded()               { r.s.finishWith(host.FlushWrite, "tdspool_client_closed") }
+func (r *reloginLeg) close() {
+	r.closed = true
+	r.s.pool.dropLogin7()
+	if r.cancel != nil {
+		r.cancel()
+	}
 }
 
 // While a session of a pooled bucket waits for a slot, idle backends are closed to free

@@ -206,20 +206,105 @@ func TestPooledSessionTaintsAndFailures(t *testing.T) {
 	}
 }
 
-// A reused backend that does not acknowledge the reset is closed with the session; the
-// slot comes back.
-func TestPooledResetFailure(t *testing.T) {
-	h, dialed := pooledHarness(t)
-	a := h.connect()
-	fb, _ := a.pooledLogin(t, dialed, "app", "pw")
-	a.s.OnEvent(host.RemoteClose)
-	b := h.connect()
-	b.pooledLogin(t, dialed, "app", "pw")
-	fb.h = b.s.(*session).leg.(*moduleLeg)
-	_, got := b.roundTrip(t, fb, doneReply())
-	if len(got) != 0 || !b.conn.Closed || b.conn.CloseDetails != "tdspool_reset_failed" || !fb.closed || h.held() != 0 {
-		t.Fatalf("client got %d bytes, closed %v (%s), backend closed %v, slots held %d",
-			len(got), b.conn.Closed, b.conn.CloseDetails, fb.closed, h.held())
+// A reused backend whose reset fails, with no other idle backend of the key, is replaced by a
+// hidden login with the session's kept LOGIN7 and the client's request is resent: the client
+// sees one ordinary answer. A refused login gives the client the server's own error; a client
+// that leaves meanwhile leaves no slot behind.
+func TestPooledResetFailureLogsInANewBackend(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		fail    func(fb *fakeBackend)
+		outcome string // "ok", "refused", "client leaves"
+	}{
+		{"no acknowledgement", func(fb *fakeBackend) { fb.h.Data(doneReply()) }, "ok"},
+		{"backend gone", func(fb *fakeBackend) { fb.h.Closed(io.EOF) }, "ok"},
+		{"login refused", func(fb *fakeBackend) { fb.h.Data(doneReply()) }, "refused"},
+		{"client leaves during the login", func(fb *fakeBackend) { fb.h.Closed(io.EOF) }, "client leaves"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h, dialed := pooledHarness(t)
+			a := h.connect()
+			fb, _ := a.pooledLogin(t, dialed, "app", "pw")
+			firstLogin := append([]byte(nil), fb.login...)
+			a.s.OnEvent(host.RemoteClose)
+			b := h.connect()
+			b.pooledLogin(t, dialed, "app", "pw")
+			if sess := b.s.(*session); len(sess.pool.login7) == 0 {
+				t.Fatal("a session served from the pool keeps no LOGIN7 for a re-login")
+			}
+			batch := tds.AppendPackets(nil, tds.PacketSQLBatch, 0, (&tds.SQLBatch{Text: "select 1"}).AppendSQLBatch(nil), 8192)
+			b.fromClient(batch)
+			sent := append([]byte(nil), fb.written...)
+			kept := b.s.(*session).pool.login7
+			b.conn.ToClient = nil
+			tc.fail(fb)
+			b.waitPosted(time.Second) // the failure, then the old slot's hand-over
+			b.conn.RunPosted()
+			if !fb.closed || len(*dialed) != 2 || b.conn.Closed || h.held() != 1 {
+				t.Fatalf("failed backend closed=%v, dials %d, client closed %v, slots %d", fb.closed, len(*dialed), b.conn.Closed, h.held())
+			}
+			zeroed := func() {
+				t.Helper()
+				if bytes.Count(kept, []byte{0}) != len(kept) {
+					t.Fatal("the kept LOGIN7 was not zeroed once sent or dropped")
+				}
+			}
+			// Meanwhile the client's next bytes wait in Envoy's buffer.
+			b.conn.Read = append(b.conn.Read, 0x01)
+			if st := b.s.OnRead(len(b.conn.Read), false); st != host.StopIteration || len(b.conn.Read) != 1 {
+				t.Fatal("client bytes during the re-login were not held")
+			}
+			b.conn.Read = nil
+			nb := (*dialed)[1]
+			if tc.outcome == "client leaves" {
+				b.s.OnEvent(host.RemoteClose)
+				b.s.OnDestroy()
+				nb.h.Ready(&tds.Prelogin{}, tds.EncryptionNone)
+				time.Sleep(10 * time.Millisecond)
+				if !nb.closed || h.held() != 0 || len(nb.login) != 0 {
+					t.Fatalf("new backend closed=%v, slots held %d, login sent %d bytes", nb.closed, h.held(), len(nb.login))
+				}
+				zeroed()
+				return
+			}
+			nb.h.Ready(&tds.Prelogin{}, tds.EncryptionNone)
+			if !bytes.Equal(nb.login, firstLogin) {
+				t.Fatal("the hidden login did not send the session's prepared LOGIN7")
+			}
+			zeroed()
+			if tc.outcome == "refused" {
+				nb.h.Data(loginRefusedReply())
+				b.waitPosted(time.Second)
+				var r tds.Reassembler
+				r.Feed(b.conn.ToClient)
+				msg, err := r.Next()
+				if err != nil || !bytes.Contains(msg.Payload, []byte("L\x00o\x00g\x00i\x00n\x00")) || !b.conn.Closed || h.held() != 0 {
+					t.Fatalf("client got %v (% x), closed %v, slots %d", err, msg.Payload, b.conn.Closed, h.held())
+				}
+				return
+			}
+			nb.h.Data(loginAckReply())
+			b.waitPosted(time.Second)
+			if !bytes.Equal(nb.written, sent) || len(b.conn.ToClient) != 0 {
+				t.Fatalf("resent %v, client got %d bytes", bytes.Equal(nb.written, sent), len(b.conn.ToClient))
+			}
+			nb.h.Data(doneReply(tds.EnvChangeResetAck().AppendEnvChange(nil)))
+			b.waitPosted(time.Second)
+			if !bytes.Equal(b.conn.ToClient, doneReply()) || b.conn.Closed {
+				t.Fatalf("client got % x (closed %v), want one ordinary answer", b.conn.ToClient, b.conn.Closed)
+			}
+			if v := h.metrics.Value("bucket.p1.pool_relogins_total"); v != 1 {
+				t.Fatalf("pool_relogins_total = %d", v)
+			}
+			b.s.OnEvent(host.RemoteClose)
+			if nb.closed || h.held() != 1 {
+				t.Fatalf("new backend closed=%v, slots %d: want it idle in the pool", nb.closed, h.held())
+			}
+			c := h.connect()
+			if _, reused := c.pooledLogin(t, dialed, "app", "pw"); !reused {
+				t.Fatal("the replacement backend does not serve the key")
+			}
+		})
 	}
 }
 

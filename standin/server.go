@@ -170,6 +170,8 @@ type Server struct {
 
 	refuse atomic.Bool
 	delay  atomic.Int64
+	// failResets: how many more RESETCONNECTIONs fail (FailResets).
+	failResets atomic.Int64
 
 	// Counters for tests.
 	logins, failedLogins, resets, attentions atomic.Int64
@@ -429,6 +431,11 @@ func (s *Server) Kill(spid int) bool {
 // RefuseNew makes the server close new connections right after accept
 // (on=true) or accept them again (on=false). Existing sessions are kept.
 func (s *Server) RefuseNew(on bool) { s.refuse.Store(on) }
+
+// FailResets makes the next n RESETCONNECTION requests fail the way SQL Server fails a reset
+// it cannot do (error 18059, class 20, and the connection dropped after the reply), whatever
+// the session's state: a test's way to a backend whose reset fails.
+func (s *Server) FailResets(n int) { s.failResets.Store(int64(n)) }
 
 // SetDelay changes the per-request delay at run time.
 func (s *Server) SetDelay(d time.Duration) { s.delay.Store(int64(d)) }

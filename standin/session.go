@@ -272,7 +272,7 @@ func (s *session) execute(ctx context.Context, req request) ([]byte, error) {
 // active application role (sp_setapprole without sp_unsetapprole) makes
 // SQL Server refuse the reset with 18059 and drop the connection.
 func (s *session) reset(r *resp, skipTran bool) *sqlError {
-	if s.appRole != "" {
+	if s.appRole != "" || s.c.srv.failResets.Add(-1) >= 0 {
 		s.dropAfterReply = true
 		return errf(18059, 1, 20, "The connection has been dropped because the principal that opened it subsequently assumed a new security context, and then tried to reset the connection under its impersonated security context. This scenario is not supported. See \"Impersonation Overview\" in Books Online.")
 	}

@@ -252,13 +252,15 @@ func Build() ([]byte, error) {
 			desc: "borrowed: a client got an idle backend; logins saved: its reset succeeded, so no backend login happened; " +
 				"created: real backend logins whose backend joined the pool; evictions: idle backends closed to free a slot " +
 				"for a waiter; closed: backends the pool closed (limits, taints, deaths, evictions); reset failures: reused " +
-				"backends that did not acknowledge their reset.",
+				"backends that did not acknowledge their reset; re-logins: failed resets with no other idle backend, replaced " +
+				"by a backend login the client never saw.",
 			queries: []q{{"sum(rate(envoy_tdspool_bucket_pool_borrowed_total{" + pb + "}[" + ri + "]))", "borrowed"},
 				{"sum(rate(envoy_tdspool_bucket_pool_logins_saved_total{" + pb + "}[" + ri + "]))", "logins saved"},
 				{"sum(rate(envoy_tdspool_bucket_pool_created_total{" + pb + "}[" + ri + "]))", "created"},
 				{"sum(rate(envoy_tdspool_bucket_pool_evictions_total{" + pb + "}[" + ri + "]))", "evictions"},
 				{"sum(rate(envoy_tdspool_bucket_pool_closed_total{" + pb + "}[" + ri + "]))", "closed"},
-				{"sum(rate(envoy_tdspool_bucket_pool_reset_failures_total{" + pb + "}[" + ri + "]))", "reset failures"}}}.build(),
+				{"sum(rate(envoy_tdspool_bucket_pool_reset_failures_total{" + pb + "}[" + ri + "]))", "reset failures"},
+				{"sum(rate(envoy_tdspool_bucket_pool_relogins_total{" + pb + "}[" + ri + "]))", "re-logins"}}}.build(),
 	)
 
 	row("Pinning",

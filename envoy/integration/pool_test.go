@@ -302,6 +302,49 @@ func TestSessionPoolIdleBackendKilled(t *testing.T) {
 	}
 }
 
+// A reused backend whose reset fails (the stand-in refuses it with 18059 and drops the
+// connection), or that was killed just before its borrow, with no other idle backend of the
+// key: the proxy logs a new backend in behind the client's back with the client's own login
+// and resends the request. The client gets its answer and its session goes on.
+func TestSessionPoolResetFailureLogsInANewBackend(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		break_ func(st *tdsStack)
+	}{
+		{"reset refused", func(st *tdsStack) { st.backend.FailResets(1) }},
+		{"idle backend killed just before", func(st *tdsStack) {
+			for _, spid := range st.backend.SPIDs() {
+				st.backend.Kill(spid)
+			}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			st := startTDSStack(t, tdsStackOptions{capacity: 1, leg: "module", bucket: sessionPool})
+			o := poolLogin{}
+			mustPoolClient(t, st, o).c.Close()
+			returned(t, st, o)
+			tc.break_(st)
+			before := st.backend.Stats()
+			rc := mustPoolClient(t, st, o)
+			for i, q := range []string{"PRINT 'first'", "PRINT 'second'"} {
+				evs := rc.exec(t, q)
+				want := fmt.Sprintf("[%s]", []string{"first", "second"}[i])
+				if got := fmt.Sprint(printed(evs)); got != want {
+					t.Fatalf("%q printed %s (events %v)", q, got, evs)
+				}
+			}
+			if n := st.backend.Stats().Logins - before.Logins; n != 1 {
+				t.Fatalf("%d backend logins for the client, want 1 (a new backend in place of the broken one)", n)
+			}
+			rc.c.Close()
+			returned(t, st, o)
+			if peak := st.backend.PeakConnections(); peak > 1 {
+				t.Fatalf("backend peak %d connections with a cap of 1", peak)
+			}
+		})
+	}
+}
+
 // Cap 2, three logins taking turns: a login that finds the bucket full of other logins' idle
 // backends gets a slot by eviction, well within the queue timeout, and the stand-in never
 // holds more than two backends (an evicted one gives its slot back once it is gone).

@@ -68,6 +68,9 @@
 //     LoginRefused, which forgets the key.
 //  3. The reset's outcome: Lease.ResetDone. A failed reset closes the
 //     backend; the session borrows again and resends its first request.
+//     With no other idle backend, Lease.DetachFailed hands the failed
+//     backend's slot to the session, which logs a new backend in with the
+//     client's login and Adopts it.
 //  4. The client leaves: Lease.Return puts the backend on top of its key's
 //     idle stack, or closes it (tainted, dead, past MaxLifetime, an old
 //     credential, draining). Lease.Discard closes it outright.

@@ -20,6 +20,13 @@ type Conn interface {
 	Alive() bool
 }
 
+// AfterCloser is a Conn whose close completes later (a socket that waits for the server to
+// end the session). The pool then releases the slot through AfterClose, once the connection
+// is really gone, so the slot never counts two live backends.
+type AfterCloser interface {
+	AfterClose(fn func())
+}
+
 // Config bounds how long backend sessions live in a bucket's pool.
 type Config struct {
 	// MaxIdleTime closes a backend idle for longer. Zero: no limit.
@@ -330,6 +337,24 @@ func (l *Lease[C]) ResetDone(ok bool) {
 	l.discard()
 }
 
+// DetachFailed is ResetDone(false) for a caller that replaces the backend
+// itself (a hidden login): the backend leaves the pool without being
+// closed, and the caller gets its slot's release, which it must call
+// exactly once, after closing the connection. The lease ends.
+func (l *Lease[C]) DetachFailed() (release func()) {
+	if l.done {
+		return nil
+	}
+	l.done = true
+	p := l.p
+	p.mu.Lock()
+	p.stats.resetFailures++
+	p.deactivate(l.e)
+	p.forget(l.e)
+	p.mu.Unlock()
+	return l.e.release
+}
+
 // Return gives the backend back when its client leaves. It goes on top of
 // its key's idle stack unless it must not be reused: tainted, dead, past
 // MaxLifetime, logged in with a credential the key no longer has, a key
@@ -546,9 +571,14 @@ func closeAll[C Conn](es []*entry[C]) {
 
 func closeEntry[C Conn](e *entry[C]) {
 	defer func() {
-		if e.release != nil {
-			e.release()
+		if e.release == nil {
+			return
 		}
+		if ac, ok := any(e.conn).(AfterCloser); ok {
+			ac.AfterClose(e.release)
+			return
+		}
+		e.release()
 	}()
 	e.conn.Close()
 }

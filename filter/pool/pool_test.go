@@ -312,6 +312,54 @@ func TestResetFailureRetries(t *testing.T) {
 	}
 }
 
+// A caller replacing a failed backend itself takes it out unclosed, with its slot's release.
+func TestDetachFailed(t *testing.T) {
+	hs := newHarness(t, Config{})
+	k := hs.key("demo", "pw", "tenant_a")
+	hs.login(k).Return(hs.now)
+	l := hs.borrow(k, Hit)
+	release := l.DetachFailed()
+	c := l.Conn()
+	if c.closes.Load() != 0 || release == nil {
+		t.Fatal("DetachFailed closed the backend or kept its slot")
+	}
+	if again := l.DetachFailed(); again != nil {
+		t.Fatal("a second DetachFailed handed the slot out again")
+	}
+	l.Return(hs.now)
+	if st := hs.p.Stats(); st.ResetFailures != 1 || st.Pooled != 0 {
+		t.Fatalf("stats %+v", st)
+	}
+	c.Close()
+	release() // the caller's part; checkSlots counts it
+	hs.borrow(k, MissEmpty)
+}
+
+// afterCloser is a connection whose close completes later.
+type afterCloser struct {
+	fakeConn
+	after []func()
+}
+
+func (c *afterCloser) AfterClose(fn func()) { c.after = append(c.after, fn) }
+
+// A connection that finishes closing later gets its slot released through AfterClose.
+func TestReleaseAfterClose(t *testing.T) {
+	p := New[*afterCloser](Config{})
+	h := mustHasher(t)
+	l := baseLogin()
+	k, _ := KeyFromLogin7("b", l, h)
+	c := &afterCloser{}
+	p.Adopt(k, c, nil, c.release, time.Unix(0, 0)).Discard()
+	if c.closes.Load() != 1 || c.releases.Load() != 0 || len(c.after) != 1 {
+		t.Fatalf("closed %d, released %d, deferred %d", c.closes.Load(), c.releases.Load(), len(c.after))
+	}
+	c.after[0]()
+	if c.releases.Load() != 1 {
+		t.Fatal("the deferred release did not release")
+	}
+}
+
 func TestEvictIdle(t *testing.T) {
 	hs := newHarness(t, Config{})
 	a, b, w := hs.key("a", "pw", "db"), hs.key("b", "pw", "db"), hs.key("w", "pw", "db")
