@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	mssql "github.com/microsoft/go-mssqldb"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/tdspool/tdspool/deployments/envoyconfig"
 	"github.com/tdspool/tdspool/internal/stack"
@@ -605,4 +607,121 @@ func TestStatPrefixNamesTheListener(t *testing.T) {
 			t.Fatalf("no %s in /stats/prometheus:\n%s", want, grepLines(body, "tdspool_connections_active"))
 		}
 	}
+}
+
+// queueWatch records, from Redis itself, the order in which the coordinator queued and
+// granted a bucket's waiters: each waiter's ticket (P:{b}:q) and the Redis-clock millisecond
+// its grant restamped on its holder record (P:{b}:i). This is the FIFO oracle: a client's
+// own send and LOGINACK times also carry Envoy's scheduling before the enqueue and the
+// backend login after the grant, which on a loaded machine reorder clients that the queue
+// served in order.
+type queueWatch struct {
+	mu      sync.Mutex
+	ticket  map[string]float64 // waiter id -> ticket, seen while it waited
+	granted map[string]int64   // id -> grant time (Redis ms), first seen held
+	client  map[string]string  // id -> holder's client address
+	polls   int
+	stop    chan struct{}
+	done    chan struct{}
+}
+
+func watchQueue(t *testing.T, redisAddr, bucket string) *queueWatch {
+	t.Helper()
+	rdb := redis.NewClient(&redis.Options{Addr: redisAddr})
+	w := &queueWatch{ticket: map[string]float64{}, granted: map[string]int64{}, client: map[string]string{},
+		stop: make(chan struct{}), done: make(chan struct{})}
+	qKey, iKey := fmt.Sprintf("tdspool:{%s}:q", bucket), fmt.Sprintf("tdspool:{%s}:i", bucket)
+	go func() {
+		defer close(w.done)
+		defer rdb.Close()
+		ctx := context.Background()
+		for {
+			select {
+			case <-w.stop:
+				return
+			default:
+			}
+			var q *redis.ZSliceCmd
+			var info *redis.MapStringStringCmd
+			_, err := rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+				q = p.ZRangeWithScores(ctx, qKey, 0, -1)
+				info = p.HGetAll(ctx, iKey)
+				return nil
+			})
+			if err == nil {
+				w.record(q.Val(), info.Val())
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+	}()
+	t.Cleanup(w.close)
+	return w
+}
+
+func (w *queueWatch) record(queued []redis.Z, info map[string]string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.polls++
+	waiting := map[string]bool{}
+	for _, z := range queued {
+		id := z.Member.(string)
+		waiting[id] = true
+		w.ticket[id] = z.Score
+	}
+	for id, v := range info {
+		since, holder, ok := strings.Cut(v, " ")
+		if !ok {
+			continue
+		}
+		var rec struct {
+			Client string `json:"client"`
+		}
+		if json.Unmarshal([]byte(holder), &rec) == nil && rec.Client != "" {
+			w.client[id] = rec.Client
+		}
+		if _, seen := w.granted[id]; !seen && !waiting[id] {
+			if ms, err := strconv.ParseInt(since, 10, 64); err == nil {
+				w.granted[id] = ms
+			}
+		}
+	}
+}
+
+func (w *queueWatch) close() {
+	select {
+	case <-w.stop:
+	default:
+		close(w.stop)
+	}
+	<-w.done
+}
+
+// inversions stops the watch and counts pairs of queued waiters granted against ticket
+// order (a grant in the same Redis millisecond is not an inversion), out of the pairs
+// compared; queued is how many waiters were seen both queued and granted.
+func (w *queueWatch) inversions() (inv, pairs, queued int) {
+	w.close()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	type waiter struct {
+		ticket  float64
+		granted int64
+	}
+	var ws []waiter
+	for id, tk := range w.ticket {
+		if g, ok := w.granted[id]; ok {
+			ws = append(ws, waiter{tk, g})
+		}
+	}
+	for i := range ws {
+		for j := range ws {
+			if ws[i].ticket < ws[j].ticket {
+				pairs++
+				if ws[i].granted > ws[j].granted {
+					inv++
+				}
+			}
+		}
+	}
+	return inv, pairs, len(ws)
 }

@@ -63,8 +63,12 @@ func TestNoNonPointerValueInAPointerSlot(t *testing.T) {
 }
 
 // runChurn loops go-mssqldb clients (connect → query → close, each in one encryption mode)
-// and raw sockets (a PRELOGIN, garbage or an immediate close) for d, then checks that Envoy
-// lived through it, served the drivers and ended idle.
+// and raw sockets (a PRELOGIN, garbage or an immediate hang-up) for d, then checks that Envoy
+// lived through it, served the drivers and ended idle. Each raw socket waits for Envoy's answer
+// or close before the next one: a raw client that hangs up and dials again at once is an open
+// loop that, whenever Envoy falls behind (GOGC=1 on a loaded machine), fills the listener's
+// accept queue with connections nobody waits for, and the kernel then drops every SYN, the
+// drivers' too (they failed with dial timeouts). Closed loops keep the churn at Envoy's pace.
 func runChurn(t *testing.T, s *tdsStack, d time.Duration, clients, rawClients int) {
 	t.Helper()
 	pid := s.envoy.Pid()
@@ -116,15 +120,18 @@ func runChurn(t *testing.T, s *tdsStack, d time.Duration, clients, rawClients in
 						junk[i] = byte(rng.Uint32())
 					}
 					_, _ = c.Write(junk)
+					awaitClose(c)
+				default: // hang up before sending anything
+					_ = c.(*net.TCPConn).CloseWrite()
+					awaitClose(c)
 				}
 				c.Close()
-				time.Sleep(time.Millisecond) // churn, not a SYN flood: drivers must still get in
 			}
 		}(uint64(w))
 	}
 	wg.Wait()
 
-	t.Logf("churn for %s: %d driver sessions served, %d driver errors, %d raw connections", d, drivers.served.Load(), drivers.failed.Load(), raw.Load())
+	t.Logf("churn for %s: %d driver sessions served, %d driver errors, %d raw connections (%d driver failures after the deadline not counted)", d, drivers.served.Load(), drivers.failed.Load(), raw.Load(), drivers.late.Load())
 	if exited, err := s.envoy.Exited(); exited {
 		t.Fatalf("Envoy (pid %d) died under churn: %v\n%s", pid, err, fatalLines(s.envoy.Output()))
 	}
@@ -138,7 +145,7 @@ func runChurn(t *testing.T, s *tdsStack, d time.Duration, clients, rawClients in
 		t.Fatalf("no driver session was served (first error: %v)", drivers.firstErr.Load())
 	}
 	if e := drivers.failed.Load(); e > drivers.served.Load()/100 {
-		t.Errorf("%d driver errors against %d served (first: %v)", e, drivers.served.Load(), drivers.firstErr.Load())
+		t.Errorf("%d driver errors against %d served (first: %v; by kind: %s)", e, drivers.served.Load(), drivers.firstErr.Load(), drivers.failures())
 	}
 	s.waitIdle(t)
 }
@@ -154,23 +161,89 @@ func warmUp(t *testing.T, s *tdsStack) {
 	warm.Close()
 }
 
-// driverTally counts driver round trips: served, failed, and the first failure's text.
-type driverTally struct {
-	served, failed atomic.Int64
-	firstErr       atomic.Value
+// awaitClose reads until Envoy closes c (or c's deadline passes): Envoy has taken the
+// connection off its accept queue and dealt with it.
+func awaitClose(c net.Conn) {
+	buf := make([]byte, 512)
+	for {
+		if _, err := c.Read(buf); err != nil {
+			return
+		}
+	}
 }
 
-// loop runs round trips on db until ctx ends; a failure after the end is not counted.
-func (n *driverTally) loop(ctx context.Context, db *sql.DB) {
-	for ctx.Err() == nil {
-		if err := driverRoundTrip(ctx, db); err != nil {
-			if ctx.Err() == nil {
-				n.failed.Add(1)
-				n.firstErr.CompareAndSwap(nil, err.Error())
+// driverTally counts driver round trips: served, failed, the first failure's text and the
+// failures by kind (so a failed run says which kinds, not just the first).
+type driverTally struct {
+	served, failed atomic.Int64
+	late           atomic.Int64 // failures at or after the deadline, before ctx.Err() said so
+	firstErr       atomic.Value
+	mu             sync.Mutex
+	kinds          map[string]int
+}
+
+// errKind is an error's text with addresses and numbers stripped, to group failures.
+func errKind(err error) string {
+	var b strings.Builder
+	digits := false
+	for _, r := range err.Error() {
+		if r >= '0' && r <= '9' {
+			if !digits {
+				b.WriteByte('#')
 			}
+			digits = true
 			continue
 		}
-		n.served.Add(1)
+		digits = false
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
+// failures lists the failure kinds with their counts.
+func (n *driverTally) failures() string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	var parts []string
+	for k, c := range n.kinds {
+		parts = append(parts, fmt.Sprintf("%d× %s", c, k))
+	}
+	return strings.Join(parts, "; ")
+}
+
+// loop runs round trips on db until ctx's deadline; a failure after the deadline is not
+// counted. The deadline is read from the clock, not from ctx.Err(): a dial started just after
+// the deadline fails at once with "i/o timeout" (the net package compares the deadline with
+// the clock), while ctx.Err() stays nil until the context's timer goroutine runs, which on a
+// loaded machine is milliseconds later; every driver loop then spun through failed dials, and
+// the run reported hundreds of "dial tcp: i/o timeout" errors that all came after its end.
+// late counts those.
+func (n *driverTally) loop(ctx context.Context, db *sql.DB) {
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		panic("driverTally.loop needs a context with a deadline")
+	}
+	for ctx.Err() == nil && time.Now().Before(deadline) {
+		start := time.Now()
+		err := driverRoundTrip(ctx, db)
+		if err == nil {
+			n.served.Add(1)
+			continue
+		}
+		if ctx.Err() != nil || !time.Now().Before(deadline) {
+			if ctx.Err() == nil {
+				n.late.Add(1)
+			}
+			return
+		}
+		n.failed.Add(1)
+		n.firstErr.CompareAndSwap(nil, fmt.Sprintf("after %v: %v", time.Since(start).Round(time.Millisecond), err))
+		n.mu.Lock()
+		if n.kinds == nil {
+			n.kinds = map[string]int{}
+		}
+		n.kinds[errKind(err)]++
+		n.mu.Unlock()
 	}
 }
 
