@@ -169,7 +169,7 @@ func (f *fleet) startProxy(id string) *proxyProc {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e, err := stack.StartEnvoy(stack.EnvoyOptions{Config: yaml, AdminPort: admin})
+	e, err := stack.StartEnvoy(stack.EnvoyOptions{Config: yaml, AdminPort: admin, ComponentLogLevel: envoyLogLevels})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -181,14 +181,12 @@ func (f *fleet) startProxy(id string) *proxyProc {
 	if err != nil {
 		t.Fatal(err)
 	}
+	connector.Dialer = &tracingDialer{}
 	p.db = sql.OpenDB(connector)
 	p.db.SetMaxIdleConns(0) // every session is a new connection: connect → query → close
 	t.Cleanup(func() {
 		p.db.Close()
 		e.Stop()
-		if t.Failed() {
-			t.Logf("%s output (tail):\n%s", id, tail(e.Output(), 40))
-		}
 	})
 	return p
 }
@@ -208,45 +206,98 @@ type outcome struct {
 	excused     map[string]int64 // broken by a deliberate kill, by phase
 	unexplained []string
 	late        []string // answered (served or error) later than queue timeout + 1 s
+	failedAddrs []string // client addresses of the unexplained and late sessions
 	slowest     time.Duration
+	// The slowest PRELOGIN and LOGIN7 answer waits of sessions no kill broke: the filter
+	// answers PRELOGIN itself; LOGIN7 waits for a slot and the backend's login.
+	slowestPrelogin, slowestLogin time.Duration
 }
 
-func (o *outcome) add(err error, took time.Duration, chaos string, excusable bool) {
+// add records one session. broken: a deliberate kill happened while it ran, so a failure
+// without a TDS error is the kill's doing. startedInKill: it started while something was
+// dead, so how long it took says nothing either; a session that merely lived through a kill
+// must still be answered within queue timeout + 1 s (a kill resets connections at once).
+func (o *outcome) add(err error, took time.Duration, tr *loginTrace, chaos string, broken, startedInKill bool) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	o.slowest = max(o.slowest, took)
+	if !broken {
+		pre, login := tr.waits()
+		o.slowestPrelogin, o.slowestLogin = max(o.slowestPrelogin, pre), max(o.slowestLogin, login)
+	}
 	var me mssql.Error
 	switch {
 	case err == nil:
 		o.served++
 	case errors.As(err, &me):
 		o.byNumber[me.Number]++
-	case excusable:
+	case broken:
 		o.excused[chaos]++
-		return
 	default:
 		if len(o.unexplained) < 20 {
-			o.unexplained = append(o.unexplained, fmt.Sprintf("[%s] %v", chaos, err))
+			o.unexplained = append(o.unexplained, fmt.Sprintf("[%s] %v (%s)", chaos, err, tr))
+			o.failedAddrs = append(o.failedAddrs, tr.local)
 		}
 		return
 	}
-	if took > queueTimeout+answerSlack && !excusable && len(o.late) < 20 {
-		o.late = append(o.late, fmt.Sprintf("[%s] answered after %s: %v", chaos, took.Round(time.Millisecond), err))
+	if took > queueTimeout+answerSlack && !startedInKill && len(o.late) < 20 {
+		o.late = append(o.late, fmt.Sprintf("[%s] answered after %s: %v (%s)", chaos, took.Round(time.Millisecond), err, tr))
+		o.failedAddrs = append(o.failedAddrs, tr.local)
 	}
 }
 
-// chaosState is the deliberate failure in progress; excusable failures (a killed Envoy or
+// chaosState is one phase of deliberate failure; excusable failures (a killed Envoy or
 // backend breaks the sessions it carried) are told apart from the ones tdspool must answer.
 type chaosState struct {
 	label     string
 	excusable bool
 }
 
+// chaosLog is every phase so far, in order. A session is labelled with the phase it started
+// in, and excused if any phase it lived through killed something: a login that started while
+// Redis restarted and was still waiting when the backend was killed is broken by the kill,
+// not by the restart, and is neither the restart's failure nor the next phase's.
+type chaosLog struct {
+	mu     sync.Mutex
+	phases []chaosState
+}
+
+func (l *chaosLog) set(c chaosState) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.phases = append(l.phases, c)
+}
+
+// now is the index of the current phase.
+func (l *chaosLog) now() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.phases) - 1
+}
+
+// span labels a session that ran through phases from..to and says whether a kill happened
+// meanwhile (broken) and whether it started during one.
+func (l *chaosLog) span(from, to int) (label string, broken, startedInKill bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	label = l.phases[from].label
+	for i := from; i <= to; i++ {
+		if l.phases[i].excusable {
+			if i != from {
+				label += " (spanning " + l.phases[i].label + ")"
+			}
+			return label, true, i == from
+		}
+	}
+	return label, false, false
+}
+
 // TestFleetSoak: churning clients against three Envoys sharing one Redis and one backend
 // while an Envoy is SIGKILLed, Redis is paused, Redis restarts empty and the backend is
 // killed and restarted. Oracle: the backend never holds more sessions than the cap; every
-// login is served or answered with a TDS error within queue timeout + 1 s (except sessions a
-// deliberate kill broke); the dead Envoy's slots come back within 11 s; at the end no lease
+// login is served or answered with a TDS error within queue timeout + 1 s (a session a
+// deliberate kill broke may end without a TDS error, and one that started during a kill may
+// take longer; each is labelled with the phase it started in); the dead Envoy's slots come back within 11 s; at the end no lease
 // and no backend session is left and the survivors are ready with no panic.
 func TestFleetSoak(t *testing.T) {
 	const capacity = 6
@@ -256,10 +307,10 @@ func TestFleetSoak(t *testing.T) {
 		clients = 6 * capacity
 	}
 
-	var chaos atomic.Pointer[chaosState]
-	chaos.Store(&chaosState{label: "steady"})
+	var chaos chaosLog
+	chaos.set(chaosState{label: "steady"})
 	setChaos := func(label string, excusable bool) {
-		chaos.Store(&chaosState{label: label, excusable: excusable})
+		chaos.set(chaosState{label: label, excusable: excusable})
 		t.Logf("%s phase: %s", time.Now().Format("15:04:05.000"), label)
 	}
 	out := &outcome{byNumber: map[int32]int64{}, excused: map[string]int64{}}
@@ -291,19 +342,17 @@ func TestFleetSoak(t *testing.T) {
 					return
 				}
 				p := live[rng.IntN(len(live))]
-				before := chaos.Load()
+				from := chaos.now()
 				start := time.Now()
-				err := session(ctx, p.db, time.Duration(rng.IntN(150))*time.Millisecond)
+				tctx, tr := withTrace(ctx)
+				err := session(tctx, p.db, time.Duration(rng.IntN(150))*time.Millisecond)
 				took := time.Since(start)
 				if ctx.Err() != nil {
 					return
 				}
-				after := chaos.Load()
-				c := after
-				if before.excusable {
-					c = before
-				}
-				out.add(err, took, c.label, c.excusable || !p.alive.Load())
+				label, broken, startedInKill := chaos.span(from, chaos.now())
+				dead := !p.alive.Load() // its Envoy was the one killed
+				out.add(err, took, tr, label, broken || dead, startedInKill || dead)
 			}
 		}(uint64(w))
 	}
@@ -384,9 +433,12 @@ func TestFleetSoak(t *testing.T) {
 	}
 	sort.Strings(numbers)
 	t.Logf("FIGURES peak/cap %d/%d; served %d; TDS errors by number [%s]; broken by deliberate kills %v; "+
-		"reclaim %.1f s (reclaimed=%v, bound %s); leaks: %d leases %v, %d backend sessions; slowest answer %s",
+		"reclaim %.1f s (reclaimed=%v, bound %s); leaks: %d leases %v, %d backend sessions; slowest answer %s "+
+		"(slowest PRELOGIN answer %s, slowest LOGIN7 answer %s)",
 		peak, capacity, out.served, strings.Join(numbers, " "), out.excused, reclaim.Seconds(), reclaimed, reclaimBound,
-		len(leftLeases), leftLeases, leftSessions, out.slowest.Round(time.Millisecond))
+		len(leftLeases), leftLeases, leftSessions, out.slowest.Round(time.Millisecond),
+		out.slowestPrelogin.Round(time.Millisecond), out.slowestLogin.Round(time.Millisecond))
+	defer f.keepLogsOnFailure(out.failedAddrs)
 
 	if peak > int64(capacity) {
 		t.Errorf("the backend held %d sessions at once, cap %d", peak, capacity)
@@ -415,6 +467,25 @@ func TestFleetSoak(t *testing.T) {
 		}
 		f.checkSurvivor(p)
 	}
+}
+
+// keepLogsOnFailure saves every Envoy's whole log when the test failed and prints the lines of
+// the failed sessions' connections.
+func (f *fleet) keepLogsOnFailure(clients []string) {
+	t := f.t
+	if !t.Failed() {
+		return
+	}
+	outputs := map[string]string{}
+	for _, p := range f.proxies {
+		outputs[p.id] = p.envoy.Output()
+		t.Logf("%s output (tail):\n%s", p.id, tail(p.envoy.Output(), 40))
+	}
+	dir, excerpts, err := saveLogs(outputs, clients)
+	if err != nil {
+		t.Logf("saving the Envoy logs: %v", err)
+	}
+	t.Logf("full Envoy logs kept in %s; the failed sessions' connections:\n%s", dir, excerpts)
 }
 
 // live lists the Envoys not deliberately killed.

@@ -308,9 +308,11 @@ type EnvoyOptions struct {
 	AdminPort int    // must match the config
 	ModuleDir string // default ModuleDir()
 	LogLevel  string // default "info"
-	Tee       io.Writer
-	ReadyWait time.Duration // default 20s
-	Env       []string      // extra environment, e.g. GOGC=1 for the module's Go runtime
+	// ComponentLogLevel is Envoy's --component-log-level ("conn_handler:debug,…"), if set.
+	ComponentLogLevel string
+	Tee               io.Writer
+	ReadyWait         time.Duration // default 20s
+	Env               []string      // extra environment, e.g. GOGC=1 for the module's Go runtime
 }
 
 // StartEnvoy writes the config to a temp dir and starts Envoy on it, waiting for /ready.
@@ -342,9 +344,12 @@ func StartEnvoy(o EnvoyOptions) (*Envoy, error) {
 		return nil, err
 	}
 	env := append([]string{"ENVOY_DYNAMIC_MODULES_SEARCH_PATH=" + o.ModuleDir}, o.Env...)
-	p, err := Start("envoy", o.Tee, env, bin,
-		"-c", cfg, "--disable-hot-restart", "--concurrency", "2", "-l", o.LogLevel,
-		"--log-format", "[%Y-%m-%d %T.%e][%l][%n] %v")
+	args := []string{"-c", cfg, "--disable-hot-restart", "--concurrency", "2", "-l", o.LogLevel,
+		"--log-format", "[%Y-%m-%d %T.%e][%l][%n] %v"}
+	if o.ComponentLogLevel != "" {
+		args = append(args, "--component-log-level", o.ComponentLogLevel)
+	}
+	p, err := Start("envoy", o.Tee, env, bin, args...)
 	if err != nil {
 		return nil, err
 	}
