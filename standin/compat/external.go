@@ -1,14 +1,18 @@
 package compat
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	_ "embed"
+	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 )
 
 //go:embed pytds_workload.py
@@ -16,6 +20,9 @@ var pytdsWorkload []byte
 
 //go:embed pymssql_workload.py
 var pymssqlWorkload []byte
+
+//go:embed connect_twice.py
+var connectTwiceScript []byte
 
 // PytdsModes are the encryption settings python-tds supports: no TLS
 // (no cafile → ENCRYPT_NOT_SUP), login-only (cafile + enc_login_only →
@@ -67,36 +74,113 @@ func RunPymssql(ctx context.Context, python string, t Target, mode string) (stri
 	return runScript(ctx, python, pymssqlWorkload, "pymssql_workload.py", t, mode)
 }
 
+// ConnectResult is what one connection of a connect-twice run read.
+type ConnectResult struct {
+	SPID int     `json:"spid"`
+	DB   string  `json:"db"`
+	App  string  `json:"app"`
+	Rows [][]any `json:"rows"`
+}
+
+// RunConnectTwice connects twice with one DSN (driver "pytds" or "pymssql", its encryption
+// mode, application name app), each time reading @@SPID, DB_NAME(), APP_NAME() and the
+// table pm_data, and closing; between the two it calls between (the first connection is
+// closed by then). It returns what each connection read, and the script's output.
+func RunConnectTwice(ctx context.Context, python, driver string, t Target, mode, app string, between func()) ([]ConnectResult, string, error) {
+	args := append([]string{driver}, scriptArgs(t, mode)[:6]...) // host … mode
+	args = append(args, app, t.CAFile)
+	cmd, cleanup, err := scriptCmd(ctx, python, connectTwiceScript, "connect_twice.py", t, mode, args)
+	if err != nil {
+		return nil, "", err
+	}
+	defer cleanup()
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, "", err
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, "", err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, "", err
+	}
+	var rs []ConnectResult
+	var out strings.Builder
+	lines := bufio.NewScanner(stdout)
+	for lines.Scan() {
+		out.WriteString(lines.Text() + "\n")
+		var r ConnectResult
+		if err := json.Unmarshal(lines.Bytes(), &r); err != nil {
+			continue // a diagnostic line; it stays in the output
+		}
+		rs = append(rs, r)
+		if len(rs) == 1 {
+			between()
+			_, _ = io.WriteString(stdin, "next\n")
+		}
+	}
+	stdin.Close()
+	err = cmd.Wait()
+	out.WriteString(stderr.String())
+	if err == nil && len(rs) != 2 {
+		err = fmt.Errorf("%d results, want 2", len(rs))
+	}
+	if err != nil {
+		return rs, out.String(), fmt.Errorf("connect_twice.py %s %s: %w\n%s", driver, mode, err, out.String())
+	}
+	return rs, out.String(), nil
+}
+
+// scriptArgs are the workload scripts' positional arguments.
+func scriptArgs(t Target, mode string) []string {
+	return []string{t.Host, strconv.Itoa(t.Port), t.User, t.Password, t.Database, mode, t.CAFile}
+}
+
 func runScript(ctx context.Context, python string, script []byte, name string, t Target, mode string) (string, error) {
-	dir, err := os.MkdirTemp("", "tdspool-compat-")
+	cmd, cleanup, err := scriptCmd(ctx, python, script, name, t, mode, scriptArgs(t, mode))
 	if err != nil {
 		return "", err
 	}
-	defer os.RemoveAll(dir)
+	defer cleanup()
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Run(); err != nil {
+		return out.String(), fmt.Errorf("%s %s: %w\n%s", name, mode, err, out.String())
+	}
+	return out.String(), nil
+}
+
+// scriptCmd writes script to a temp dir with a freetds.conf of its own and returns the
+// command that runs it; cleanup removes the dir.
+func scriptCmd(ctx context.Context, python string, script []byte, name string, t Target, mode string, args []string) (*exec.Cmd, func(), error) {
+	dir, err := os.MkdirTemp("", "tdspool-compat-")
+	if err != nil {
+		return nil, nil, err
+	}
+	cleanup := func() { os.RemoveAll(dir) }
 	path := filepath.Join(dir, name)
 	if err := os.WriteFile(path, script, 0o644); err != nil {
-		return "", err
+		cleanup()
+		return nil, nil, err
 	}
-	cmd := exec.CommandContext(ctx, python, path, t.Host, strconv.Itoa(t.Port), t.User, t.Password, t.Database, mode, t.CAFile)
+	cmd := exec.CommandContext(ctx, python, append([]string{path}, args...)...)
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), "PYTHONUNBUFFERED=1", "FREETDSCONF="+filepath.Join(dir, "freetds.conf"), "HOME="+dir)
 	// Our own freetds.conf keeps the host's configuration out of the test
 	// and carries FreeTDS's encryption setting (pymssql has no parameter).
 	conf := "[global]\n"
-	if name == "pymssql_workload.py" {
+	if name == "pymssql_workload.py" || (name == "connect_twice.py" && args[0] == "pymssql") {
 		conf += "\tencryption = " + mode + "\n"
 		if t.CAFile != "" {
 			conf += "\tca file = " + t.CAFile + "\n"
 		}
 	}
 	if err := os.WriteFile(filepath.Join(dir, "freetds.conf"), []byte(conf), 0o644); err != nil {
-		return "", err
+		cleanup()
+		return nil, nil, err
 	}
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	err = cmd.Run()
-	if err != nil {
-		return out.String(), fmt.Errorf("%s %s: %w\n%s", name, mode, err, out.String())
-	}
-	return out.String(), nil
+	return cmd, cleanup, nil
 }
