@@ -101,6 +101,20 @@ func TestTransMgrRoundTrip(t *testing.T) {
 			t.Fatalf("%v: %v %v", tm, back, err)
 		}
 	}
+	// tedious's beginTransaction(cb, "tx") at READ COMMITTED, as it arrived at the stand-in:
+	// the name's length byte is 4, a byte count (SqlClient writes names the same way).
+	tedious := []byte{0x16, 0, 0, 0, 0x12, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0,
+		5, 0, 2, 4, 't', 0, 'x', 0}
+	got, err := DecodeTransMgr(tedious)
+	if err != nil || got.Type != TMBeginXact || got.Name != "tx" || got.Isolation != IsolationReadCommitted {
+		t.Fatalf("tedious's TM_BEGIN_XACT: %v, %v", got, err)
+	}
+	if !bytes.Equal(got.AppendTransMgr(nil), tedious) {
+		t.Fatalf("re-encoded % X, want % X", got.AppendTransMgr(nil), tedious)
+	}
+	if _, err := DecodeTransMgr(append(tedious[:25:25], 3, 't', 0, 'x')); err == nil {
+		t.Fatal("odd name byte count accepted")
+	}
 	att := AppendAttention(nil)
 	if !bytes.Equal(att, []byte{6, 1, 0, 8, 0, 0, 1, 0}) {
 		t.Fatalf("% X", att)

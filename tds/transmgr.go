@@ -8,6 +8,12 @@ import (
 // TRANSACTION MANAGER request (0x0E) [MS-TDS §2.2.6.9]: ALL_HEADERS,
 // RequestType(2), then a type-specific payload. go-mssqldb, tedious,
 // pytds and SqlClient drive transactions this way instead of T-SQL.
+//
+// A transaction name is one length byte and UTF-16LE, and the length counts
+// bytes, not characters: SqlClient, tedious and Microsoft's Rust driver all
+// write 2 × the name's length (go-mssqldb and pytds send empty names, where
+// the two readings agree). Read as a character count, tedious's
+// beginTransaction(cb, "tx") looked truncated and the request unparseable.
 
 // TMRequestType is the transaction manager request type.
 type TMRequestType uint16
@@ -101,13 +107,13 @@ func DecodeTransMgr(b []byte) (*TransMgrRequest, error) {
 			return nil, short("isolation level")
 		}
 		t.Isolation = IsolationLevel(p[0])
-		s, _, err := readBVarchar(p[1:])
+		s, _, err := readTMName(p[1:])
 		if err != nil {
 			return nil, short("name")
 		}
 		t.Name = s
 	case TMCommitXact, TMRollbackXact:
-		s, n, err := readBVarchar(p)
+		s, n, err := readTMName(p)
 		if err != nil {
 			return nil, short("name")
 		}
@@ -121,14 +127,14 @@ func DecodeTransMgr(b []byte) (*TransMgrRequest, error) {
 				return nil, short("new isolation level")
 			}
 			t.Isolation = IsolationLevel(p[n+1])
-			s, _, err := readBVarchar(p[n+2:])
+			s, _, err := readTMName(p[n+2:])
 			if err != nil {
 				return nil, short("new name")
 			}
 			t.NewName = s
 		}
 	case TMSaveXact:
-		s, _, err := readBVarchar(p)
+		s, _, err := readTMName(p)
 		if err != nil {
 			return nil, short("name")
 		}
@@ -151,16 +157,16 @@ func (t *TransMgrRequest) AppendTransMgr(dst []byte) []byte {
 	switch t.Type {
 	case TMBeginXact:
 		dst = append(dst, byte(t.Isolation))
-		dst = appendBVarchar(dst, t.Name)
+		dst = appendTMName(dst, t.Name)
 	case TMCommitXact, TMRollbackXact:
-		dst = appendBVarchar(dst, t.Name)
+		dst = appendTMName(dst, t.Name)
 		dst = append(dst, t.Flags)
 		if t.Flags&TMBeginXactFlag != 0 {
 			dst = append(dst, byte(t.Isolation))
-			dst = appendBVarchar(dst, t.NewName)
+			dst = appendTMName(dst, t.NewName)
 		}
 	case TMSaveXact:
-		dst = appendBVarchar(dst, t.Name)
+		dst = appendTMName(dst, t.Name)
 	case TMPropagateXact:
 		dst = binary.LittleEndian.AppendUint16(dst, uint16(len(t.Payload)))
 		dst = append(dst, t.Payload...)
@@ -174,6 +180,27 @@ func (t *TransMgrRequest) AppendTransMgr(dst []byte) []byte {
 		dst = append(dst, t.Payload...)
 	}
 	return dst
+}
+
+// readTMName decodes a transaction name at b[0:]: a byte count, then that
+// many bytes of UTF-16LE (an odd count is malformed).
+func readTMName(b []byte) (string, int, error) {
+	if len(b) < 1 {
+		return "", 0, ErrShortBuffer
+	}
+	n := 1 + int(b[0])
+	if b[0]%2 != 0 || len(b) < n {
+		return "", 0, ErrShortBuffer
+	}
+	return ucs2String(b[1:n]), n, nil
+}
+
+// appendTMName appends a transaction name as readTMName reads it (at most
+// 127 UTF-16 code units; SQL Server's limit is 32 characters).
+func appendTMName(dst []byte, s string) []byte {
+	s = truncateUCS2(s, 127)
+	dst = append(dst, byte(2*ucs2Len(s)))
+	return appendUCS2(dst, s)
 }
 
 func (t *TransMgrRequest) String() string {
