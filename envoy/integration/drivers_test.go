@@ -103,3 +103,29 @@ func TestPythonDriversThroughEnvoy(t *testing.T) {
 	}
 	st.waitIdle(t)
 }
+
+// TestTediousThroughEnvoy runs the compatibility workload with tedious (Node.js) through
+// Envoy + tdspool in each of its encrypt settings, and checks the mode from tdspool's stats.
+func TestTediousThroughEnvoy(t *testing.T) {
+	node, modules := compat.FindTedious()
+	if node == "" || modules == "" {
+		t.Fatalf("tedious not installed (node %q, modules %q): run `make setup`", node, modules)
+	}
+	st := startTDSStack(t, tdsStackOptions{capacity: 4, tls: true})
+	for _, mode := range compat.TediousModes {
+		stat := map[string]string{"false": "tls_none_total", "true": "tls_full_total", "strict": "tls_strict_total"}[mode]
+		t.Run("encrypt="+mode, func(t *testing.T) {
+			before, _ := st.envoy.Stats()
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			if out, err := compat.RunTedious(ctx, node, modules, st.target(), mode); err != nil {
+				t.Fatalf("%v\n%s", err, out)
+			}
+			after, _ := st.envoy.Stats()
+			if after["tdspool."+stat] == before["tdspool."+stat] {
+				t.Errorf("tdspool.%s did not move: the %s mode was not used", stat, mode)
+			}
+		})
+	}
+	st.waitIdle(t)
+}

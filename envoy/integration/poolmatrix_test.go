@@ -17,7 +17,8 @@ import (
 
 // TestSessionPoolConnectTwiceEveryDriverAndEncryption: every driver of the compatibility
 // tests in every client encryption mode it has (go-mssqldb: none, login-only, full TDS 7 and
-// TDS 8 strict; python-tds: none, login-only, full; pymssql/FreeTDS: none, request, require)
+// TDS 8 strict; python-tds: none, login-only, full; pymssql/FreeTDS: none, request, require;
+// tedious: none, full, strict)
 // connects to a pooled bucket on the module leg, reads @@SPID, its database, its application
 // name and a table, closes, and connects again with the same DSN. The stand-in's audit log
 // is the oracle: the first connection is one backend login; the second is none, on the same
@@ -48,6 +49,14 @@ func TestSessionPoolConnectTwiceEveryDriverAndEncryption(t *testing.T) {
 		}
 		return rs, nil
 	}
+	node, modules := compat.FindTedious()
+	tedious := func(ctx context.Context, mode, app string, between func()) ([]compat.ConnectResult, error) {
+		if node == "" || modules == "" {
+			return nil, fmt.Errorf("tedious not installed (node %q, modules %q): run `make setup`", node, modules)
+		}
+		rs, _, err := compat.RunTediousConnectTwice(ctx, node, modules, st.target(), mode, app, between)
+		return rs, err
+	}
 	pyDriver := func(driver string) connectTwice {
 		return func(ctx context.Context, mode, app string, between func()) ([]compat.ConnectResult, error) {
 			rs, _, err := compat.RunConnectTwice(ctx, python, driver, st.target(), mode, app, between)
@@ -63,6 +72,7 @@ func TestSessionPoolConnectTwiceEveryDriverAndEncryption(t *testing.T) {
 		{"go-mssqldb", "", map[string]string{"disable": "tls_none_total", "false": "tls_login_only_total", "true": "tls_full_total", "strict": "tls_strict_total"}, goDriver},
 		{"python-tds", "pytds", map[string]string{"off": "tls_none_total", "login-only": "tls_login_only_total", "full": "tls_full_total"}, pyDriver("pytds")},
 		{"pymssql", "pymssql", map[string]string{"off": "tls_none_total", "request": "tls_login_only_total", "require": "tls_full_total"}, pyDriver("pymssql")},
+		{"tedious", "", map[string]string{"false": "tls_none_total", "true": "tls_full_total", "strict": "tls_strict_total"}, tedious},
 	} {
 		if drv.module != "" && !compat.HasPythonModule(python, drv.module) {
 			t.Fatalf("%s not installed in %s: run `make setup`", drv.name, python)

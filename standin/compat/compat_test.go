@@ -2,6 +2,9 @@ package compat
 
 import (
 	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -136,6 +139,34 @@ func TestGoMssqldbServerPolicies(t *testing.T) {
 				t.Fatal(err)
 			}
 			expectTransport(t, before, srv.Stats(), tc.want)
+		})
+	}
+}
+
+// TestTedious runs the workload with tedious (Node.js) in each of its encrypt settings.
+func TestTedious(t *testing.T) {
+	t.Parallel()
+	node, modules := FindTedious()
+	if node == "" || modules == "" {
+		t.Skipf("tedious not installed (node %q, modules %q): run `make setup`", node, modules)
+	}
+	var pkg struct{ Version string }
+	if js, err := os.ReadFile(filepath.Join(modules, "tedious", "package.json")); err != nil || json.Unmarshal(js, &pkg) != nil || pkg.Version != TediousVersion {
+		t.Fatalf("tedious %q installed in %s, the tests pin %s (%v): run `make setup`", pkg.Version, modules, TediousVersion, err)
+	}
+	srv, target := startServer(t, standin.EncryptionOptional)
+	want := map[string]string{"false": "plain", "true": "full", "strict": "strict"}
+	for _, mode := range TediousModes {
+		t.Run("encrypt="+mode, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			before := srv.Stats()
+			out, err := RunTedious(ctx, node, modules, target, mode)
+			defer expectTransport(t, before, srv.Stats(), want[mode])
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Log(out)
 		})
 	}
 }

@@ -1,7 +1,10 @@
 // Package compat holds the driver workloads that check the stand-in, and the proxy in front
 // of it, against real SQL Server drivers: go-mssqldb in process (RunGo), python-tds and
 // pymssql (FreeTDS) as child processes running the embedded Python scripts (RunPytds,
-// RunPymssql). The same workload runs against the stand-in directly and through Envoy.
+// RunPymssql), tedious (Node.js) as a node child process (RunTedious, a shorter workload:
+// parameters, transactions through the driver's API, a procedure with OUTPUT, a server
+// error). The same workload runs against the stand-in directly and through Envoy.
+// RunConnectTwice and RunTediousConnectTwice connect twice with one DSN (the pooling tests).
 //
 // Each workload checks, with the driver's own APIs: every column type
 // round trip, a committed and a rolled-back transaction through the

@@ -41,14 +41,19 @@ func FindPython() string {
 	if p := os.Getenv("TDSPOOL_PYTHON"); p != "" {
 		return p
 	}
+	p := filepath.Join(moduleRoot(), ".venv", "bin", "python")
+	if _, err := os.Stat(p); err == nil {
+		return p
+	}
+	return ""
+}
+
+// moduleRoot is the directory of go.mod above the working directory ("" if none).
+func moduleRoot() string {
 	dir, _ := os.Getwd()
 	for dir != "" {
 		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			p := filepath.Join(dir, ".venv", "bin", "python")
-			if _, err := os.Stat(p); err == nil {
-				return p
-			}
-			return ""
+			return dir
 		}
 		parent := filepath.Dir(dir)
 		if parent == dir {
@@ -94,6 +99,12 @@ func RunConnectTwice(ctx context.Context, python, driver string, t Target, mode,
 		return nil, "", err
 	}
 	defer cleanup()
+	return connectTwice(cmd, "connect_twice.py "+driver+" "+mode, between)
+}
+
+// connectTwice runs a connect-twice script (one JSON result per line, a line on its stdin
+// between the two connections) and collects its results.
+func connectTwice(cmd *exec.Cmd, what string, between func()) ([]ConnectResult, string, error) {
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	stdin, err := cmd.StdinPipe()
@@ -129,7 +140,7 @@ func RunConnectTwice(ctx context.Context, python, driver string, t Target, mode,
 		err = fmt.Errorf("%d results, want 2", len(rs))
 	}
 	if err != nil {
-		return rs, out.String(), fmt.Errorf("connect_twice.py %s %s: %w\n%s", driver, mode, err, out.String())
+		return rs, out.String(), fmt.Errorf("%s: %w\n%s", what, err, out.String())
 	}
 	return rs, out.String(), nil
 }
