@@ -33,7 +33,10 @@ type coordBucketStats struct {
 	fallback                   atomic.Int64 // 0/1, -1 unknown
 	fleetQueue                 atomic.Int64
 	cap, state                 atomic.Int64 // as Redis last reported; -1 unknown
-	capShown, stateShown       int64        // what the gauges show (flush, under mu)
+	// Slots granted and released outside any session (warm-up logins, the pool closing a
+	// backend whose session is long gone): counted in slot_granted/released_total here.
+	offSessionGranted, offSessionReleased atomic.Uint64
+	capShown, stateShown                  int64 // what the gauges show (flush, under mu)
 }
 
 var _ coordinator.Metrics = (*coordStats)(nil)
@@ -154,6 +157,12 @@ func (c *coordStats) flush(conn host.Conn) {
 		if n := b.expired.Swap(0); n > 0 {
 			conn.IncCounter(st.leasesExpired, n)
 		}
+		if n := b.offSessionGranted.Swap(0); n > 0 {
+			conn.IncCounter(st.slotGranted, n)
+		}
+		if n := b.offSessionReleased.Swap(0); n > 0 {
+			conn.IncCounter(st.slotReleased, n)
+		}
 		if v := b.fallback.Swap(-1); v >= 0 {
 			conn.SetGauge(st.fallbackActive, uint64(v))
 		}
@@ -183,4 +192,19 @@ func stateGauge(s coordinator.State) int {
 		return 3
 	}
 	return 0
+}
+
+// countedRelease wraps a slot's release for the pool: the slot outlives the session that
+// acquired it, so its release is counted in slot_released_total when it happens, once.
+func (c *coordStats) countedRelease(bucket string, release func()) func() {
+	var once sync.Once
+	b := c.bucket(bucket)
+	return func() {
+		once.Do(func() {
+			release()
+			if b != nil {
+				b.offSessionReleased.Add(1)
+			}
+		})
+	}
 }

@@ -33,6 +33,11 @@
 //	               ERROR tokens. The slot's Release is the hidden login's from the call: on every
 //	               failure (and a refused delivery) it closes the connection and releases the
 //	               slot once the connection is gone; on success the receiver owns both
+//	warmup.go      min_idle warm-up: the pool sweeper's goroutine tops each pooled bucket up
+//	               with hidden logins of the operator's warm-up login, each on a real slot from
+//	               the coordinator (never above the cap), at most two at a time, pausing longer
+//	               after each failure; slots held by the pool count in slot_granted/released
+//	               when they are taken and given back, whichever session is gone by then
 //	relay.go       the relay phase: client messages classified, the response stream scanned,
 //	               pin reasons, counters batched and flushed about once a second
 //	router.go      the routing rules (server name or SNI → database → user → default)

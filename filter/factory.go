@@ -120,6 +120,7 @@ func newFactory(cfg *tdspoolpb.Config, m host.Metrics) (*Factory, error) {
 			return nil, err
 		}
 		f.hasher = h
+		f.warmers()
 	}
 	f.coordStats = newCoordStats(f, names)
 	if l := cfg.Listener; l.TlsCertFile != "" {

@@ -27,6 +27,69 @@ import (
 type pooledBackend struct {
 	c    backendConn
 	spid uint16
+	pool *bucketPool
+	kill *slotKill // the route of an operator's kill of its slot's lease
+
+	mu sync.Mutex
+	// killSession posts a kill to the session using the backend now (nil while idle).
+	killSession func() bool
+}
+
+// setUser records the session using the backend (nil: back in the pool).
+func (p *pooledBackend) setUser(killSession func() bool) {
+	p.mu.Lock()
+	p.killSession = killSession
+	p.mu.Unlock()
+}
+
+// killed: an operator killed the lease of the backend's slot. The session using it is
+// killed (and its backend closed with it); an idle backend is closed and its slot freed.
+func (p *pooledBackend) killed() {
+	p.mu.Lock()
+	k := p.killSession
+	p.mu.Unlock()
+	if k != nil && k() {
+		return
+	}
+	p.pool.CloseIdle(func(c *pooledBackend) bool { return c == p })
+}
+
+// slotKill routes an operator's kill of a slot's lease (tdspoolctl kill) to what holds the
+// slot now: the session that acquired it, or the pooled backend it went to with its slot.
+type slotKill struct {
+	mu      sync.Mutex
+	session func() bool // posts the kill to the acquiring session
+	backend *pooledBackend
+	done    bool // killed with nobody to tell: the backend it goes to is closed
+}
+
+func (k *slotKill) kill() {
+	k.mu.Lock()
+	b, sess := k.backend, k.session
+	k.done = b == nil
+	k.mu.Unlock()
+	switch {
+	case b != nil:
+		b.killed()
+	case sess != nil:
+		sess()
+	}
+}
+
+// attach moves the slot (and its kill route) to backend b. False: the lease was killed
+// before b had it, and b must be closed.
+func (k *slotKill) attach(b *pooledBackend) bool {
+	if k == nil {
+		return true
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.done && k.session == nil {
+		return false
+	}
+	k.backend, k.session = b, nil
+	b.kill = k
+	return true
 }
 
 func (p *pooledBackend) Close()      { p.c.Close() }
@@ -40,8 +103,11 @@ func (p *pooledBackend) AfterClose(fn func()) { p.c.AfterClose(fn) }
 type bucketPool struct {
 	*pool.Pool[*pooledBackend]
 
+	warm *warmer // nil unless min_idle > 0
+
 	mu        sync.Mutex
 	shown     pool.Stats // what Envoy's stats already have
+	shownWarm [2]uint64  // warm-up failures and successes Envoy has
 	lastFlush time.Time
 }
 
@@ -51,6 +117,8 @@ type poolStats struct {
 	borrowed, created, loginsSaved, resetFailures, evictions, closed host.MetricID // counters
 	// relogins: failed resets replaced by a hidden login (counted by the session).
 	relogins host.MetricID
+	// warmed, warmupFailures: warm-up logins that joined the pool, and failed ones.
+	warmed, warmupFailures host.MetricID
 }
 
 // poolStatsInterval spaces the pool's stat updates (each is a snapshot under the pool's lock
@@ -84,6 +152,20 @@ func (bp *bucketPool) flush(conn host.Conn, st *poolStats, now time.Time, force 
 		}
 	}
 	bp.shown = cur
+	if w := bp.warm; w != nil {
+		for i, c := range [...]struct {
+			id  host.MetricID
+			now uint64
+		}{{st.warmupFailures, w.failures.Load()}, {st.warmed, w.warmed.Load()}} {
+			if c.now > bp.shownWarm[i] {
+				conn.IncCounter(c.id, c.now-bp.shownWarm[i])
+				bp.shownWarm[i] = c.now
+			}
+		}
+		if msg := w.failure(); msg != "" {
+			conn.Log(host.LogWarn, "warm-up login failed (retried with a growing pause): "+msg)
+		}
+	}
 }
 
 // closedTotal counts backends the pool closed for any reason.
@@ -115,6 +197,7 @@ func newBucketPool(b *tdspoolpb.Bucket) *bucketPool {
 		MaxIdleTime: pc.MaxIdleTime.AsDuration(),
 		MaxLifetime: pc.MaxLifetime.AsDuration(),
 		ReauthAfter: pc.ReauthAfter.AsDuration(),
+		MinIdle:     int(pc.MinIdle),
 	})}
 }
 
@@ -134,6 +217,8 @@ type poolState struct {
 	// acknowledged, so a failed reset can be retried on another one (nil past maxResend).
 	sent     []byte
 	sentLost bool
+	// slotKill routes an operator's kill of the slot this session acquired.
+	slotKill *slotKill
 	// login7 is the prepared LOGIN7 (framed) of a session answered from the pool, kept until
 	// its reset is acknowledged: a backend that fails the reset, with no other idle one of the
 	// key, is replaced by a hidden login with it. Never logged; zeroed when dropped.
@@ -201,6 +286,7 @@ func (s *session) servedFromPool(login *tds.Login7) bool {
 		return false
 	}
 	pb := lease.Conn()
+	pb.setUser(s.killPoster())
 	leg := &moduleLeg{s: s, c: pb.c}
 	s.pool.lease, s.pool.resetPending = lease, true
 	s.leg = leg
@@ -261,9 +347,21 @@ func (s *session) adoptBackend(ok bool) {
 	if h, herr := tds.DecodeHeader(wire); herr == nil {
 		spid = h.SPID
 	}
-	release := s.release
-	s.release = nil // the pool holds the slot as long as it holds the backend
-	s.pool.lease = b.pool.Adopt(s.pool.key, &pooledBackend{c: m.c, spid: spid}, reply, release, s.f.now())
+	// The pool holds the slot as long as it holds the backend; its release is counted when
+	// it happens.
+	release := s.f.coordStats.countedRelease(b.cfg.Name, s.release)
+	s.release = nil
+	pb := &pooledBackend{c: m.c, spid: spid, pool: b.pool}
+	s.pool.slotKill.attach(pb)
+	pb.setUser(s.killPoster())
+	b.pool.warm.learn(s.pool.login)
+	s.pool.lease = b.pool.Adopt(s.pool.key, pb, reply, release, s.f.now())
+}
+
+// killPoster posts an operator's kill to this session; false once the connection is gone.
+func (s *session) killPoster() func() bool {
+	conn := s.conn
+	return func() bool { return conn.Post(s.onKill) }
 }
 
 func (s *session) moduleLeg() *moduleLeg {
@@ -323,6 +421,7 @@ func (s *session) retryReset() bool {
 	old := s.moduleLeg()
 	// A new leg object: events still posted by the failed backend find s.leg changed and
 	// are dropped.
+	lease.Conn().setUser(s.killPoster())
 	m := &moduleLeg{s: s, c: lease.Conn().c, lastActive: old.lastActive}
 	s.leg, p.lease, p.ack = m, lease, nil
 	m.c.SetHandler(m)
@@ -419,6 +518,7 @@ func (s *session) returnBackend() bool {
 		p.lease.Taint(pool.TaintRequestInFlight)
 	}
 	pb := p.lease.Conn()
+	pb.setUser(nil)
 	pb.c.SetHandler(nil)
 	pb.c.PauseReads(false)
 	p.lease.Return(s.f.now())
@@ -443,7 +543,7 @@ func (s *session) reloginAfterFailedReset(failed *pool.Lease[*pooledBackend]) bo
 	slot := failed.DetachFailed()
 	login7 := p.login7
 	p.login7 = nil
-	rl := &reloginLeg{s: s, lastActive: s.moduleLeg().lastActive}
+	rl := &reloginLeg{s: s, lastActive: s.moduleLeg().lastActive, kill: pb.kill}
 	s.leg = rl
 	pb.c.SetHandler(nil)
 	pb.c.Close()
@@ -465,6 +565,7 @@ func (s *session) reloginAfterFailedReset(failed *pool.Lease[*pooledBackend]) bo
 type reloginLeg struct {
 	s          *session
 	lastActive time.Time
+	kill       *slotKill // the slot's kill route, passed on to the new backend
 	cancel     func()
 	closed     bool
 }
@@ -503,7 +604,14 @@ func (r *reloginLeg) done(res hiddenLoginResult) {
 		s.refuse(backendUnavailable(b.cfg.Name, res.Err.Error()))
 		return
 	}
-	lease := b.pool.Adopt(p.key, &pooledBackend{c: res.Conn, spid: res.SPID}, res.Reply, res.Release, s.f.now())
+	pb := &pooledBackend{c: res.Conn, spid: res.SPID, pool: b.pool}
+	if !r.kill.attach(pb) {
+		closeReleasing(res.Conn, res.Release)
+		s.finishWith(host.NoFlush, "tdspool_killed")
+		return
+	}
+	pb.setUser(s.killPoster())
+	lease := b.pool.Adopt(p.key, pb, res.Reply, res.Release, s.f.now())
 	m := &moduleLeg{s: s, c: res.Conn, lastActive: r.lastActive}
 	s.leg, p.lease, p.ack = m, lease, nil
 	m.c.SetHandler(m)
@@ -570,6 +678,9 @@ func startPoolSweeper(pools []*bucketPool, now func() time.Time) *poolSweeper {
 		defer ps.done.Done()
 		t := time.NewTicker(time.Second)
 		defer t.Stop()
+		for _, p := range pools { // warm at once, not a second after start
+			warmSafely(p.warm, now())
+		}
 		for {
 			select {
 			case <-ps.stop:
@@ -577,6 +688,7 @@ func startPoolSweeper(pools []*bucketPool, now func() time.Time) *poolSweeper {
 			case <-t.C:
 				for _, p := range pools {
 					sweepSafely(p, now())
+					warmSafely(p.warm, now())
 				}
 			}
 		}
@@ -588,6 +700,15 @@ func startPoolSweeper(pools []*bucketPool, now func() time.Time) *poolSweeper {
 func sweepSafely(p *bucketPool, now time.Time) {
 	defer func() { _ = recover() }()
 	p.Sweep(now)
+}
+
+// warmSafely starts the warm-up logins a bucket lacks; a panic does not end the sweeper.
+func warmSafely(w *warmer, now time.Time) {
+	if w == nil {
+		return
+	}
+	defer func() { _ = recover() }()
+	w.tick(now)
 }
 
 func (ps *poolSweeper) close() {

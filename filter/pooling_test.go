@@ -365,3 +365,39 @@ func TestPooledResetRetriedOnAnotherBackend(t *testing.T) {
 		})
 	}
 }
+
+// tdspoolctl kill of a slot whose backend is in the pool: an idle backend is closed and its
+// slot freed; a backend lent to a later client ends that client's session (its ERROR) and goes
+// too.
+func TestPooledBackendKilledByOperator(t *testing.T) {
+	for _, lent := range []bool{false, true} {
+		t.Run(map[bool]string{false: "idle", true: "lent"}[lent], func(t *testing.T) {
+			h, dialed := pooledHarness(t)
+			a := h.connect()
+			fb, _ := a.pooledLogin(t, dialed, "app", "pw")
+			kill := a.s.(*session).pool.slotKill
+			a.s.OnEvent(host.RemoteClose)
+			var b *client
+			if lent {
+				b = h.connect()
+				if _, reused := b.pooledLogin(t, dialed, "app", "pw"); !reused {
+					t.Fatal("not served from the pool")
+				}
+				b.conn.ToClient = nil
+			}
+			kill.kill() // the coordinator's goroutine in production
+			if lent {
+				b.waitPosted(time.Second)
+				if !b.conn.Closed || !bytes.Contains(b.conn.ToClient, []byte{byte(tds.TokenError)}) {
+					t.Fatalf("lent: client closed %v, got % x", b.conn.Closed, b.conn.ToClient)
+				}
+			}
+			if !fb.closed || h.held() != 0 {
+				t.Fatalf("backend closed %v, slots held %d", fb.closed, h.held())
+			}
+			if g, r := h.metrics.Value("bucket.p1.slot_granted_total"), h.metrics.Value("bucket.p1.slot_released_total"); lent && g != r {
+				t.Fatalf("granted %d, released %d", g, r)
+			}
+		})
+	}
+}

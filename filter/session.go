@@ -331,9 +331,10 @@ func (s *session) onClientLogin7(msg tds.Message) {
 	s.acquiredAt = s.f.now()
 	deadline := s.acquiredAt.Add(b.cfg.QueueTimeout.AsDuration())
 	conn := s.conn
+	s.pool.slotKill = &slotKill{session: func() bool { return conn.Post(s.onKill) }}
 	req := SlotRequest{Bucket: b.cfg.Name, Deadline: deadline, Holder: coordinator.Holder{
 		Client: s.clientAddress(), User: login.UserName, App: login.AppName, Database: login.Database},
-		OnKill: func() { conn.Post(s.onKill) }}
+		OnKill: s.pool.slotKill.kill}
 	s.cancelAcquire = s.f.slots.Acquire(req, func(r SlotResult) {
 		// Coordinator goroutine: hop onto the worker. If the connection is gone, the
 		// slot must not leak.
@@ -687,6 +688,9 @@ func (s *session) onKill() {
 	b := s.bucket
 	s.conn.IncCounter(b.stats.sessionsKilled, 1)
 	s.conn.Log(host.LogInfo, fmt.Sprintf("bucket %s: session killed by an operator (phase %s)", b.cfg.Name, s.ph))
+	if s.pool.lease != nil {
+		s.pool.lease.Taint(pool.TaintKilled) // the killed lease's backend goes, with its slot
+	}
 	if s.ph == phRelay && s.relay.idle() {
 		s.refuse(sessionKilled(b.cfg.Name))
 		return

@@ -253,14 +253,17 @@ func Build() ([]byte, error) {
 				"created: real backend logins whose backend joined the pool; evictions: idle backends closed to free a slot " +
 				"for a waiter; closed: backends the pool closed (limits, taints, deaths, evictions); reset failures: reused " +
 				"backends that did not acknowledge their reset; re-logins: failed resets with no other idle backend, replaced " +
-				"by a backend login the client never saw.",
+				"by a backend login the client never saw; warmed / warm-up failures: min_idle logins with the warm-up " +
+				"credentials that joined the pool, and those that failed (retried with a growing pause).",
 			queries: []q{{"sum(rate(envoy_tdspool_bucket_pool_borrowed_total{" + pb + "}[" + ri + "]))", "borrowed"},
 				{"sum(rate(envoy_tdspool_bucket_pool_logins_saved_total{" + pb + "}[" + ri + "]))", "logins saved"},
 				{"sum(rate(envoy_tdspool_bucket_pool_created_total{" + pb + "}[" + ri + "]))", "created"},
 				{"sum(rate(envoy_tdspool_bucket_pool_evictions_total{" + pb + "}[" + ri + "]))", "evictions"},
 				{"sum(rate(envoy_tdspool_bucket_pool_closed_total{" + pb + "}[" + ri + "]))", "closed"},
 				{"sum(rate(envoy_tdspool_bucket_pool_reset_failures_total{" + pb + "}[" + ri + "]))", "reset failures"},
-				{"sum(rate(envoy_tdspool_bucket_pool_relogins_total{" + pb + "}[" + ri + "]))", "re-logins"}}}.build(),
+				{"sum(rate(envoy_tdspool_bucket_pool_relogins_total{" + pb + "}[" + ri + "]))", "re-logins"},
+				{"sum(rate(envoy_tdspool_bucket_pool_warmed_total{" + pb + "}[" + ri + "]))", "warmed"},
+				{"sum(rate(envoy_tdspool_bucket_pool_warmup_failures_total{" + pb + "}[" + ri + "]))", "warm-up failures"}}}.build(),
 	)
 
 	row("Pinning",

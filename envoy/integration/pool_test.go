@@ -426,3 +426,45 @@ func TestSessionPoolLoginFigures(t *testing.T) {
 		}
 	}
 }
+
+// min_idle 2 with the operator's warm-up login: right after start the stand-in's audit log
+// shows two logins of the warm-up user, and the first go-mssqldb client of that login is
+// served by a warm backend without any backend login.
+func TestSessionPoolWarmup(t *testing.T) {
+	const secretEnv = "TDSPOOL_TEST_WARMUP_PASSWORD"
+	t.Setenv(secretEnv, "Demo-Passw0rd")
+	st := startTDSStack(t, tdsStackOptions{capacity: 4, leg: "module", envoyEnv: []string{secretEnv + "=Demo-Passw0rd"},
+		bucket: map[string]any{"pool": map[string]any{"mode": "POOL_MODE_SESSION", "min_idle": 2,
+			"warmup": map[string]any{"user": "demo", "database": "tenant_a", "app_name": "go-mssqldb", "password_env": secretEnv}}}})
+	deadline := time.Now().Add(10 * time.Second)
+	var warm []int
+	for len(warm) < 2 && time.Now().Before(deadline) {
+		warm = warm[:0]
+		for _, r := range st.backend.Audit() {
+			if r.Kind == "login" && r.Login == "demo" {
+				warm = append(warm, r.SPID)
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if len(warm) != 2 {
+		t.Fatalf("audit shows %d warm-up logins (SPIDs %v) within 10 s of start, want 2", len(warm), warm)
+	}
+	time.Sleep(200 * time.Millisecond) // no third
+	if n := st.backend.Stats().Logins; n != 2 {
+		t.Fatalf("%d backend logins after warm-up, want 2", n)
+	}
+	dsn := fmt.Sprintf("sqlserver://demo:Demo-Passw0rd@127.0.0.1:%d?database=tenant_a&encrypt=disable&dial+timeout=5", st.port)
+	db, err := sql.Open("sqlserver", dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var spid int
+	if err := db.QueryRow("SELECT @@SPID").Scan(&spid); err != nil {
+		t.Fatal(err)
+	}
+	if n := st.backend.Stats().Logins; n != 2 || !slices.Contains(warm, spid) {
+		t.Fatalf("first client: %d backend logins in all (want 2), @@SPID %d (warm backends %v)", n, spid, warm)
+	}
+}

@@ -231,10 +231,13 @@ const (
 	// TaintRequestInFlight: the client left with a request unanswered; the
 	// backend may still be sending its result.
 	TaintRequestInFlight
+	// TaintKilled: an operator killed the session's slot lease; its backend
+	// goes with it.
+	TaintKilled
 	taintCount
 )
 
-var taintNames = [taintCount]string{"app_role", "unparsed", "request_in_flight"}
+var taintNames = [taintCount]string{"app_role", "unparsed", "request_in_flight", "killed"}
 
 func (t Taint) String() string {
 	if t < taintCount {
@@ -244,4 +247,4 @@ func (t Taint) String() string {
 }
 
 // Taints lists every taint reason, for stats.
-func Taints() []Taint { return []Taint{TaintAppRole, TaintUnparsed, TaintRequestInFlight} }
+func Taints() []Taint { return []Taint{TaintAppRole, TaintUnparsed, TaintRequestInFlight, TaintKilled} }

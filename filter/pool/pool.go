@@ -517,6 +517,34 @@ func (p *Pool[C]) Sweep(now time.Time) int {
 	return len(closing)
 }
 
+// CloseIdle closes the idle backend conn, if it is idle in this pool
+// (an operator killed its slot's lease); its slot is released as usual. It
+// reports whether it found it.
+func (p *Pool[C]) CloseIdle(match func(C) bool) bool {
+	p.mu.Lock()
+	var victim *entry[C]
+	for _, kp := range p.keys {
+		for _, e := range kp.idle {
+			if match(e.conn) {
+				victim = e
+				break
+			}
+		}
+		if victim != nil {
+			break
+		}
+	}
+	if victim == nil {
+		p.mu.Unlock()
+		return false
+	}
+	p.unlink(victim)
+	p.stats.closedIdle("killed")
+	p.mu.Unlock()
+	closeAll([]*entry[C]{victim})
+	return true
+}
+
 // WarmupNeeded is how many more idle backends the bucket should open with
 // the operator's warm-up credentials to reach MinIdle (0 when draining).
 func (p *Pool[C]) WarmupNeeded() int {

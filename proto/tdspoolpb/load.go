@@ -251,10 +251,6 @@ func validatePool(add func(path, format string, args ...any), path string, b *Bu
 		if b.BackendLeg != BackendLeg_MODULE {
 			add(path+".mode", "%s needs backend_leg MODULE: a tcp_proxy upstream closes with its client", pl.Mode)
 		}
-		if pl.MinIdle > 0 {
-			// Refuse rather than accept a setting the filter would ignore.
-			add(path+".min_idle", "warming idle backends is not supported yet: leave min_idle at 0")
-		}
 	case PoolMode_POOL_MODE_TRANSACTION:
 		// Refuse rather than accept a setting the filter would ignore.
 		add(path+".mode", "%s is not supported yet: only POOL_MODE_NONE and POOL_MODE_SESSION", pl.Mode)

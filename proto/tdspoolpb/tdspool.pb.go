@@ -725,8 +725,10 @@ type Pool struct {
 	// This long after a login's last real backend login, its next client logs in for real, so a
 	// changed password or a disabled login takes effect within this window. Default 300s.
 	ReauthAfter *durationpb.Duration `protobuf:"bytes,4,opt,name=reauth_after,json=reauthAfter,proto3" json:"reauth_after,omitempty"`
-	// Idle backends kept logged in with the warm-up credentials. Default 0. Warming is not
-	// implemented yet: validation refuses min_idle > 0 in POOL_MODE_SESSION.
+	// Idle backends kept logged in with the warm-up credentials (POOL_MODE_SESSION), each holding
+	// a slot. Default 0. A warm backend serves clients of the warm-up login whose LOGIN7 has the
+	// same shape (TDS version, option flags, LCID, features) as the warm-up's: go-mssqldb's until
+	// a client of that login has logged in for real, then that client's.
 	MinIdle uint32 `protobuf:"varint,5,opt,name=min_idle,json=minIdle,proto3" json:"min_idle,omitempty"`
 	// Required when min_idle > 0.
 	Warmup        *Warmup `protobuf:"bytes,6,opt,name=warmup,proto3" json:"warmup,omitempty"`
