@@ -46,6 +46,9 @@
 //	               connection (the ABI only updates stats through one)
 //	metrics.go     every stat name, defined once per config
 //	errors.go      the refusals a client sees (ERROR + DONE) and their numbers
+//	drain.go       Envoy's drains (hot restart, /drain_listeners, LDS updates and removals, heard
+//	               by the bootstrap extension, NewLifecycle): a session in a transaction closes
+//	               when it ends, the others at timeouts.drain_timeout
 //	env.go         small helpers reading the environment for the Redis client
 //
 // # Threads

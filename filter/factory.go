@@ -49,6 +49,8 @@ type Factory struct {
 	hasher           *pool.Hasher // keys pooled logins' passwords (per process, random)
 	pools            []*bucketPool
 	sweeper          *poolSweeper
+	drainStats       drainStats
+	drainSet         drainSet // open sessions, for a drain (drain.go)
 }
 
 type bucketState struct {
@@ -76,6 +78,7 @@ func NewFactory(name string, config []byte, h host.ConfigHost) (host.FilterFacto
 		return nil, err
 	}
 	f.sweeper = startPoolSweeper(f.pools, f.now)
+	registerLive(f)
 	return f, nil
 }
 
@@ -85,7 +88,7 @@ func newFactory(cfg *tdspoolpb.Config, m host.Metrics) (*Factory, error) {
 		d.prefix = "listener." + cfg.StatPrefix + "."
 	}
 	f := &Factory{
-		cfg: cfg, stats: defineGlobalStats(d), buckets: map[string]*bucketState{},
+		cfg: cfg, stats: defineGlobalStats(d), drainStats: defineDrainStats(d), buckets: map[string]*bucketState{},
 		router:           router{rules: cfg.Routes, defaultBucket: cfg.DefaultBucket},
 		version:          proxyVersion,
 		loginTimeout:     cfg.Timeouts.LoginTimeout.AsDuration(),
@@ -208,12 +211,15 @@ func configGeneration(raw []byte) string {
 
 // NewFilter makes the per-connection filter (worker thread).
 func (f *Factory) NewFilter(conn host.Conn) host.Filter {
-	return &session{f: f, conn: conn}
+	s := &session{f: f, conn: conn}
+	f.trackSession(s)
+	return s
 }
 
 // Destroy runs when Envoy drops the config (main thread): the coordinator releases what this
 // proxy still holds.
 func (f *Factory) Destroy() {
+	unregisterLive(f)
 	f.drainPools() // idle pooled backends close and give their slots back
 	if f.slots != nil {
 		_ = f.slots.Close()

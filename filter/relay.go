@@ -192,6 +192,7 @@ func (s *session) onServerEvent(ev *tds.Event) {
 			r.reqStart = now
 		}
 		s.flushRelayStats(now, false)
+		s.drainOnReplyEnd()
 	case tds.TokenError:
 		s.conn.IncCounter(b.stats.serverErrors, 1)
 	case tds.TokenEnvChange:

@@ -87,6 +87,10 @@ type session struct {
 	relay relayState
 	pool  poolState // session pooling (SESSION-mode buckets)
 
+	// draining: the config is draining (drain.go); txInDrain: a transaction was open during it.
+	draining, txInDrain bool
+	drainTimer          *time.Timer
+
 	finished bool
 }
 
@@ -554,6 +558,8 @@ func (s *session) OnDestroy() {
 	// connection: the slot goes back now (finish counted it). A connection destroyed without
 	// a close event must not keep its slot either (counted apart: it should not happen).
 	s.stopTimer()
+	s.stopDrainTimer()
+	s.f.untrackSession(s)
 	if s.cancelAcquire != nil {
 		s.cancelAcquire()
 		s.cancelAcquire = nil
@@ -600,6 +606,7 @@ func (s *session) finish() {
 	prev := s.ph
 	s.ph = phClosed
 	s.stopTimer()
+	s.stopDrainTimer()
 	s.closeTLS()
 	if s.leg != nil {
 		s.leg.close()

@@ -214,6 +214,11 @@ func Build() ([]byte, error) {
 		panel{title: "Sessions killed by an operator", unit: "ops", w: 12, h: 7,
 			desc:    "Sessions whose lease an operator killed; the client got error 596.",
 			queries: []q{{"sum by (bucket) (rate(envoy_tdspool_bucket_sessions_killed_total{" + pb + "}[" + ri + "]))", "{{bucket}}"}}}.build(),
+		panel{title: "Sessions closed by Envoy drains", unit: "ops", w: 24, h: 7,
+			desc: "Hot restart, /drain_listeners or a listener update: sessions closed when their transaction ended, " +
+				"and those still open (idle, pinned or busy) at timeouts.drain_timeout.",
+			queries: []q{{"sum by (instance) (rate(envoy_tdspool_drain_sessions_closed_total{" + p + "}[" + ri + "]))", "{{instance}} transaction ended"},
+				{"sum by (instance) (rate(envoy_tdspool_drain_sessions_timed_out_total{" + p + "}[" + ri + "]))", "{{instance}} drain timeout"}}}.build(),
 	)
 
 	row("Latency",

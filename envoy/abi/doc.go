@@ -10,6 +10,9 @@
 //	             filter, turn a panic into "close this connection, count it, log it"
 //	conn.go      conn implements host.Conn on Envoy's callbacks; configHost defines stats
 //	             while a config loads; logging
+//	bootstrap.go the same module as a bootstrap extension: the server drain, listener
+//	             updates and removals, shutdown, passed to a host.Lifecycle (the other
+//	             required bootstrap hooks do nothing)
 //	registry.go  the registry (the opaque pointers Envoy holds for us, each a real C
 //	             allocation → Go values) and the queue behind host.Conn.Post
 //

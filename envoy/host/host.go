@@ -167,3 +167,24 @@ type FilterFactory interface {
 // ConfigFactory builds a FilterFactory from the config bytes Envoy passes (JSON for us).
 // A non-nil error refuses the config; its text is logged by the binding.
 type ConfigFactory func(name string, config []byte, h ConfigHost) (FilterFactory, error)
+
+// Lifecycle receives what Envoy tells a bootstrap extension about the whole process. Every
+// method runs on Envoy's main thread, one at a time.
+type Lifecycle interface {
+	// OnServerInitialized: Envoy has started (its static listeners exist).
+	OnServerInitialized()
+	// OnDrainStarted: the server-wide drain began (the parent of a hot restart, or the admin
+	// endpoint /drain_listeners?graceful). Envoy closes what is left when the drain ends.
+	OnDrainStarted()
+	// OnListenerUpdated: a listener was added or replaced (LDS). Connections of a replaced
+	// listener keep its old filter configs until Envoy's drain time has passed.
+	OnListenerUpdated(name string)
+	// OnListenerRemoved: a listener was removed (LDS); its connections drain the same way.
+	OnListenerRemoved(name string)
+	// OnShutdown: Envoy is about to exit.
+	OnShutdown()
+}
+
+// LifecycleFactory builds a Lifecycle from the bootstrap extension's config bytes (main thread).
+// log writes to Envoy's log and is safe from any goroutine.
+type LifecycleFactory func(name string, config []byte, log func(LogLevel, string)) (Lifecycle, error)

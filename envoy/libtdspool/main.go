@@ -12,6 +12,9 @@ import (
 
 func init() {
 	abi.RegisterNetworkFilter("tdspool", wrapForTests(filter.NewFactory))
+	// The same module as a bootstrap extension (extension_name "tdspool") hears Envoy's drains
+	// and listener updates, which a network filter cannot.
+	abi.RegisterLifecycle("tdspool", filter.NewLifecycle)
 }
 
 // main is required by -buildmode=c-shared and never runs.

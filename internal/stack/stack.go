@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -313,6 +314,9 @@ type EnvoyOptions struct {
 	Tee               io.Writer
 	ReadyWait         time.Duration // default 20s
 	Env               []string      // extra environment, e.g. GOGC=1 for the module's Go runtime
+	// Args are extra command-line arguments. With --base-id among them the process may take
+	// part in a hot restart (no --disable-hot-restart).
+	Args []string
 }
 
 // StartEnvoy writes the config to a temp dir and starts Envoy on it, waiting for /ready.
@@ -344,12 +348,15 @@ func StartEnvoy(o EnvoyOptions) (*Envoy, error) {
 		return nil, err
 	}
 	env := append([]string{"ENVOY_DYNAMIC_MODULES_SEARCH_PATH=" + o.ModuleDir}, o.Env...)
-	args := []string{"-c", cfg, "--disable-hot-restart", "--concurrency", "2", "-l", o.LogLevel,
+	args := []string{"-c", cfg, "--concurrency", "2", "-l", o.LogLevel,
 		"--log-format", "[%Y-%m-%d %T.%e][%l][%n] %v"}
+	if !slices.Contains(o.Args, "--base-id") {
+		args = append(args, "--disable-hot-restart")
+	}
 	if o.ComponentLogLevel != "" {
 		args = append(args, "--component-log-level", o.ComponentLogLevel)
 	}
-	p, err := Start("envoy", o.Tee, env, bin, args...)
+	p, err := Start("envoy", o.Tee, env, bin, append(args, o.Args...)...)
 	if err != nil {
 		return nil, err
 	}

@@ -239,6 +239,7 @@ func Validate(cfg *Config) Problems {
 	checkDuration(add, "timeouts.first_byte_timeout", t.FirstByteTimeout, time.Millisecond, time.Hour)
 	checkDuration(add, "timeouts.backend_handshake_timeout", t.BackendHandshakeTimeout, 10*time.Millisecond, time.Hour)
 	checkDuration(add, "timeouts.idle_timeout", t.IdleTimeout, 0, 30*24*time.Hour)
+	checkDuration(add, "timeouts.drain_timeout", t.DrainTimeout, 0, 24*time.Hour)
 	return p
 }
 

@@ -1086,7 +1086,14 @@ type Timeouts struct {
 	BackendHandshakeTimeout *durationpb.Duration `protobuf:"bytes,4,opt,name=backend_handshake_timeout,json=backendHandshakeTimeout,proto3" json:"backend_handshake_timeout,omitempty"` // default 3s
 	// Closes a logged-in session with no traffic either way for this long (tcp_proxy's
 	// per-connection idle timeout). Unset or 0: never, as drivers keep pooled connections idle.
-	IdleTimeout   *durationpb.Duration `protobuf:"bytes,5,opt,name=idle_timeout,json=idleTimeout,proto3" json:"idle_timeout,omitempty"`
+	IdleTimeout *durationpb.Duration `protobuf:"bytes,5,opt,name=idle_timeout,json=idleTimeout,proto3" json:"idle_timeout,omitempty"`
+	// When Envoy drains this config (hot restart, /drain_listeners?graceful, or an LDS update or
+	// removal of its listener whose name is stat_prefix; needs the tdspool bootstrap extension),
+	// a session inside a transaction is closed when the transaction ends, and every session
+	// still open this long after the drain began is closed. Unset: Envoy's --drain-time-s (600s
+	// by default). Keep it below --drain-time-s (LDS) and --parent-shutdown-time-s (hot restart)
+	// so that tdspool, not Envoy, ends the sessions.
+	DrainTimeout  *durationpb.Duration `protobuf:"bytes,6,opt,name=drain_timeout,json=drainTimeout,proto3" json:"drain_timeout,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1152,6 +1159,13 @@ func (x *Timeouts) GetBackendHandshakeTimeout() *durationpb.Duration {
 func (x *Timeouts) GetIdleTimeout() *durationpb.Duration {
 	if x != nil {
 		return x.IdleTimeout
+	}
+	return nil
+}
+
+func (x *Timeouts) GetDrainTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.DrainTimeout
 	}
 	return nil
 }
@@ -1235,13 +1249,14 @@ const file_tdspool_proto_rawDesc = "" +
 	"key_prefix\x18\x06 \x01(\tR\tkeyPrefix\x12<\n" +
 	"\fcall_timeout\x18\a \x01(\v2\x19.google.protobuf.DurationR\vcallTimeout\x126\n" +
 	"\tlease_ttl\x18\b \x01(\v2\x19.google.protobuf.DurationR\bleaseTtl\x12H\n" +
-	"\x12heartbeat_interval\x18\t \x01(\v2\x19.google.protobuf.DurationR\x11heartbeatInterval\"\xe8\x02\n" +
+	"\x12heartbeat_interval\x18\t \x01(\v2\x19.google.protobuf.DurationR\x11heartbeatInterval\"\xa8\x03\n" +
 	"\bTimeouts\x12>\n" +
 	"\rqueue_timeout\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\fqueueTimeout\x12>\n" +
 	"\rlogin_timeout\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\floginTimeout\x12G\n" +
 	"\x12first_byte_timeout\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x10firstByteTimeout\x12U\n" +
 	"\x19backend_handshake_timeout\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x17backendHandshakeTimeout\x12<\n" +
-	"\fidle_timeout\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\vidleTimeout*k\n" +
+	"\fidle_timeout\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\vidleTimeout\x12>\n" +
+	"\rdrain_timeout\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\fdrainTimeout*k\n" +
 	"\x10EncryptionPolicy\x12!\n" +
 	"\x1dENCRYPTION_POLICY_UNSPECIFIED\x10\x00\x12\v\n" +
 	"\aREQUIRE\x10\x01\x12\x16\n" +
@@ -1328,11 +1343,12 @@ var file_tdspool_proto_depIdxs = []int32{
 	14, // 24: tdspool.v1.Timeouts.first_byte_timeout:type_name -> google.protobuf.Duration
 	14, // 25: tdspool.v1.Timeouts.backend_handshake_timeout:type_name -> google.protobuf.Duration
 	14, // 26: tdspool.v1.Timeouts.idle_timeout:type_name -> google.protobuf.Duration
-	27, // [27:27] is the sub-list for method output_type
-	27, // [27:27] is the sub-list for method input_type
-	27, // [27:27] is the sub-list for extension type_name
-	27, // [27:27] is the sub-list for extension extendee
-	0,  // [0:27] is the sub-list for field type_name
+	14, // 27: tdspool.v1.Timeouts.drain_timeout:type_name -> google.protobuf.Duration
+	28, // [28:28] is the sub-list for method output_type
+	28, // [28:28] is the sub-list for method input_type
+	28, // [28:28] is the sub-list for extension type_name
+	28, // [28:28] is the sub-list for extension extendee
+	0,  // [0:28] is the sub-list for field type_name
 }
 
 func init() { file_tdspool_proto_init() }
