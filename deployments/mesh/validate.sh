@@ -13,3 +13,5 @@ python3 "$here/render.py" "$tmp"
 for f in "$tmp"/*.json; do
   ENVOY_DYNAMIC_MODULES_SEARCH_PATH="$MODULE_DIR" "$ENVOY" --mode validate -c "$f" -l warn
 done
+# Per-listener and per-bucket stat names must become labels (listener, bucket) in Prometheus.
+python3 "$here/check_stats_tags.py" "$tmp"/*.json "$root/deployments/production/envoy.yaml"
