@@ -40,12 +40,15 @@
 //	            bounded by @LockTimeout or @@LOCK_TIMEOUT.
 //	audit.go    The audit log (per request: SPID, login, database, kind,
 //	            reset flags), SessionInfos and sys.dm_exec_sessions.
+//	catalog.go  sys.databases/schemas/tables/columns and INFORMATION_SCHEMA
+//	            TABLES/COLUMNS from the current database's SQLite schema.
 //	tsql.go     Statements from tds.LexSQL tokens (the protocol library's
 //	            lexer, shared with the request classifier).
 //	exec.go     Statement execution: session commands and the T-SQL → SQLite
 //	            rewrite; result sets as COLMETADATA + ROW; error mapping.
 //	rpc.go      sp_executesql, sp_prepare/sp_execute/sp_prepexec/sp_unprepare,
-//	            sp_reset_connection; T-SQL EXEC of the same procedures.
+//	            sp_reset_connection; T-SQL EXEC of the same procedures and
+//	            EXEC ( string ) in a scope of its own.
 //	types.go    SQL Server types, their SQLite storage, value conversion.
 //	store.go    One SQLite file per database (<DataDir>/<db>.sqlite).
 //	lean.go     Lean mode (Config.Lean), the benchmark's backend: the same
@@ -176,9 +179,13 @@
 // (db.schema.table) or USE inside a transaction; + concatenates only next
 // to a string literal (col + col adds); no divide-by-zero error (SQLite
 // gives NULL); MERGE, PIVOT, window functions beyond SQLite's, sequences,
-// triggers, views' SQL Server metadata, INFORMATION_SCHEMA and most sys.*
-// catalog views (only sys.dm_exec_sessions) are missing; EXEC (string),
-// INSERT ... EXEC and OUTPUT ... INTO are refused; cursors are STATIC only
+// triggers and views' SQL Server metadata are missing; of the catalog views
+// only sys.dm_exec_sessions, sys.databases, sys.schemas, sys.tables (also
+// as sys.objects), sys.columns, INFORMATION_SCHEMA.TABLES and .COLUMNS
+// exist, with their common columns (catalog.go), every table in dbo and
+// varchar/nchar columns reported as nvarchar; a variable or parameter
+// selected on its own is typed from its value (SELECT @b of a bit gives
+// int); INSERT ... EXEC and OUTPUT ... INTO are refused; cursors are STATIC only
 // (no WHERE CURRENT OF, no ROWSTAT column on API cursor fetches);
 // datetimeoffset is datetime2(7) without the offset; one language
 // (us_english); lock waits between sessions are SQLite's database locks,

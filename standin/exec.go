@@ -655,6 +655,7 @@ func (s *session) evalCond(ctx context.Context, cond []token, vars map[string]an
 // runSQL translates one statement and runs it on SQLite, streaming a result
 // set when it returns columns.
 func (s *session) runSQL(ctx context.Context, r *resp, st []token, vars map[string]any, inProc bool) *sqlError {
+	st = optionalKeywords(st)
 	if s.doomed && startsImplicitTran(st) && st[0].upper != "SELECT" {
 		return errDoomed()
 	}
@@ -703,6 +704,27 @@ func (s *session) runSQL(ctx context.Context, r *resp, st []token, vars map[stri
 	s.rowcount = n
 	s.stmtDone(r, inProc, curcmd, n, curcmd != 0)
 	return nil
+}
+
+// optionalKeywords spells out what T-SQL lets a statement leave out and SQLite does not:
+// INSERT [INTO] t ..., DELETE [FROM] t WHERE ... (ORMs and hand-written scripts send both).
+func optionalKeywords(st []token) []token {
+	if len(st) < 2 {
+		return st
+	}
+	insert := func(word string) []token {
+		out := make([]token, 0, len(st)+1)
+		out = append(out, st[0], token{k: tkWord, text: word, upper: word, space: true, pos: st[1].pos})
+		return append(out, st[1:]...)
+	}
+	switch {
+	case st[0].upper == "INSERT" && st[1].upper != "INTO" && (st[1].k == tkWord || st[1].k == tkQIdent || st[1].k == tkVar):
+		return insert("INTO")
+	case st[0].upper == "DELETE" && st[1].upper != "FROM" && st[1].upper != "TOP" && !hasWord(st[1:], "FROM") &&
+		(st[1].k == tkWord || st[1].k == tkQIdent || st[1].k == tkVar):
+		return insert("FROM")
+	}
+	return st
 }
 
 var identRE = regexp.MustCompile(`^[A-Za-z_#@$][A-Za-z0-9_#@$]*$`)
@@ -1133,13 +1155,15 @@ func (s *session) translate(ts []token, vars map[string]any) (string, []any, *sq
 				emit(quoteIdent(t.text))
 				continue
 			}
-			if t.upper == "SYS" && next(1).text == "." && strings.EqualFold(next(2).text, "dm_exec_sessions") {
-				emit(s.dmExecSessions())
-				if a := next(3); a.k == tkSemi || a.k == tkOp || (a.k == tkWord && sqlClauseWords[a.upper]) {
-					emit("AS dm_exec_sessions") // so dm_exec_sessions.col still resolves
+			if (t.upper == "SYS" || t.upper == "INFORMATION_SCHEMA") && next(1).text == "." {
+				if view, ok := s.catalogView(t.upper, next(2).text); ok {
+					emit(view)
+					if a := next(3); a.k == tkSemi || a.k == tkOp || (a.k == tkWord && sqlClauseWords[a.upper]) {
+						emit("AS " + quoteIdent(next(2).text)) // so tables.col still resolves
+					}
+					j += 2
+					continue
 				}
-				j += 2
-				continue
 			}
 			if next(1).text == "." && s.isQualifier(t.text, next(2)) {
 				j++ // drop "dbo." / "db.dbo." / "db.." qualifiers
@@ -1404,7 +1428,8 @@ func (s *session) function(ts []token, j int, vars map[string]any, args *[]any) 
 		// Strip db./schema. prefixes inside the name at run time.
 		name := "replace(replace(replace(" + q + ",'tempdb..',''),'dbo.',''),'[','')"
 		name = "replace(" + name + ",']','')"
-		return "(SELECT 1 FROM (SELECT name FROM sqlite_master WHERE type='table' UNION ALL SELECT name FROM sqlite_temp_master WHERE type='table') WHERE name = " + name + " COLLATE NOCASE)", n, true, nil
+		// The object_id sys.tables reports: the rowid in sqlite_master (negative for temp tables).
+		return "(SELECT id FROM (SELECT rowid AS id, name FROM sqlite_master WHERE type IN ('table', 'view') UNION ALL SELECT -rowid, name FROM sqlite_temp_master WHERE type='table') WHERE name = " + name + " COLLATE NOCASE LIMIT 1)", n, true, nil
 	case "LEN":
 		q, e := sub(inner)
 		return "length(rtrim(" + q + "))", n, true, e

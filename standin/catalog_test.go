@@ -1,0 +1,64 @@
+package standin_test
+
+import (
+	"testing"
+
+	"github.com/tdspool/tdspool/standin"
+)
+
+// The catalog views and optional keywords that ORMs and tools send at connection setup and
+// for schema discovery (column names as SQL Server's; values for the current database).
+func TestCatalogViewsAndOptionalKeywords(t *testing.T) {
+	srv := start(t, standin.Config{Databases: []string{"tenant_a"}})
+	c := oneConn(t, srv)
+	runSteps(t, c, []step{
+		{q: "CREATE TABLE cat_items (id INT NOT NULL PRIMARY KEY, name NVARCHAR(40) NULL, price DECIMAL(10,2) NOT NULL DEFAULT 0, blob VARBINARY(MAX))"},
+		{q: "CREATE TABLE #tmp_only (x INT)"},
+		// sys.databases: the system databases and the configured one, with DB_ID's ids.
+		{q: "SELECT COUNT(*) FROM sys.databases", want: 5}, // master, tempdb, model, msdb, tenant_a
+		{q: "SELECT database_id FROM sys.databases WHERE name = 'tenant_a'", want: 5},
+		{q: "SELECT name FROM sys.databases WHERE database_id = DB_ID()", want: "tenant_a"},
+		{q: "SELECT state_desc FROM master.sys.databases WHERE name = N'master'", want: "ONLINE"},
+		// sys.schemas, sys.tables, sys.columns; object_id agrees with OBJECT_ID().
+		{q: "SELECT schema_id FROM sys.schemas WHERE name = 'dbo'", want: 1},
+		{q: "SELECT t.name FROM sys.tables t JOIN sys.schemas s ON s.schema_id = t.schema_id WHERE s.name = 'dbo'", want: "cat_items"},
+		{q: "SELECT COUNT(*) FROM sys.tables WHERE object_id = OBJECT_ID(N'dbo.cat_items')", want: 1},
+		{q: "SELECT type_desc FROM sys.tables WHERE name = 'cat_items'", want: "USER_TABLE"},
+		{q: "SELECT COUNT(*) FROM sys.tables WHERE name LIKE '%tmp_only%'", want: 0}, // temp tables live in tempdb
+		{q: "SELECT COUNT(*) FROM sys.columns WHERE object_id = OBJECT_ID('cat_items')", want: 4},
+		{q: "SELECT max_length FROM sys.columns WHERE object_id = OBJECT_ID('cat_items') AND name = 'name'", want: 80},
+		// INFORMATION_SCHEMA.
+		{q: "SELECT TABLE_CATALOG + '.' + TABLE_SCHEMA + '.' + TABLE_NAME FROM INFORMATION_SCHEMA.TABLES WHERE TABLE_TYPE = 'BASE TABLE'", want: "tenant_a.dbo.cat_items"},
+		{q: "SELECT COUNT(*) FROM INFORMATION_SCHEMA.COLUMNS WHERE TABLE_NAME = 'cat_items'", want: 4},
+		{q: "SELECT DATA_TYPE FROM INFORMATION_SCHEMA.COLUMNS WHERE TABLE_NAME = 'cat_items' AND ORDINAL_POSITION = 2", want: "nvarchar"},
+		{q: "SELECT CHARACTER_MAXIMUM_LENGTH FROM INFORMATION_SCHEMA.COLUMNS WHERE COLUMN_NAME = 'name'", want: 40},
+		{q: "SELECT CHARACTER_MAXIMUM_LENGTH FROM INFORMATION_SCHEMA.COLUMNS WHERE COLUMN_NAME = 'blob'", want: -1},
+		{q: "SELECT IS_NULLABLE FROM INFORMATION_SCHEMA.COLUMNS WHERE COLUMN_NAME = 'id'", want: "NO"},
+		{q: "SELECT CAST(NUMERIC_PRECISION AS INT) * 100 + NUMERIC_SCALE FROM INFORMATION_SCHEMA.COLUMNS WHERE COLUMN_NAME = 'price'", want: 1002},
+		{q: "SELECT COUNT(*) FROM INFORMATION_SCHEMA.COLUMNS WHERE TABLE_NAME = 'no_such_table'", want: 0},
+		// INSERT without INTO, DELETE without FROM.
+		{q: "INSERT cat_items (id, name, price) VALUES (1, N'a', 1.5)"},
+		{q: "INSERT dbo.cat_items VALUES (2, N'b', 2.5, NULL)"},
+		{q: "SELECT COUNT(*) FROM cat_items", want: 2},
+		{q: "DELETE cat_items WHERE id = 1"},
+		{q: "SELECT SUM(id) FROM cat_items", want: 2},
+		{q: "DECLARE @t TABLE (k INT); INSERT @t VALUES (7); SELECT k FROM @t", want: 7},
+	})
+}
+
+// EXEC ( string ): dynamic SQL as migration tools and ORMs send it, in a variable scope of
+// its own.
+func TestExecString(t *testing.T) {
+	srv := start(t, standin.Config{Databases: []string{"tenant_a"}})
+	c := oneConn(t, srv)
+	runSteps(t, c, []step{
+		{q: "EXEC('SELECT 41 + 1')", want: 42},
+		{q: "EXEC (N'SELECT ' + N'''dyn''')", want: "dyn"},
+		{q: "IF OBJECT_ID('dyn_t') IS NULL EXEC('CREATE TABLE dyn_t (a INT); INSERT INTO dyn_t VALUES (5)')"},
+		{q: "IF OBJECT_ID('dyn_t') IS NULL EXEC('CREATE TABLE dyn_t (a INT)')"}, // exists now: not run again
+		{q: "SELECT SUM(a) FROM dyn_t", want: 5},
+		{q: "DECLARE @sql NVARCHAR(200) = N'SELECT COUNT(*) FROM dyn_t'; EXEC(@sql)", want: 1},
+		{q: "DECLARE @x INT = 1; EXEC('SELECT @x')", errCode: 137}, // the caller's variables are not in scope
+		{q: "EXEC('SELECT 1') junk", errCode: 102},
+	})
+}
