@@ -734,3 +734,18 @@ func (w *queueWatch) inversions() (inv, pairs, queued int) {
 	}
 	return inv, pairs, len(ws)
 }
+
+// The FIFO oracle itself: grants against ticket order, ties in one millisecond not counted,
+// waiters never seen queued left out.
+func TestQueueWatchCountsInversions(t *testing.T) {
+	w := &queueWatch{ticket: map[string]float64{}, granted: map[string]int64{}, client: map[string]string{},
+		stop: make(chan struct{}), done: make(chan struct{})}
+	close(w.done)
+	w.record([]redis.Z{{Score: 1, Member: "a"}, {Score: 2, Member: "b"}, {Score: 3, Member: "c"}},
+		map[string]string{"a": `100 {"client":"x:1"}`, "b": `100 {}`, "c": `100 {}`, "early": `90 {}`})
+	w.record(nil, map[string]string{"a": `205 {}`, "b": `200 {}`, "c": `205 {}`, "early": `90 {}`})
+	inv, pairs, queued := w.inversions()
+	if inv != 1 || pairs != 3 || queued != 3 {
+		t.Fatalf("inversions %d of %d pairs, %d queued; want 1 (a after b) of 3, 3", inv, pairs, queued)
+	}
+}
