@@ -36,6 +36,12 @@ func TestCatalogViewsAndOptionalKeywords(t *testing.T) {
 		{q: "SELECT IS_NULLABLE FROM INFORMATION_SCHEMA.COLUMNS WHERE COLUMN_NAME = 'id'", want: "NO"},
 		{q: "SELECT CAST(NUMERIC_PRECISION AS INT) * 100 + NUMERIC_SCALE FROM INFORMATION_SCHEMA.COLUMNS WHERE COLUMN_NAME = 'price'", want: 1002},
 		{q: "SELECT COUNT(*) FROM INFORMATION_SCHEMA.COLUMNS WHERE TABLE_NAME = 'no_such_table'", want: 0},
+		// SERVERPROPERTY as tools and drivers probe it (values of a SQL Server 2022 RTM default instance).
+		{q: "SELECT SERVERPROPERTY('ProductMajorVersion')", want: "16"},
+		{q: "SELECT CAST(SERVERPROPERTY('ProductLevel') AS NVARCHAR(10))", want: "RTM"},
+		{q: "SELECT SERVERPROPERTY('Collation')", want: "SQL_Latin1_General_CP1_CI_AS"},
+		{q: "SELECT CAST(SERVERPROPERTY('IsHadrEnabled') AS INT) + CAST(SERVERPROPERTY('IsClustered') AS INT)", want: 0},
+		{q: "SELECT SERVERPROPERTY('InstanceName')", want: "<nil>"},
 		// INSERT without INTO, DELETE without FROM.
 		{q: "INSERT cat_items (id, name, price) VALUES (1, N'a', 1.5)"},
 		{q: "INSERT dbo.cat_items VALUES (2, N'b', 2.5, NULL)"},

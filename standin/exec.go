@@ -1413,6 +1413,20 @@ func (s *session) function(ts []token, j int, vars map[string]any, args *[]any) 
 				return lit(s.c.srv.cfg.ServerName), n, true, nil
 			case "engineedition":
 				return "3", n, true, nil
+			case "productmajorversion": // nvarchar(128), as SQL Server 2016 and later report them
+				return lit("16"), n, true, nil
+			case "productminorversion":
+				return lit("0"), n, true, nil
+			case "productbuild":
+				return lit("1000"), n, true, nil
+			case "productlevel":
+				return lit("RTM"), n, true, nil
+			case "collation":
+				return lit("SQL_Latin1_General_CP1_CI_AS"), n, true, nil
+			case "lcid":
+				return "1033", n, true, nil
+			case "ishadrenabled", "isclustered", "isintegratedsecurityonly", "issingleuser", "isfulltextinstalled":
+				return "0", n, true, nil // int: a stand-alone default instance with SQL logins
 			}
 		}
 		return "NULL", n, true, nil
