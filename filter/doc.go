@@ -22,6 +22,16 @@
 //	               consumed), misses handed to the pool with their slot, taints, a failed
 //	               reset replaced by another idle backend or a hidden login with the kept
 //	               LOGIN7, eviction for waiters, the sweeper, pool stats
+//	txmode.go      transaction pooling (pool mode TRANSACTION): a login answered from its
+//	               key's recorded reply (no backend, no slot) or, the key's first, logged in
+//	               for real and its backend given to the pool; then a txLeg that cuts the
+//	               client stream into packets, tells a txpool.Binding about each request,
+//	               borrows a backend of the key per request (the bucket's FIFO of waiters,
+//	               hand-off on release, 10928 past queue_timeout), sends the reset and the
+//	               Reapply prelude whose answer it consumes, follows the response for the
+//	               binding, answers a late ATTENTION, and gives the backend back at the end
+//	txmode_grow.go a request finding no idle backend under the cap: a slot and a hidden login
+//	               with the client's LOGIN7; the new backend goes to the key's oldest waiter
 //	hiddenlogin.go the hidden backend login: a new module-owned connection of a bucket is
 //	               dialed (PRELOGIN/TLS by filter/backend) and logged in with a given LOGIN7,
 //	               its response read and parsed, and nothing reaches any client;

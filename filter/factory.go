@@ -57,7 +57,8 @@ type bucketState struct {
 	cfg    *tdspoolpb.Bucket
 	stats  bucketStats
 	target *backend.Target // the MODULE leg's dial target; nil for the tcp_proxy leg
-	pool   *bucketPool     // logged-in backends for reuse; nil unless pool mode SESSION
+	pool   *bucketPool     // logged-in backends for reuse; nil unless pool mode SESSION or TRANSACTION
+	tx     *txBucket       // requests waiting for a backend; nil unless pool mode TRANSACTION
 }
 
 // NewFactory loads the JSON config and defines the stats. It is a host.ConfigFactory.
@@ -110,6 +111,9 @@ func newFactory(cfg *tdspoolpb.Config, m host.Metrics) (*Factory, error) {
 		}
 		if bs.pool = newBucketPool(b); bs.pool != nil {
 			f.pools = append(f.pools, bs.pool)
+		}
+		if b.GetPool().GetMode() == tdspoolpb.PoolMode_POOL_MODE_TRANSACTION {
+			bs.tx = &txBucket{}
 		}
 		f.buckets[b.Name] = bs
 		names = append(names, b.Name)

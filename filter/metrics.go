@@ -79,6 +79,13 @@ type bucketStats struct {
 	leasesExpired        host.MetricID                  // counter
 	coordinatorAcquires  host.MetricID                  // counter: grants as the coordinator saw them
 	pool                 poolStats                      // session pooling (zero unless pool mode SESSION)
+	tx                   txStats                        // transaction pooling (pool mode TRANSACTION)
+}
+
+// txStats are a TRANSACTION-mode bucket's own stats.
+type txStats struct {
+	bound        host.MetricID // gauge: sessions holding a borrowed backend now
+	borrowWaitUs host.MetricID // histogram: a request's start to its backend (idle, handed over or new)
 }
 
 type metricDefiner struct {
@@ -181,6 +188,7 @@ func defineBucketStats(d *metricDefiner, bucket string) bucketStats {
 			warmupFailures: d.counter(p + "pool_warmup_failures_total"),
 		},
 	}
+	s.tx = txStats{bound: d.gauge(p + "tx_bound"), borrowWaitUs: d.histogram(p + "tx_borrow_wait_us")}
 	for r := pinReason(0); r < numPinReasons; r++ {
 		s.pinnedBy[r] = d.gauge(p + "pinned_" + pinReasonNames[r])
 		s.pinEvents[r] = d.counter(p + "pin_" + pinReasonNames[r] + "_total")

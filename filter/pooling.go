@@ -187,10 +187,10 @@ func (s *session) flushPoolStats(force bool) {
 	}
 }
 
-// newBucketPool builds the pool of a SESSION-mode bucket (nil for the others).
+// newBucketPool builds the pool of a SESSION- or TRANSACTION-mode bucket (nil for the others).
 func newBucketPool(b *tdspoolpb.Bucket) *bucketPool {
 	pc := b.GetPool()
-	if pc.GetMode() != tdspoolpb.PoolMode_POOL_MODE_SESSION {
+	if m := pc.GetMode(); m != tdspoolpb.PoolMode_POOL_MODE_SESSION && m != tdspoolpb.PoolMode_POOL_MODE_TRANSACTION {
 		return nil
 	}
 	return &bucketPool{Pool: pool.New[*pooledBackend](pool.Config{

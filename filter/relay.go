@@ -22,11 +22,13 @@ const (
 	pinBulkLoad                     // BULK_LOAD / INSERT BULK
 	pinAppRole                      // sp_setapprole: not undone by a reset
 	pinUnparsed                     // the response stream could not be followed
+	pinMARS                         // several requests in flight on one connection (transaction pooling)
+	pinAppLock                      // sp_getapplock held (transaction pooling)
 	numPinReasons
 )
 
 var pinReasonNames = [numPinReasons]string{"transaction", "prepared", "temp_table", "set_option", "cursor",
-	"bulk_load", "app_role", "unparsed"}
+	"bulk_load", "app_role", "unparsed", "mars", "applock"}
 
 // relayState follows a logged-in session: client messages by their packet headers, server
 // responses with the token scanner. It reads Envoy's buffers in place and copies nothing

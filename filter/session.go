@@ -327,7 +327,7 @@ func (s *session) onClientLogin7(msg tds.Message) {
 	if s.prepareLogin(login) {
 		s.login7 = tds.AppendPackets(nil, tds.PacketLogin7, 0, login.AppendLogin7(nil), s.pktSize)
 	}
-	if s.servedFromPool(login) {
+	if s.servedFromRecordedReply(login) || s.servedFromPool(login) {
 		return
 	}
 	s.ph = phWaitSlot
@@ -347,6 +347,7 @@ func (s *session) onClientLogin7(msg tds.Message) {
 		}
 	})
 	s.armEviction()
+	s.armTxLoginCheck()
 }
 
 // onSlot runs on the worker with the coordinator's answer.
@@ -538,6 +539,9 @@ func (s *session) onLoginResponseDone() {
 	// The handshake buffers are done with; an idle session should hold as little as possible.
 	s.clientIn, s.backendIn, s.loginResp = tds.Reassembler{}, tds.Reassembler{}, tds.ResponseScanner{}
 	s.relay.start(s)
+	if _, ok := s.leg.(*txLeg); !ok && s.bucket.tx != nil {
+		s.startTxMode(nil) // a real login of a TRANSACTION bucket: its backend goes to the pool
+	}
 	s.leg.relayStarted()
 }
 
@@ -574,6 +578,9 @@ func (s *session) OnDestroy() {
 	if s.pool.lease != nil {
 		s.pool.lease.Taint(pool.TaintRequestInFlight) // no close event: nothing is known
 		s.returnBackend()
+	}
+	if t, ok := s.leg.(*txLeg); ok {
+		t.destroyed() // a borrowed backend or a queue place must not outlive the session
 	}
 }
 

@@ -379,13 +379,14 @@ func classifySet(toks []sqlTok, i int, f *RequestFacts) {
 
 // pinWords are the ASCII fragments without which a batch cannot create pinning state: '#' for
 // temp objects, and SET (options, sp_setapprole), PREP (sp_prepare*, sp_xml_preparedocument),
-// CURSOR, BULK and DISTRIButed transactions. Local transactions are not among them: a proxy
-// tracks those from the server's ENVCHANGEs, not from text.
-var pinWords = [...]string{"set", "prep", "cursor", "bulk", "distrib"}
+// CURSOR, BULK, DISTRIButed transactions and APPLOCK (sp_getapplock/sp_releaseapplock, which
+// transaction pooling counts). Local transactions are not among them: a proxy tracks those
+// from the server's ENVCHANGEs, not from text.
+var pinWords = [...]string{"set", "prep", "cursor", "bulk", "distrib", "applock"}
 
 // BatchMayPin is a prefilter for ClassifyRequest on a SQL_BATCH payload (UCS-2LE text after
-// ALL_HEADERS): false means the batch cannot make RequestFacts.Pins true, so a caller that
-// only needs Pins may skip the classification. It scans for pinWords without decoding the text
+// ALL_HEADERS): false means the batch cannot make RequestFacts.Pins true nor call an applock
+// procedure, so a caller that only needs those may skip the classification. It scans for pinWords without decoding the text
 // and allocates nothing; a false positive only costs a full classification.
 // FuzzBatchMayPinNeverHidesAPin holds it to that contract.
 func BatchMayPin(payload []byte) bool {

@@ -1,6 +1,9 @@
 package tds
 
-import "testing"
+import (
+	"strings"
+	"testing"
+)
 
 func batchPayload(text string) []byte {
 	q := SQLBatch{Headers: AllHeaders{HasTransaction: true, OutstandingRequests: 1}, Text: text}
@@ -17,6 +20,7 @@ func TestBatchMayPin(t *testing.T) {
 		"DECLARE c CURSOR FOR select 1":                 true,
 		"insert bulk t (a int)":                         true,
 		"begin distributed tran":                        true,
+		"exec sp_releaseapplock 'r'":                    true,
 		"begin tran; insert into t values (1); commit":  false,
 		"select N'préparé', N'日本語' from t where a < 10": false,
 		"": false,
@@ -31,7 +35,8 @@ func TestBatchMayPin(t *testing.T) {
 // batch, the prefilter must have let it through.
 func FuzzBatchMayPinNeverHidesAPin(f *testing.F) {
 	for _, s := range []string{"create table #x(a int)", "SET ANSI_NULLS ON", "exec sp_setapprole 'r','p'",
-		"select 1", "declare c cursor for select 1", "EXEC sp_prepare @h OUTPUT, N'', N'select 1'"} {
+		"select 1", "declare c cursor for select 1", "EXEC sp_prepare @h OUTPUT, N'', N'select 1'",
+		"declare @r int; exec @r = sp_getapplock 'r', 'Exclusive', 'Session'"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, text string) {
@@ -40,7 +45,11 @@ func FuzzBatchMayPinNeverHidesAPin(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if facts.Pins() && !BatchMayPin(p) {
+		applock := false
+		for _, proc := range facts.Procs {
+			applock = applock || strings.Contains(strings.ToLower(proc), "applock")
+		}
+		if (facts.Pins() || applock) && !BatchMayPin(p) {
 			t.Fatalf("prefilter hides pinning facts %v in %q", facts, text)
 		}
 	})

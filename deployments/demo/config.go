@@ -12,7 +12,7 @@ import (
 //
 // The backend legs (see backendEncryption): bucket-001 over tcp_proxy in plaintext,
 // bucket-002 module-owned with TDS 7 full TLS and session pooling, bucket-003 module-owned
-// with TDS 8; the TLS
+// with TDS 8 and transaction pooling; the TLS
 // legs verify the stand-ins' certificate (the demo's) for "localhost". Every bucket keeps its
 // Envoy cluster, whose health checks gate logins on both legs.
 func filterConfig(buckets []string, redisAddr string, maxConns int, certFile, keyFile string, firstBackend int) string {
@@ -53,6 +53,9 @@ func filterConfig(buckets []string, redisAddr string, maxConns int, certFile, ke
 		if sessionPooled(i) {
 			b.Pool = map[string]any{"mode": "POOL_MODE_SESSION"}
 		}
+		if transactionPooled(i) {
+			b.Pool = map[string]any{"mode": "POOL_MODE_TRANSACTION"}
+		}
 		bs = append(bs, b)
 		rs = append(rs, route{ServerName: name, Bucket: name})
 	}
@@ -80,13 +83,17 @@ func moduleLegEncryption(i int) string {
 // module-owned leg, so bucket-001 on tcp_proxy cannot).
 func sessionPooled(i int) bool { return i == 1 }
 
+// transactionPooled: bucket-003 (tenant_c) lends a backend per request: its clients hold
+// sessions without holding backends, so its cap of 20 serves hundreds of them.
+func transactionPooled(i int) bool { return i == 2 }
+
 // legDescription says how tdspool reaches bucket i, for the banner.
 func legDescription(i int, cluster string) string {
 	switch moduleLegEncryption(i) {
 	case "TDS7_FULL":
 		return "forces encryption; module-owned leg, TDS 7 full TLS, session pooling"
 	case "TDS8":
-		return "TDS 8 only; module-owned leg, TDS 8"
+		return "TDS 8 only; module-owned leg, TDS 8, transaction pooling"
 	}
 	return "tcp_proxy leg via Envoy cluster " + cluster + ", plaintext"
 }

@@ -100,6 +100,21 @@ func TestDemoServesEveryBucketAndStopsCleanly(t *testing.T) {
 			spids[0], spids[1], granted[0], granted[1])
 	}
 
+	// bucket-003 pools transactions: 200 clients hold open sessions on tenant_c and run
+	// statements, all served by backends under its cap of 20 (every backend takes a slot).
+	served := demoTransactionPooling(t, listen, 200)
+	// The pool's counters reach Envoy's stats at most once a second, through a session.
+	time.Sleep(1100 * time.Millisecond)
+	if demoTransactionPooling(t, listen, 1) != 1 {
+		t.Fatal("bucket-003: a last client was not served")
+	}
+	created := adminCounter(t, admin, "tdspool.bucket.bucket-003.pool_created_total")
+	pooled := adminCounter(t, admin, "tdspool.bucket.bucket-003.pool_idle") + adminCounter(t, admin, "tdspool.bucket.bucket-003.pool_active")
+	t.Logf("bucket-003: %d of 200 clients served by %d backends (%d created)", served, pooled, created)
+	if served != 200 || pooled > 20 || pooled == 0 {
+		t.Fatalf("bucket-003: %d of 200 clients served by %d backends; want all, by 1..20", served, pooled)
+	}
+
 	_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGINT)
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
@@ -210,4 +225,55 @@ func adminCounter(t *testing.T, admin int, name string) int {
 	}
 	t.Fatalf("%s not in /stats:\n%s", name, body)
 	return 0
+}
+
+// demoTransactionPooling opens n client sessions on tenant_c, each on its own held
+// connection, runs three statements on each at once, and returns how many read their answers.
+func demoTransactionPooling(t *testing.T, listen, n int) int {
+	t.Helper()
+	results := make(chan bool, n)
+	var conns []*sql.Conn
+	var dbs []*sql.DB
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+		for _, d := range dbs {
+			d.Close()
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	for i := range n {
+		db, err := sql.Open("sqlserver", fmt.Sprintf("sqlserver://demo:Demo-Passw0rd@127.0.0.1:%d?database=tenant_c&encrypt=disable", listen))
+		if err != nil {
+			t.Fatal(err)
+		}
+		dbs = append(dbs, db)
+		c, err := db.Conn(ctx)
+		if err != nil {
+			t.Fatalf("client %d: %v", i, err)
+		}
+		conns = append(conns, c)
+	}
+	for i, c := range conns {
+		go func() {
+			for k := range 3 {
+				var got int
+				if err := c.QueryRowContext(ctx, "SELECT @p1 * 10 + @p2", i, k).Scan(&got); err != nil || got != i*10+k {
+					t.Logf("client %d statement %d: %d, %v", i, k, got, err)
+					results <- false
+					return
+				}
+			}
+			results <- true
+		}()
+	}
+	served := 0
+	for range conns {
+		if <-results {
+			served++
+		}
+	}
+	return served
 }

@@ -33,7 +33,7 @@ const (
 )
 
 var (
-	pinReasons  = []string{"transaction", "prepared", "temp_table", "set_option", "cursor", "bulk_load", "app_role", "unparsed"}
+	pinReasons  = []string{"transaction", "prepared", "temp_table", "set_option", "cursor", "bulk_load", "app_role", "unparsed", "mars", "applock"}
 	requestKind = []string{"sql_batch", "rpc", "attention", "transaction_manager", "bulk_load", "other", "unclassified"}
 	errorKinds  = []string{"pool_exhausted", "no_route", "backend_unavailable", "policy", "protocol",
 		"bucket_paused", "bucket_draining", "bucket_disabled", "killed"}
@@ -269,6 +269,16 @@ func Build() ([]byte, error) {
 				{"sum(rate(envoy_tdspool_bucket_pool_relogins_total{" + pb + "}[" + ri + "]))", "re-logins"},
 				{"sum(rate(envoy_tdspool_bucket_pool_warmed_total{" + pb + "}[" + ri + "]))", "warmed"},
 				{"sum(rate(envoy_tdspool_bucket_pool_warmup_failures_total{" + pb + "}[" + ri + "]))", "warm-up failures"}}}.build(),
+	)
+
+	row("Transaction pool",
+		panel{title: "Sessions holding a backend", w: 12, h: 8,
+			desc: "Pool mode TRANSACTION: client sessions bound to a borrowed backend now (the rest hold none), against " +
+				"the bucket's logged-in sessions.",
+			queries: []q{{"sum by (bucket) (envoy_tdspool_bucket_tx_bound{" + pb + "})", "{{bucket}} bound"}}}.build(),
+		panel{title: "Borrow wait p50 / p99", unit: "µs", w: 12, h: 8,
+			desc:    "Pool mode TRANSACTION: from a request's start to its backend (an idle one, one handed over, or a new login).",
+			queries: quantiles("envoy_tdspool_bucket_tx_borrow_wait_us", "bucket", pb, 0.5, 0.99)}.build(),
 	)
 
 	row("Pinning",

@@ -424,3 +424,6 @@ func (b *Binding) BackendLost() (statefulLoss bool) {
 	b.phase, b.pending, b.attention, b.held, b.prelude = Unbound, 0, false, false, false
 	return statefulLoss
 }
+
+// PinnedBy reports whether pin p holds the backend.
+func (b *Binding) PinnedBy(p Pin) bool { return p < NumPins && b.pins[p] }

@@ -248,13 +248,14 @@ func validatePool(add func(path, format string, args ...any), path string, b *Bu
 	pl := b.Pool
 	switch pl.Mode {
 	case PoolMode_POOL_MODE_NONE:
-	case PoolMode_POOL_MODE_SESSION:
+	case PoolMode_POOL_MODE_SESSION, PoolMode_POOL_MODE_TRANSACTION:
 		if b.BackendLeg != BackendLeg_MODULE {
 			add(path+".mode", "%s needs backend_leg MODULE: a tcp_proxy upstream closes with its client", pl.Mode)
 		}
-	case PoolMode_POOL_MODE_TRANSACTION:
-		// Refuse rather than accept a setting the filter would ignore.
-		add(path+".mode", "%s is not supported yet: only POOL_MODE_NONE and POOL_MODE_SESSION", pl.Mode)
+		if pl.Mode == PoolMode_POOL_MODE_TRANSACTION && pl.MinIdle > 0 {
+			// Refuse rather than accept a setting that was never tested in this mode.
+			add(path+".min_idle", "warming is not supported with %s yet: leave min_idle at 0", pl.Mode)
+		}
 	default:
 		add(path+".mode", "unknown mode %d", pl.Mode)
 	}

@@ -48,7 +48,11 @@ func TestPoolValidation(t *testing.T) {
 			`{"mode": "POOL_MODE_SESSION"}`, []string{"buckets[0].pool.mode: POOL_MODE_SESSION needs backend_leg MODULE"}},
 		{"session mode on the module leg", `MODULE{"mode": "POOL_MODE_SESSION", "reauth_after": "60s"}`, nil},
 		{"session mode warms", `MODULE{"mode": "POOL_MODE_SESSION", "min_idle": 1, "warmup": {"user": "u", "password_env": "TDSPOOL_TEST_WARM_PW"}}`, nil},
-		{"transaction mode is refused", `{"mode": "POOL_MODE_TRANSACTION"}`, []string{"buckets[0].pool.mode: POOL_MODE_TRANSACTION is not supported yet"}},
+		{"transaction mode needs the module-owned leg",
+			`{"mode": "POOL_MODE_TRANSACTION"}`, []string{"buckets[0].pool.mode: POOL_MODE_TRANSACTION needs backend_leg MODULE"}},
+		{"transaction mode on the module leg", `MODULE{"mode": "POOL_MODE_TRANSACTION"}`, nil},
+		{"transaction mode does not warm yet", `MODULE{"mode": "POOL_MODE_TRANSACTION", "min_idle": 1, "warmup": {"user": "u", "password_env": "TDSPOOL_TEST_WARM_PW"}}`,
+			[]string{"buckets[0].pool.min_idle: warming is not supported with POOL_MODE_TRANSACTION yet"}},
 		{"unknown mode", `{"mode": "POOL_MODE_SOMETIMES"}`, []string{"POOL_MODE_SOMETIMES"}},
 		{"durations out of range", `{"max_idle_time": "0.5s", "max_lifetime": "1000000s", "reauth_after": "0s"}`, []string{
 			"buckets[0].pool.max_idle_time: 500ms is outside 1s..24h0m0s",

@@ -204,8 +204,10 @@ const (
 	// language, app name, options), reset on reuse, returned when the client leaves. Needs
 	// backend_leg MODULE. Clients of the bucket are given listener.max_packet_size.
 	PoolMode_POOL_MODE_SESSION PoolMode = 2
-	// A client holds a backend only between its first request and the end of its transaction.
-	// Not implemented yet: refused by validation.
+	// As SESSION for the login; then a client holds a backend only from a request's start until
+	// the end of a response that leaves nothing open (no transaction, no pin), and between
+	// requests holds no backend and no slot. Database, language and SET options follow it to the
+	// next backend. Needs backend_leg MODULE.
 	PoolMode_POOL_MODE_TRANSACTION PoolMode = 3
 )
 

@@ -1,0 +1,267 @@
+package filter
+
+import (
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tdspool/tdspool/envoy/host"
+	"github.com/tdspool/tdspool/filter/backend"
+	"github.com/tdspool/tdspool/tds"
+)
+
+const txConfig = `{
+  "listener": {"encryption": "OFF_ALLOWED", "max_packet_size": 8192},
+  "buckets": [{"name": "p1", "max_connections": 2, "queue_timeout": "0.3s",
+    "backend_leg": "MODULE", "backend_addresses": ["db.internal:1433"],
+    "pool": {"mode": "POOL_MODE_TRANSACTION"}}],
+  "default_bucket": "p1"
+}`
+
+// txHarness is a TRANSACTION bucket whose dials (the sessions' and the hidden logins') are
+// recorded fakes.
+type txHarness struct {
+	*harness
+	mu     sync.Mutex
+	dialed []*fakeBackend
+}
+
+func newTxHarness(t *testing.T) *txHarness {
+	h := &txHarness{harness: newHarness(t, txConfig)}
+	h.f.dial = func(tg backend.Target, hd backend.Handler) backendConn {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		fb := &fakeBackend{target: tg, h: hd}
+		h.dialed = append(h.dialed, fb)
+		return fb
+	}
+	return h
+}
+
+func (h *txHarness) dials() []*fakeBackend {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]*fakeBackend(nil), h.dialed...)
+}
+
+// waitDial waits for the n-th dial (1-based), running c's posted callbacks meanwhile.
+func (h *txHarness) waitDial(t *testing.T, c *client, n int) *fakeBackend {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Second)
+	for len(h.dials()) < n && time.Now().Before(deadline) {
+		c.conn.RunPosted()
+		time.Sleep(time.Millisecond)
+	}
+	d := h.dials()
+	if len(d) < n {
+		t.Fatalf("%d dials, want %d", len(d), n)
+	}
+	return d[n-1]
+}
+
+// runUntil runs c's posted callbacks until cond holds (or fails after 2 s).
+func runUntil(t *testing.T, c *client, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		c.conn.RunPosted()
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func batch(text string, status tds.PacketStatus) []byte {
+	q := tds.SQLBatch{Headers: tds.AllHeaders{HasTransaction: true, OutstandingRequests: 1}, Text: text}
+	return tds.AppendPackets(nil, tds.PacketSQLBatch, status, q.AppendSQLBatch(nil), 8192)
+}
+
+func txOf(c *client) *txLeg { return c.s.(*session).leg.(*txLeg) }
+
+// replyEvents parses what reached the client into token events.
+func replyEvents(t *testing.T, b []byte) []tds.Event {
+	t.Helper()
+	var sc tds.ResponseScanner
+	ev, err := sc.Feed(b)
+	if err != nil {
+		t.Fatalf("client got an unparseable stream: %v", err)
+	}
+	return append([]tds.Event(nil), ev...)
+}
+
+func TestTransactionModeBindsPerRequest(t *testing.T) {
+	h := newTxHarness(t)
+
+	// A: the key's first login is real; then its backend goes to the pool with its slot.
+	a := h.connect()
+	fb0, reused := a.pooledLogin(t, &h.dialed, "app", "pw")
+	if reused {
+		t.Fatal("first login of a key served from the pool")
+	}
+	ta := txOf(a)
+	if ta.bind != nil || fb0.h != nil || h.held() != 1 {
+		t.Fatalf("after the login: bound=%v handler=%v slots=%d; want unbound, backend idle with its slot", ta.bind != nil, fb0.h, h.held())
+	}
+
+	// B: same key, answered from the recorded reply: no dial, no slot.
+	b := h.connect()
+	b.fromClient(preloginMsg(tds.EncryptOff))
+	b.conn.ToClient = nil
+	b.fromClient(loginFor("app", "pw"))
+	if len(b.conn.ToClient) == 0 || len(h.dials()) != 1 || h.held() != 1 {
+		t.Fatalf("B's login: reply %d bytes, %d dials, %d slots; want a replayed reply, 1 dial, 1 slot", len(b.conn.ToClient), len(h.dials()), h.held())
+	}
+	tb := txOf(b)
+
+	// A's request borrows fb0 (reset, as it went through the pool), its ack never reaches A.
+	a.conn.ToClient = nil
+	a.fromClient(batch("select 1", 0))
+	if ta.bind == nil || fb0.h != ta.bind || tds.PacketStatus(fb0.written[1])&tds.StatusResetConnection == 0 {
+		t.Fatalf("A's request: bound=%v, reset bit=%v", ta.bind != nil, len(fb0.written) > 1 && fb0.written[1]&8 != 0)
+	}
+
+	// B's request meanwhile: no idle backend, under the cap → a hidden login on a new one.
+	b.conn.ToClient = nil
+	b.fromClient(batch("select 2", 0))
+	if tb.waiter == nil {
+		t.Fatal("B is not waiting for a backend")
+	}
+	fb1 := h.waitDial(t, b, 2)
+	fb1.h.Ready(&tds.Prelogin{}, tds.EncryptionNone)
+	fb1.h.Data(loginAckReply())
+	runUntil(t, b, "B bound to the new backend", func() bool { return tb.bind != nil })
+	if tb.bind.c != fb1 || len(fb1.written) == 0 || h.held() != 2 {
+		t.Fatalf("B bound to %v, wrote %d bytes, %d slots; want fb1, the batch, 2 slots", tb.bind.c, len(fb1.written), h.held())
+	}
+
+	// fb0 answers A: reset ack taken out; A is released; fb0 idle again.
+	fb0.h.Data(doneReply(tds.EnvChangeResetAck().AppendEnvChange(nil)))
+	runUntil(t, a, "A released", func() bool { return ta.bind == nil })
+	for _, ev := range replyEvents(t, a.conn.ToClient) {
+		if ev.Token == tds.TokenEnvChange && ev.EnvChange.Type == tds.EnvResetAck {
+			t.Fatal("the proxy's reset acknowledgement reached the client")
+		}
+	}
+	if fb0.h != nil || fb0.closed {
+		t.Fatal("fb0 not back in the pool")
+	}
+
+	// C: a third client; both backends: fb0 idle, fb1 busy. C borrows fb0. Then D waits: cap
+	// reached, nothing idle → 10928 after the queue timeout, request not run, session alive.
+	c := h.connect()
+	c.fromClient(preloginMsg(tds.EncryptOff))
+	c.fromClient(loginFor("app", "pw"))
+	tc := txOf(c)
+	c.fromClient(batch("begin tran", 0))
+	if tc.bind == nil || tc.bind.c != fb0 {
+		t.Fatal("C did not borrow the idle backend")
+	}
+	// The server opens a transaction: C is pinned, keeps fb0 after the response.
+	fb0.h.Data(doneReply(tds.EnvChangeResetAck().AppendEnvChange(nil), tds.EnvChangeBeginTran(7).AppendEnvChange(nil)))
+	runUntil(t, c, "C's response", func() bool { return len(c.conn.ToClient) > 0 })
+	c.conn.RunPosted()
+	if tc.bind == nil || !tc.binding.PinnedBy(0) {
+		t.Fatal("C released its backend with a transaction open")
+	}
+
+	d := h.connect()
+	d.fromClient(preloginMsg(tds.EncryptOff))
+	d.fromClient(loginFor("app", "pw"))
+	d.conn.ToClient = nil
+	written0, written1 := len(fb0.written), len(fb1.written)
+	d.fromClient(batch("select 4", 0))
+	runUntil(t, d, "D's refusal", func() bool { return len(d.conn.ToClient) > 0 })
+	if len(h.dials()) != 2 || len(fb0.written) != written0 || len(fb1.written) != written1 {
+		t.Fatal("D's request went somewhere (or a backend beyond the cap was dialed)")
+	}
+	var sawErr bool
+	for _, ev := range replyEvents(t, d.conn.ToClient) {
+		if ev.Token == tds.TokenError {
+			sawErr = ev.Message.Number == 10928 && ev.Message.Class == 16
+		}
+	}
+	if !sawErr || d.conn.Closed {
+		t.Fatalf("D: want 10928 (class 16) and the session open; closed=%v", d.conn.Closed)
+	}
+
+	// D's late ATTENTION, with nothing bound: the proxy answers DONE(ATTN).
+	d.conn.ToClient = nil
+	d.fromClient(tds.AppendPackets(nil, tds.PacketAttention, 0, nil, 8192))
+	evs := replyEvents(t, d.conn.ToClient)
+	if len(evs) == 0 || evs[0].Token != tds.TokenDone || evs[0].Done.Status&tds.DoneAttn == 0 {
+		t.Fatalf("D's attention answered with %v", evs)
+	}
+
+	// C commits: released. B's backend answers and B is released too. Everyone leaves; the
+	// pool keeps both backends and their slots; nothing is left bound.
+	c.fromClient(batch("commit", 0))
+	fb0.h.Data(doneReply(tds.EnvChangeCommitTran(7).AppendEnvChange(nil)))
+	runUntil(t, c, "C released", func() bool { return tc.bind == nil })
+	fb1.h.Data(doneReply(tds.EnvChangeResetAck().AppendEnvChange(nil)))
+	runUntil(t, b, "B released", func() bool { return tb.bind == nil })
+	for _, cl := range []*client{a, b, c, d} {
+		cl.gone(host.RemoteClose)
+	}
+	if st := h.f.buckets["p1"].pool.Stats(); st.Idle != 2 || st.Active != 0 || h.held() != 2 {
+		t.Fatalf("pool idle %d active %d, slots %d; want 2 idle backends holding 2 slots", st.Idle, st.Active, h.held())
+	}
+	h.f.drainPools()
+	if h.held() != 0 {
+		t.Fatalf("%d slots held after the drain", h.held())
+	}
+}
+
+// FuzzTxSessionBytes drives a transaction-pooled session, after its login, with arbitrary
+// client bytes and arbitrary backend answers, cut into arbitrary chunks: it must never panic,
+// and once the client has left and the pool is drained, every slot is back (the session's,
+// the pool's and any hidden login's).
+func FuzzTxSessionBytes(f *testing.F) {
+	ack := tds.EnvChangeResetAck().AppendEnvChange(nil)
+	attn := tds.AppendPackets(nil, tds.PacketAttention, 0, nil, 8192)
+	f.Add(batch("select 1", 0), doneReply(ack), uint8(5))
+	f.Add(append(batch("begin tran", 0), attn...), doneReply(ack, tds.EnvChangeBeginTran(3).AppendEnvChange(nil)), uint8(3))
+	f.Add(append(batch("set dateformat dmy; use other", 0), batch("select 2", 0)...), append(doneReply(ack), doneReply()...), uint8(17))
+	f.Add(attn, []byte{}, uint8(1))
+	f.Fuzz(func(t *testing.T, client, backendBytes []byte, chunk uint8) {
+		h := newTxHarness(t)
+		h.f.loginTimeout = 50 * time.Millisecond // hidden logins nobody answers end soon
+		a := h.connect()
+		if _, reused := a.pooledLogin(t, &h.dialed, "app", "pw"); reused {
+			t.Fatal("first login reused")
+		}
+		step := int(chunk%64) + 1
+		feedBackend := func(b []byte) {
+			for _, fb := range h.dials() {
+				if hd, ok := fb.h.(*txBind); ok && !a.conn.Closed {
+					hd.Data(append([]byte(nil), b...))
+				}
+			}
+		}
+		for off := 0; off < len(client) && !a.conn.Closed; off += step {
+			a.fromClient(client[off:min(off+step, len(client))])
+			a.conn.RunPosted()
+			if off < len(backendBytes) {
+				feedBackend(backendBytes[off:min(off+step, len(backendBytes))])
+				a.conn.RunPosted()
+			}
+		}
+		for off := len(client); off < len(backendBytes) && !a.conn.Closed; off += step {
+			feedBackend(backendBytes[off:min(off+step, len(backendBytes))])
+			a.conn.RunPosted()
+		}
+		a.gone(host.RemoteClose)
+		a.conn.RunPosted()
+		deadline := time.Now().Add(2 * time.Second)
+		for h.f.buckets["p1"].tx.creatingNow() > 0 && time.Now().Before(deadline) {
+			time.Sleep(5 * time.Millisecond)
+		}
+		h.f.drainPools()
+		if n := h.held(); n != 0 {
+			t.Fatalf("%d slots held after the client left and the pool drained", n)
+		}
+		if w := h.f.buckets["p1"].tx.waiting(); w != 0 {
+			t.Fatalf("%d waiters left", w)
+		}
+	})
+}
