@@ -652,6 +652,7 @@ func (t *txLeg) serverEvent(ev *tds.Event) {
 	t.syncPins()
 	if ev.Token == tds.TokenEndOfMessage {
 		s.flushRelayStats(s.f.now(), false)
+		s.drainOnReplyEnd()
 	}
 	if a == txpool.Release {
 		t.release()
