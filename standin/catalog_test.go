@@ -1,7 +1,10 @@
 package standin_test
 
 import (
+	"context"
 	"testing"
+
+	mssql "github.com/microsoft/go-mssqldb"
 
 	"github.com/tdspool/tdspool/standin"
 )
@@ -67,4 +70,23 @@ func TestExecString(t *testing.T) {
 		{q: "DECLARE @x INT = 1; EXEC('SELECT @x')", errCode: 137}, // the caller's variables are not in scope
 		{q: "EXEC('SELECT 1') junk", errCode: 102},
 	})
+}
+
+// A parameter selected on its own comes back with its own type, not the one SQLite's value
+// suggests: a bit as bit (drivers give a boolean), a uniqueidentifier as uniqueidentifier.
+func TestSelectedParameterKeepsItsType(t *testing.T) {
+	srv := start(t, standin.Config{Databases: []string{"tenant_a"}})
+	c := oneConn(t, srv)
+	var b, n any
+	if err := c.QueryRowContext(context.Background(), "SELECT @p1, @p2 + 1", true, 41).Scan(&b, &n); err != nil {
+		t.Fatal(err)
+	}
+	if b != true || n != int64(42) {
+		t.Errorf("SELECT @bit, @int + 1 = %v (%T), %v (%T); want true (bool), 42 (int64)", b, b, n, n)
+	}
+	g := mssql.UniqueIdentifier{0x6F, 0x96, 0x19, 0xFF, 0x8B, 0x86, 0xD0, 0x11, 0xB4, 0x2D, 0x00, 0xC0, 0x4F, 0xC9, 0x64, 0xFF}
+	var back mssql.UniqueIdentifier
+	if err := c.QueryRowContext(context.Background(), "SELECT @p1 AS id", g).Scan(&back); err != nil || back != g {
+		t.Errorf("SELECT @guid = %v, %v; want %v", back, err, g)
+	}
 }

@@ -183,9 +183,10 @@
 // only sys.dm_exec_sessions, sys.databases, sys.schemas, sys.tables (also
 // as sys.objects), sys.columns, INFORMATION_SCHEMA.TABLES and .COLUMNS
 // exist, with their common columns (catalog.go), every table in dbo and
-// varchar/nchar columns reported as nvarchar; a variable or parameter
-// selected on its own is typed from its value (SELECT @b of a bit gives
-// int); INSERT ... EXEC and OUTPUT ... INTO are refused; cursors are STATIC only
+// varchar/nchar columns reported as nvarchar; an expression over variables
+// is typed from its value (a lone bit or uniqueidentifier variable in a
+// FROM-less SELECT keeps its type, datetime and decimal ones do not);
+// INSERT ... EXEC and OUTPUT ... INTO are refused; cursors are STATIC only
 // (no WHERE CURRENT OF, no ROWSTAT column on API cursor fetches);
 // datetimeoffset is datetime2(7) without the offset; one language
 // (us_english); lock waits between sessions are SQLite's database locks,

@@ -694,6 +694,8 @@ func (s *session) runSQL(ctx context.Context, r *resp, st []token, vars map[stri
 		curcmd = cmdDelete
 	}
 	if curcmd == cmdSelect && !hasWord(st, "INTO") {
+		s.colHints = selectVarTypes(st, vars)
+		defer func() { s.colHints = nil }()
 		return s.query(ctx, r, q, args, inProc)
 	}
 	res, err := s.sc.ExecContext(ctx, q, args...)
@@ -704,6 +706,48 @@ func (s *session) runSQL(ctx context.Context, r *resp, st []token, vars map[stri
 	s.rowcount = n
 	s.stmtDone(r, inProc, curcmd, n, curcmd != 0)
 	return nil
+}
+
+// selectVarTypes types the select-list items of a FROM-less SELECT that are a lone variable
+// ("SELECT @b, @g AS id"), whose SQL Server type SQLite's result loses: a bit comes back as
+// an integer, a uniqueidentifier as text. Other items get kUnknown (typed from their values).
+func selectVarTypes(st []token, vars map[string]any) []sqlType {
+	if len(st) < 2 || st[0].upper != "SELECT" || hasWord(st, "FROM") {
+		return nil
+	}
+	var hints []sqlType
+	item := []token{}
+	flush := func() {
+		var t sqlType
+		if len(item) >= 1 && item[0].k == tkVar && (len(item) == 1 || len(item) == 2 && item[1].k != tkOp ||
+			len(item) == 3 && item[1].upper == "AS") {
+			switch vars[strings.ToLower(item[0].text)].(type) {
+			case bool:
+				t = sqlType{k: kBit}
+			case guidValue:
+				t = sqlType{k: kGUID}
+			}
+		}
+		hints = append(hints, t)
+		item = item[:0]
+	}
+	depth := 0
+	for _, t := range st[1:] {
+		switch {
+		case t.k == tkSemi:
+			continue
+		case t.text == "(":
+			depth++
+		case t.text == ")":
+			depth--
+		case t.text == "," && depth == 0:
+			flush()
+			continue
+		}
+		item = append(item, t)
+	}
+	flush()
+	return hints
 }
 
 // optionalKeywords spells out what T-SQL lets a statement leave out and SQLite does not:
@@ -782,6 +826,9 @@ func (s *session) collect(ctx context.Context, q string, args []any) (*resultSet
 	rs := &resultSet{cols: make([]tds.Column, len(cts)), types: make([]sqlType, len(cts)), rows: data}
 	for j, ct := range cts {
 		t, ok := fromDecl(ct.DatabaseTypeName())
+		if !ok && j < len(s.colHints) && s.colHints[j].k != kUnknown {
+			t, ok = s.colHints[j], true
+		}
 		if !ok {
 			colVals := make([]any, len(data))
 			for k := range data {

@@ -15,11 +15,12 @@ import (
 // owned by the connection's executor goroutine; nothing else touches it
 // (the reader goroutine only cancels the request context).
 type session struct {
-	c       *conn
-	login   string
-	loginDB string
-	db      string
-	sc      *sql.Conn // dedicated SQLite connection to db
+	colHints []sqlType // result column types the statement's text knows and SQLite loses (selectVarTypes)
+	c        *conn
+	login    string
+	loginDB  string
+	db       string
+	sc       *sql.Conn // dedicated SQLite connection to db
 
 	trancount  int
 	desc       uint64 // current transaction descriptor, 0 outside one

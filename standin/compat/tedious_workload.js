@@ -103,6 +103,10 @@ async function workload() {
     assertEqual([row[0], row[1], row[2], row[3], row[4].toISOString(), Buffer.from(row[5]).toString('hex'), row[6]],
       [-2147483648, 'héllo wörld ☃', true, 3.141592653589793, when.toISOString(), '0001feff', 12345.6789], 'row');
   });
+  await step('parameter echo', async () => {
+    const [row] = await query(conn, 'SELECT @i + 1, @b, @s', [['i', TYPES.Int, 41], ['b', TYPES.Bit, true], ['s', TYPES.NVarChar, 'ünï']]);
+    assertEqual(row, [42, true, 'ünï'], 'SELECT @i + 1, @b, @s');
+  });
   await step('transaction rollback and commit', async () => {
     await query(conn, 'CREATE TABLE #t (id INT)');
     await tx(conn, 'beginTransaction', 'tx');
