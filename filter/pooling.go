@@ -303,6 +303,37 @@ func (s *session) servedFromPool(login *tds.Login7) bool {
 	return true
 }
 
+// maxReturnWait bounds how long a login whose key has every backend lent out waits for one to
+// come back before it logs in for real. A client that closes and reconnects at once (a
+// connect/query/close loop) has its close and its next login handled on different Envoy
+// workers, in either order; without this wait the login wins about one race in a hundred on
+// a busy machine and opens a second backend. A real backend login costs more than this.
+const maxReturnWait = 10 * time.Millisecond
+
+// waitForReturn parks a pool miss whose key has backends lent out, checking every millisecond
+// for one coming back (up to maxReturnWait); then the session queues for a slot as usual.
+// False: nothing is lent, no reason to wait.
+func (s *session) waitForReturn() bool {
+	b := s.bucket
+	if b.pool == nil || !s.pool.keyed || b.pool.Lent(s.pool.key) == 0 {
+		return false
+	}
+	s.ph = phWaitSlot // holds client bytes; no slot is asked for yet
+	deadline := s.f.now().Add(maxReturnWait)
+	var check func()
+	check = func() {
+		switch {
+		case s.servedFromPool(s.pool.login):
+		case s.f.now().Before(deadline) && b.pool.Lent(s.pool.key) > 0:
+			s.armTimer(time.Millisecond, check)
+		default:
+			s.queueForSlot(s.pool.login)
+		}
+	}
+	s.armTimer(time.Millisecond, check)
+	return true
+}
+
 // recordLoginBytes keeps the backend's login response for the pool (bounded).
 func (s *session) recordLoginBytes(chunks [][]byte) {
 	if !s.pool.keyed || s.pool.loginWire == nil && len(chunks) == 0 {

@@ -401,3 +401,44 @@ func TestPooledBackendKilledByOperator(t *testing.T) {
 		})
 	}
 }
+
+// A login whose key has its backend lent out waits briefly for it to come back (a client's
+// close and its reconnect race on different workers) instead of opening a second backend; a
+// backend that stays lent makes it log in for real after maxReturnWait.
+func TestPooledLoginWaitsForALentBackend(t *testing.T) {
+	for _, returns := range []bool{true, false} {
+		t.Run(map[bool]string{true: "comes back", false: "stays lent"}[returns], func(t *testing.T) {
+			h, dialed := newHarness(t, strings.Replace(pooledConfig, `"max_connections": 1`, `"max_connections": 2`, 1)), &[]*fakeBackend{}
+			h.f.dial = func(tg backend.Target, hd backend.Handler) backendConn {
+				fb := &fakeBackend{target: tg, h: hd}
+				*dialed = append(*dialed, fb)
+				return fb
+			}
+			a := h.connect()
+			a.pooledLogin(t, dialed, "app", "pw")
+			b := h.connect()
+			b.fromClient(preloginMsg(tds.EncryptOff))
+			b.conn.ToClient = nil
+			b.fromClient(loginFor("app", "pw"))
+			if len(b.conn.ToClient) != 0 || len(*dialed) != 1 {
+				t.Fatal("the login did not wait for the lent backend")
+			}
+			if returns {
+				a.s.OnEvent(host.RemoteClose) // A's close, handled after B's login arrived
+				b.waitPosted(time.Second)
+				if len(b.conn.ToClient) == 0 || len(*dialed) != 1 {
+					t.Fatalf("B answered %d bytes with %d dials: want the returned backend", len(b.conn.ToClient), len(*dialed))
+				}
+				return
+			}
+			deadline := time.Now().Add(time.Second)
+			for len(*dialed) == 1 && time.Now().Before(deadline) {
+				b.conn.RunPosted()
+				time.Sleep(time.Millisecond)
+			}
+			if len(*dialed) != 2 {
+				t.Fatal("a login kept waiting for a backend that stays lent")
+			}
+		})
+	}
+}

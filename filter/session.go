@@ -327,9 +327,15 @@ func (s *session) onClientLogin7(msg tds.Message) {
 	if s.prepareLogin(login) {
 		s.login7 = tds.AppendPackets(nil, tds.PacketLogin7, 0, login.AppendLogin7(nil), s.pktSize)
 	}
-	if s.servedFromRecordedReply(login) || s.servedFromPool(login) {
+	if s.servedFromRecordedReply(login) || s.servedFromPool(login) || s.waitForReturn() {
 		return
 	}
+	s.queueForSlot(login)
+}
+
+// queueForSlot asks the coordinator for a slot of the session's bucket.
+func (s *session) queueForSlot(login *tds.Login7) {
+	b := s.bucket
 	s.ph = phWaitSlot
 	s.conn.IncGauge(b.stats.sessionsQueued, 1)
 	s.acquiredAt = s.f.now()

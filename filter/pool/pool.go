@@ -545,6 +545,17 @@ func (p *Pool[C]) CloseIdle(match func(C) bool) bool {
 	return true
 }
 
+// Lent is how many backends of key's identity, logged in with key's
+// credential, are lent out now (ones that may come back soon).
+func (p *Pool[C]) Lent(key Key) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if kp := p.keys[key.Identity]; kp != nil && kp.cred.Equal(key.Credential) {
+		return kp.active
+	}
+	return 0
+}
+
 // WarmupNeeded is how many more idle backends the bucket should open with
 // the operator's warm-up credentials to reach MinIdle (0 when draining).
 func (p *Pool[C]) WarmupNeeded() int {
