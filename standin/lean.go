@@ -63,11 +63,15 @@ func (c *conn) leanLoop() {
 		}
 		if status&(tds.StatusResetConnection|tds.StatusResetConnectionSkipTran) != 0 {
 			s.resets.Add(1)
+			// SQL Server acknowledges the reset with ENVCHANGE 18 at the head of the reply
+			// (a pooler consumes it); lean mode has no session state to reset.
+			w.resetAck = true
 		}
 		if typ == tds.PacketAttention {
 			// Requests are answered before the next is read, so the one it
 			// targeted is done: acknowledge it on its own.
 			s.attentions.Add(1)
+			w.resetAck = false
 			err = w.send(attnAck)
 		} else if status&tds.StatusIgnore != 0 {
 			continue // the client abandoned this message [MS-TDS §2.2.3.1.2]
@@ -140,11 +144,24 @@ func cutPrefixFold(s, prefix string) (string, bool) {
 
 // leanWriter frames replies into a buffer it keeps between requests.
 type leanWriter struct {
-	c   *conn
-	out []byte
+	c        *conn
+	out      []byte
+	resetAck bool // the request asked for a reset: its reply starts with ENVCHANGE 18
+}
+
+// ackPrefix is the reset acknowledgement owed to the current reply, if any (once).
+func (w *leanWriter) ackPrefix() []byte {
+	if !w.resetAck {
+		return nil
+	}
+	w.resetAck = false
+	return tds.EnvChangeResetAck().AppendEnvChange(nil)
 }
 
 func (w *leanWriter) send(payload []byte) error {
+	if ack := w.ackPrefix(); ack != nil {
+		payload = append(ack, payload...)
+	}
 	w.out = tds.AppendPacketsSPID(w.out[:0], tds.PacketReply, 0, w.c.spid, payload, w.c.pktSize)
 	_, err := w.c.rw.Write(w.out)
 	return err
@@ -155,7 +172,7 @@ func (w *leanWriter) send(payload []byte) error {
 // stays flat whatever the size.
 func (w *leanWriter) stream(want int64) error {
 	block, n := leanStreamBlock()
-	pending := tds.ColMetadata{Columns: LeanStreamColumns}.AppendColMetadata(nil)
+	pending := tds.ColMetadata{Columns: LeanStreamColumns}.AppendColMetadata(w.ackPrefix())
 	body := w.c.pktSize - tds.HeaderSize
 	var rows uint64
 	var sent int64

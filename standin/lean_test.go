@@ -1,10 +1,12 @@
 package standin_test
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"strings"
 	"testing"
@@ -12,7 +14,9 @@ import (
 
 	mssql "github.com/microsoft/go-mssqldb"
 
+	"github.com/tdspool/tdspool/internal/rawtds"
 	"github.com/tdspool/tdspool/standin"
+	"github.com/tdspool/tdspool/tds"
 )
 
 // TestLeanMode drives the benchmark's lean server with go-mssqldb: the same
@@ -117,3 +121,55 @@ func openLean(t *testing.T, srv *standin.Server, user, pass, database, encrypt s
 	t.Cleanup(func() { db.Close() })
 	return db
 }
+
+// TestLeanModeAcknowledgesReset: a request carrying RESETCONNECTION gets ENVCHANGE 18 at the
+// head of its reply, as from the full server (a pooler consumes it); the next request, without
+// the bit, gets none.
+func TestLeanModeAcknowledgesReset(t *testing.T) {
+	srv := start(t, standin.Config{Lean: true, Users: map[string]string{"bench": "Bench!pw1"}, Databases: []string{"bench"}})
+	c, err := net.Dial("tcp", srv.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	var asm tds.Reassembler
+	call := func(typ tds.PacketType, status tds.PacketStatus, payload []byte) []byte {
+		t.Helper()
+		if err := rawtds.Send(c, typ, status, payload, tds.DefaultPacketSize); err != nil {
+			t.Fatal(err)
+		}
+		msg, err := rawtds.Recv(c, &asm)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return msg.Payload
+	}
+	pre := tds.Prelogin{HasVersion: true, Version: 0x0C000000, HasEncryption: true, Encryption: tds.EncryptNotSup}
+	call(tds.PacketPrelogin, 0, pre.AppendPrelogin(nil))
+	login := &tds.Login7{TDSVersion: tds.TDSVersion74, PacketSize: tds.DefaultPacketSize, UserName: "bench",
+		Password: tds.NewPassword("Bench!pw1"), Database: "bench", AppName: "lean-reset"}
+	if reply, err := tds.ParseLoginReply(call(tds.PacketLogin7, 0, login.AppendLogin7(nil))); err != nil || reply.Database != "bench" {
+		t.Fatalf("login: %v %v", reply, err)
+	}
+	ack := tds.EnvChangeResetAck().AppendEnvChange(nil)
+	batch := (&tds.SQLBatch{Text: "SELECT 1"}).AppendSQLBatch(nil)
+	for _, step := range []struct {
+		status  tds.PacketStatus
+		wantAck bool
+	}{{tds.StatusResetConnection, true}, {0, false}, {tds.StatusResetConnectionSkipTran, true}} {
+		reply := call(tds.PacketSQLBatch, step.status, batch)
+		if got := bytes.HasPrefix(reply, ack); got != step.wantAck {
+			t.Errorf("status %#x: reply starts with the reset ack: %v, want %v", uint8(step.status), got, step.wantAck)
+		}
+		if !bytes.Contains(reply, leanOne) {
+			t.Errorf("status %#x: no SELECT 1 row in % x", uint8(step.status), reply)
+		}
+	}
+	if got := srv.Stats().Resets; got != 2 {
+		t.Errorf("resets counted %d, want 2", got)
+	}
+}
+
+// leanOne is the row of SELECT 1: ROW token, INTN length 4, value 1.
+var leanOne = []byte{0xD1, 4, 1, 0, 0, 0}
