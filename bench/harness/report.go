@@ -21,8 +21,8 @@ func agg(cells []Cell) Cell {
 	}
 	out := cells[0]
 	n := float64(len(cells))
-	var qps, mbps, cpu, fair float64
-	var ops, errs int64
+	var qps, mbps, cpu, sw, fair float64
+	var ops, errs, bl int64
 	med := func(get func(c Cell) time.Duration) time.Duration {
 		v := make([]time.Duration, len(cells))
 		for i, c := range cells {
@@ -35,15 +35,21 @@ func agg(cells []Cell) Cell {
 		qps += c.Res.QPS
 		mbps += c.Res.MBps
 		cpu += c.ProxyCPUus
+		sw += c.ProxyCtxSw
 		fair += c.Res.Fairness
 		ops += c.Res.Ops
 		errs += c.Res.Errors
+		if bl >= 0 && c.BackendLogins >= 0 {
+			bl += c.BackendLogins
+		} else {
+			bl = -1
+		}
 		if out.Res.FirstError == "" {
 			out.Res.FirstError = c.Res.FirstError
 		}
 	}
-	out.Res.QPS, out.Res.MBps, out.ProxyCPUus, out.Res.Fairness = qps/n, mbps/n, cpu/n, fair/n
-	out.Res.Ops, out.Res.Errors = ops, errs
+	out.Res.QPS, out.Res.MBps, out.ProxyCPUus, out.ProxyCtxSw, out.Res.Fairness = qps/n, mbps/n, cpu/n, sw/n, fair/n
+	out.Res.Ops, out.Res.Errors, out.BackendLogins = ops, errs, bl
 	out.Res.Lat.P50 = med(func(c Cell) time.Duration { return c.Res.Lat.P50 })
 	out.Res.Lat.P90 = med(func(c Cell) time.Duration { return c.Res.Lat.P90 })
 	out.Res.Lat.P99 = med(func(c Cell) time.Duration { return c.Res.Lat.P99 })
@@ -109,6 +115,8 @@ var (
 	mQPS = metric{name: "qps", get: func(c Cell) float64 { return c.Res.QPS }, fmt: func(v float64) string { return fmt.Sprintf("%.0f", v) }}
 	mCPU = metric{name: "proxy CPU/op", get: func(c Cell) float64 { return c.ProxyCPUus },
 		fmt: func(v float64) string { return fmt.Sprintf("%.1fµs", v) }, noDirect: true}
+	mCtx = metric{name: "ctx sw/op", get: func(c Cell) float64 { return c.ProxyCtxSw },
+		fmt: func(v float64) string { return fmt.Sprintf("%.2f", v) }, noDirect: true}
 	mP50  = durMetric("p50", func(c Cell) time.Duration { return c.Res.Lat.P50 })
 	mP90  = durMetric("p90", func(c Cell) time.Duration { return c.Res.Lat.P90 })
 	mP99  = durMetric("p99", func(c Cell) time.Duration { return c.Res.Lat.P99 })
@@ -244,6 +252,146 @@ func (r *Report) goals(t map[key]Cell) []goal {
 	return gs
 }
 
+// gateSection is one issue's gates or figures.
+type gateSection struct {
+	title string
+	goals []goal
+}
+
+// issueGates are the gates and figures of issues 12 (module-owned backend leg, TLS in the
+// filter), 13 (session pooling) and 14 (transaction pooling), from the cells present.
+func (r *Report) issueGates(t map[key]Cell) []gateSection {
+	get := func(w, tgt string, p int) (Cell, bool) { c, ok := t[key{w, tgt, p}]; return c, ok }
+	ratio := func(a, b float64) float64 {
+		if b == 0 {
+			return 0
+		}
+		return a / b
+	}
+	dur := func(c Cell) float64 { return float64(c.Res.Lat.P50) }
+	var i12, i13, i14 []goal
+	pings := r.params("ping")
+	for _, p := range pings {
+		m, ok1 := get("ping", "tdspool-module", p)
+		tc, ok2 := get("ping", "tdspool", p)
+		if !ok1 || !ok2 {
+			continue
+		}
+		if p == 1 {
+			v := ratio(dur(m), dur(tc))
+			i12 = append(i12, goal{"module leg vs tcp_proxy leg: ping c=1 p50", fmt.Sprintf("%.2f× (%s vs %s)", v, d(m.Res.Lat.P50), d(tc.Res.Lat.P50)), "≤ 1.10×", v <= 1.10, true})
+		}
+		if p == pings[len(pings)-1] {
+			v := ratio(m.Res.QPS, tc.Res.QPS)
+			i12 = append(i12, goal{fmt.Sprintf("module leg vs tcp_proxy leg: ping c=%d qps", p), fmt.Sprintf("%.2f× (%.0f vs %.0f)", v, m.Res.QPS, tc.Res.QPS), "≥ 0.90×", v >= 0.90, true})
+		}
+		if p != 1 && p != pings[len(pings)-1] {
+			v := ratio(m.Res.QPS, tc.Res.QPS)
+			i12 = append(i12, goal{fmt.Sprintf("module leg vs tcp_proxy leg: ping c=%d qps (no gate)", p), fmt.Sprintf("%.2f×", v), "–", true, false})
+		}
+		v := ratio(m.ProxyCPUus, tc.ProxyCPUus)
+		i12 = append(i12, goal{fmt.Sprintf("module leg vs tcp_proxy leg: proxy CPU per ping c=%d (no gate)", p), fmt.Sprintf("%.2f× (%.1f vs %.1f µs)", v, m.ProxyCPUus, tc.ProxyCPUus), "–", true, false})
+	}
+	for _, p := range r.params("stream") {
+		m, ok1 := get("stream", "tdspool-module", p)
+		tc, ok2 := get("stream", "tdspool", p)
+		if ok1 && ok2 {
+			v := ratio(m.Res.MBps, tc.Res.MBps)
+			i12 = append(i12, goal{"module leg vs tcp_proxy leg: stream MB/s", fmt.Sprintf("%.2f× (%.1f vs %.1f)", v, m.Res.MBps, tc.Res.MBps), "≥ 0.90×", v >= 0.90, true})
+		}
+	}
+	for _, p := range pings {
+		f, ok1 := get("ping", "tdspool+full", p)
+		e, ok2 := get("ping", "envoy-tcp+full", p)
+		if !ok1 || !ok2 || p == 1 {
+			continue
+		}
+		v := ratio(f.Res.QPS, e.Res.QPS)
+		i12 = append(i12, goal{fmt.Sprintf("tdspool+full vs envoy-tcp+full: ping c=%d qps", p), fmt.Sprintf("%.2f×", v), "≥ 0.90×", v >= 0.90, true})
+		cpu := ratio(f.ProxyCPUus, e.ProxyCPUus)
+		i12 = append(i12, goal{fmt.Sprintf("tdspool+full vs envoy-tcp+full: proxy CPU per ping c=%d", p), fmt.Sprintf("%.2f× (%.1f vs %.1f µs)", cpu, f.ProxyCPUus, e.ProxyCPUus), "≤ 1.5×", cpu <= 1.5, true})
+	}
+	for _, name := range []string{"tdspool-module+full", "tdspool-module+strict", "tdspool-tcp8+strict"} {
+		for _, p := range pings {
+			c, ok1 := get("ping", name, p)
+			base, ok2 := get("ping", "direct+full", p)
+			if ok1 && ok2 {
+				i12 = append(i12, goal{fmt.Sprintf("%s vs direct+full: ping c=%d qps, p50", name, p),
+					fmt.Sprintf("%.2f×, %.2f× (%.0f qps, %s)", ratio(c.Res.QPS, base.Res.QPS), ratio(dur(c), dur(base)), c.Res.QPS, d(c.Res.Lat.P50)), "row", true, false})
+			}
+		}
+	}
+	for _, p := range r.params("login") {
+		for _, pair := range []struct{ pooled, direct, want string }{{"tdspool-pool", "direct", "≤ 1.0×"}, {"tdspool-pool-slowlogin", "direct-slowlogin", "≤ 0.3×"}} {
+			c, ok1 := get("login", pair.pooled, p)
+			dc, ok2 := get("login", pair.direct, p)
+			if !ok1 || !ok2 {
+				continue
+			}
+			limit := 1.0
+			if pair.want == "≤ 0.3×" {
+				limit = 0.3
+			}
+			rl := ratio(float64(c.Res.LoginLat.P50), float64(dc.Res.LoginLat.P50))
+			i13 = append(i13, goal{fmt.Sprintf("%s vs %s: login p50 (connect → LOGINACK), c=%d", pair.pooled, pair.direct, p),
+				fmt.Sprintf("%.2f× (%s vs %s)", rl, d(c.Res.LoginLat.P50), d(dc.Res.LoginLat.P50)), pair.want, rl <= limit, true})
+			rc := ratio(float64(c.Res.Lat.P50), float64(dc.Res.Lat.P50))
+			i13 = append(i13, goal{fmt.Sprintf("%s vs %s: connect+login+SELECT 1+close p50, c=%d", pair.pooled, pair.direct, p),
+				fmt.Sprintf("%.2f× (%s vs %s)", rc, d(c.Res.Lat.P50), d(dc.Res.Lat.P50)), pair.want, rc <= limit, true})
+			rr := ratio(dc.Res.QPS, c.Res.QPS) // inverse: fewer is better the other way round
+			i13 = append(i13, goal{fmt.Sprintf("%s vs %s: logins/s, c=%d", pair.pooled, pair.direct, p),
+				fmt.Sprintf("%.0f vs %.0f (direct/pooled %.2f×)", c.Res.QPS, dc.Res.QPS, rr), pair.want + " (direct/pooled)", rr <= limit, true})
+			if c.BackendLogins >= 0 && c.Res.Ops > 0 {
+				per := float64(c.BackendLogins) * 1000 / float64(c.Res.Ops)
+				i13 = append(i13, goal{fmt.Sprintf("%s: backend logins per 1,000 client logins", pair.pooled),
+					fmt.Sprintf("%.1f (%d backend logins for %d client logins, warm-up included)", per, c.BackendLogins, c.Res.Ops), "≤ 10", per <= 10, true})
+			}
+		}
+	}
+	for _, p := range pings {
+		c, ok1 := get("ping", "tdspool-pool", p)
+		m, ok2 := get("ping", "tdspool-module", p)
+		if ok1 && ok2 {
+			q := ratio(c.Res.QPS, m.Res.QPS)
+			l := ratio(dur(c), dur(m))
+			i13 = append(i13, goal{fmt.Sprintf("pooled vs unpooled module leg: ping c=%d qps, p50", p), fmt.Sprintf("%.2f×, %.2f×", q, l),
+				"within 10%", q >= 0.90 && l <= 1.10, true})
+		}
+	}
+	for _, p := range r.params("stream") {
+		c, ok1 := get("stream", "tdspool-pool", p)
+		m, ok2 := get("stream", "tdspool-module", p)
+		if ok1 && ok2 {
+			v := ratio(c.Res.MBps, m.Res.MBps)
+			i13 = append(i13, goal{"pooled vs unpooled module leg: stream MB/s", fmt.Sprintf("%.2f×", v), "within 10%", v >= 0.90, true})
+		}
+	}
+	if len(pings) > 0 {
+		p := pings[len(pings)-1]
+		c, ok1 := get("ping", "tdspool-txpool", p)
+		sm, ok2 := get("ping", "tdspool-pool", p)
+		if ok1 && ok2 {
+			i14 = append(i14, goal{fmt.Sprintf("transaction vs session mode: ping c=%d qps", p), fmt.Sprintf("%.2f× (%.0f vs %.0f)", ratio(c.Res.QPS, sm.Res.QPS), c.Res.QPS, sm.Res.QPS), "figure", true, false})
+		}
+		for _, name := range []string{"tdspool-txpool", "tdspool-pool"} {
+			if c, ok := get("ping", name, p); ok && c.BorrowWait != "" {
+				i14 = append(i14, goal{fmt.Sprintf("%s: borrow wait p99 at ping c=%d", name, p), c.BorrowWait, "figure", true, false})
+			}
+		}
+	}
+	var out []gateSection
+	for _, s := range []gateSection{
+		{"Gates (issue 12: the module-owned backend leg, TLS in the filter)", i12},
+		{"Figures (issue 13: session pooling)", i13},
+		{"Figures (issue 14: transaction pooling)", i14},
+	} {
+		if len(s.goals) > 0 {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
 // Markdown renders the report.
 func (r *Report) Markdown() string {
 	t := r.table()
@@ -287,9 +435,23 @@ func (r *Report) Markdown() string {
 		}
 		b.WriteString("\n")
 	}
+	for _, sec := range r.issueGates(t) {
+		fmt.Fprintf(&b, "## %s, this run\n\n| gate / figure | measured | wanted | met |\n|---|---|---|---|\n", sec.title)
+		for _, g := range sec.goals {
+			v := "no"
+			switch {
+			case !g.have:
+				v = "–"
+			case g.ok:
+				v = "yes"
+			}
+			fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", g.what, g.measured, g.want, v)
+		}
+		b.WriteString("\n")
+	}
 	for _, p := range r.params("ping") {
 		fmt.Fprintf(&b, "## ping — `SELECT 1`, %d sessions\n\n", p)
-		r.section(&b, t, "ping", p, []metric{mQPS, mP50, mP90, mP99, mP999, mCPU})
+		r.section(&b, t, "ping", p, []metric{mQPS, mP50, mP90, mP99, mP999, mCPU, mCtx})
 		fmt.Fprintf(&b, "![ping latency c=%d](ping-latency-c%d.png)\n\n", p, p)
 	}
 	if len(r.params("ping")) > 1 {
@@ -360,10 +522,13 @@ func (r *Report) Markdown() string {
 	}
 	if len(r.Profiles) > 0 {
 		b.WriteString("## Profiles (perf record -g on the Envoy process)\n\n")
-		for _, name := range []string{"envoy-tcp ping", "tdspool ping", "tdspool login"} {
-			if p, ok := r.Profiles[name]; ok {
-				fmt.Fprintf(&b, "### %s\n\n```\n%s\n```\n\n", name, p)
-			}
+		names := make([]string, 0, len(r.Profiles))
+		for name := range r.Profiles {
+			names = append(names, name)
+		}
+		sort.Strings(names)
+		for _, name := range names {
+			fmt.Fprintf(&b, "### %s\n\n```\n%s\n```\n\n", name, r.Profiles[name])
 		}
 	}
 	return b.String()

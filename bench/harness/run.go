@@ -29,6 +29,7 @@ type Plan struct {
 	PingDur      time.Duration
 	LoginConc    int
 	LoginDur     time.Duration
+	LoginDelay   time.Duration // a second backend whose logins cost this (pooled login rows); 0: none
 	StreamConc   int
 	StreamBytes  int64
 	StreamCount  int  // results per session
@@ -40,18 +41,55 @@ type Plan struct {
 	QueueWorkers int
 	QueueHold    time.Duration
 	QueueDur     time.Duration
-	Perf         bool          // perf record Envoy (tdspool and tcp_proxy) during an extra ping run
-	PerfDur      time.Duration // length of that run
+	Perf         bool          // perf record Envoy during extra runs (Profiles)
+	PerfDur      time.Duration // length of each of those runs
+	Profiles     []ProfileSpec // what to profile (default: DefaultProfiles)
+	Workloads    []string      // workloads to measure (empty: all)
+	EnvoyEnv     []string      // extra environment for every Envoy (e.g. GOMAXPROCS=4)
+	PerfData     bool          // keep perf.data files in Out
 	Out          string        // results directory
 	InProcess    bool          // run the backend inside this process (tests)
 	Progress     io.Writer     `json:"-"`
+}
+
+// ProfileSpec is one extra run with `perf record` attached to a target's Envoy process.
+type ProfileSpec struct {
+	Target   string
+	Workload string // ping | login
+	Conc     int
+}
+
+func (s ProfileSpec) String() string { return fmt.Sprintf("%s %s c=%d", s.Target, s.Workload, s.Conc) }
+
+// DefaultProfiles are the profiles a run takes: the relay on both legs and with TLS in the
+// filter, at the load points the gates are about, and the login path.
+var DefaultProfiles = []ProfileSpec{
+	{"envoy-tcp", "ping", 16}, {"tdspool", "ping", 16}, {"tdspool-module", "ping", 1}, {"tdspool-module", "ping", 16},
+	{"envoy-tcp+full", "ping", 16}, {"tdspool+full", "ping", 16}, {"tdspool", "login", 8},
+}
+
+// ParseProfiles reads "target:workload:c,…".
+func ParseProfiles(s string) ([]ProfileSpec, error) {
+	var out []ProfileSpec
+	for _, item := range strings.Split(s, ",") {
+		f := strings.Split(strings.TrimSpace(item), ":")
+		var c int
+		if len(f) != 3 || (f[1] != "ping" && f[1] != "login") {
+			return nil, fmt.Errorf("profile %q: want target:ping|login:concurrency", item)
+		}
+		if _, err := fmt.Sscanf(f[2], "%d", &c); err != nil || c <= 0 {
+			return nil, fmt.Errorf("profile %q: bad concurrency", item)
+		}
+		out = append(out, ProfileSpec{f[0], f[1], c})
+	}
+	return out, nil
 }
 
 // QuickPlan is `make bench`: every workload, few points, a few minutes.
 func QuickPlan() Plan {
 	return Plan{Name: "quick", TLS: true, Rounds: 1, Warmup: 500 * time.Millisecond,
 		PingConc: []int{1, 16, 64}, PingDur: 3 * time.Second,
-		LoginConc: 8, LoginDur: 3 * time.Second,
+		LoginConc: 8, LoginDur: 3 * time.Second, LoginDelay: 5 * time.Millisecond,
 		StreamConc: 1, StreamBytes: 16 << 20, StreamCount: 6,
 		IdleSessions: []int{1000}, IdleConc: 32,
 		QueueCap: 8, QueueWorkers: 32, QueueHold: 10 * time.Millisecond, QueueDur: 5 * time.Second,
@@ -62,7 +100,7 @@ func QuickPlan() Plan {
 func FullPlan() Plan {
 	return Plan{Name: "full", TLS: true, Rounds: 3, Warmup: time.Second,
 		PingConc: []int{1, 4, 16, 64, 256}, PingDur: 5 * time.Second,
-		LoginConc: 8, LoginDur: 5 * time.Second,
+		LoginConc: 8, LoginDur: 5 * time.Second, LoginDelay: 5 * time.Millisecond,
 		StreamConc: 2, StreamBytes: 32 << 20, StreamCount: 8, StreamTLS: true,
 		IdleSessions: []int{1000, 5000, 9500}, IdleConc: 64, IdleTLS: true,
 		QueueCap: 8, QueueWorkers: 64, QueueHold: 10 * time.Millisecond, QueueDur: 10 * time.Second,
@@ -73,7 +111,7 @@ func FullPlan() Plan {
 func SmokePlan() Plan {
 	return Plan{Name: "smoke", Rounds: 1, Warmup: 100 * time.Millisecond,
 		PingConc: []int{2}, PingDur: 500 * time.Millisecond,
-		LoginConc: 2, LoginDur: 500 * time.Millisecond,
+		LoginConc: 2, LoginDur: 500 * time.Millisecond, LoginDelay: 5 * time.Millisecond,
 		StreamConc: 1, StreamBytes: 1 << 20, StreamCount: 3,
 		IdleSessions: []int{20}, IdleConc: 4,
 		QueueCap: 2, QueueWorkers: 6, QueueHold: 5 * time.Millisecond, QueueDur: time.Second}
@@ -89,6 +127,13 @@ type Cell struct {
 	Res      load.Result
 	// Proxy process CPU time per operation (µs), from /proc; 0 for direct.
 	ProxyCPUus float64
+	// Context switches of the proxy's threads per operation, from /proc.
+	ProxyCtxSw float64
+	// login: logins the backend saw during the cell, warm-up included (-1: unknown).
+	BackendLogins int64
+	// Pooled targets: the p99 of Envoy's pool borrow-wait histogram after the cell ("" if the
+	// build has none).
+	BorrowWait string
 	// idle: resident memory growth of the proxy process per session (KB), and of Envoy's
 	// own heap (tcmalloc "allocated", from /memory) per session.
 	RSSPerSessionKB  float64
@@ -118,6 +163,11 @@ func Main(args []string) error {
 	noPerf := fs.Bool("no-perf", false, "skip the perf profile")
 	rounds := fs.Int("rounds", 0, "override the plan's rounds")
 	render := fs.String("render", "", "only re-render results.md and the charts from DIR/results.json")
+	workloads := fs.String("workloads", "", "comma-separated workloads to measure (default all): ping,login,stream,queue,idle")
+	pingConc := fs.String("ping-conc", "", "comma-separated ping concurrencies (default: the plan's)")
+	envoyEnv := fs.String("envoy-env", "", "comma-separated VAR=value for every Envoy (and its Go module)")
+	perfData := fs.Bool("perf-data", false, "keep the perf.data files in the results directory")
+	profiles := fs.String("profile", "", "perf profiles to take, target:ping|login:c,… (default: "+profileList(DefaultProfiles)+")")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -149,6 +199,30 @@ func Main(args []string) error {
 	if *noPerf {
 		p.Perf = false
 	}
+	if *envoyEnv != "" {
+		p.EnvoyEnv = strings.Split(*envoyEnv, ",")
+	}
+	p.PerfData = *perfData
+	if *workloads != "" {
+		p.Workloads = strings.Split(*workloads, ",")
+	}
+	if *pingConc != "" {
+		p.PingConc = nil
+		for _, f := range strings.Split(*pingConc, ",") {
+			var c int
+			if _, err := fmt.Sscanf(f, "%d", &c); err != nil || c <= 0 {
+				return fmt.Errorf("-ping-conc %q: bad concurrency", f)
+			}
+			p.PingConc = append(p.PingConc, c)
+		}
+	}
+	if *profiles != "" {
+		ps, err := ParseProfiles(*profiles)
+		if err != nil {
+			return err
+		}
+		p.Profiles, p.Perf = ps, true
+	}
 	if *rounds > 0 {
 		p.Rounds = *rounds
 	}
@@ -174,6 +248,18 @@ func (p *Plan) wants(name string) bool {
 	return len(p.Only) == 0 || slices.Contains(p.Only, name)
 }
 
+func (p *Plan) measures(workload string) bool {
+	return len(p.Workloads) == 0 || slices.Contains(p.Workloads, workload)
+}
+
+func profileList(ps []ProfileSpec) string {
+	var s []string
+	for _, p := range ps {
+		s = append(s, fmt.Sprintf("%s:%s:%d", p.Target, p.Workload, p.Conc))
+	}
+	return strings.Join(s, ",")
+}
+
 // Run starts the targets, measures the plan and stops everything.
 func Run(p Plan) (*Report, error) {
 	if p.Rounds <= 0 {
@@ -189,6 +275,10 @@ func Run(p Plan) (*Report, error) {
 	e, err := newEnv(p.InProcess, p.Progress)
 	if err != nil {
 		return nil, err
+	}
+	e.envoyEnv = p.EnvoyEnv
+	if len(p.EnvoyEnv) > 0 {
+		rep.Machine["envoy environment"] = strings.Join(p.EnvoyEnv, " ")
 	}
 	defer e.close()
 	p.logf("backend %s", e.backend)
@@ -242,6 +332,7 @@ func Run(p Plan) (*Report, error) {
 		{"tdspool-module+strict", load.TLSStrict, backendLeg{module: true, enc: "TDS8"}},
 		{"tdspool-tcp8+strict", load.TLSStrict, backendLeg{enc: "TDS8"}},
 		{"tdspool-module-via-envoy", load.TLSDisable, backendLeg{module: true, via: tcp.Addr}},
+		{"tdspool-pool", load.TLSDisable, backendLeg{module: true, pool: "SESSION"}},
 	} {
 		if m.tls != load.TLSDisable && !p.TLS || !p.wants(m.name) {
 			continue
@@ -253,6 +344,26 @@ func Run(p Plan) (*Report, error) {
 		t.Name, t.TLS = m.name, m.tls
 		add(t)
 	}
+	// Pooled logins against a backend whose logins cost p.LoginDelay: direct and through a
+	// session pool, login workload only.
+	if p.LoginDelay > 0 && (p.wants("direct-slowlogin") || p.wants("tdspool-pool-slowlogin")) && p.measures("login") {
+		if e.slow, err = e.startBackend(p.LoginDelay); err != nil {
+			return rep, fmt.Errorf("slow-login backend: %w", err)
+		}
+		add(&Target{Name: "direct-slowlogin", Kind: "direct", TLS: load.TLSDisable, Addr: e.slow.addr, Backend: e.slow, LoginOnly: true})
+		if p.wants("tdspool-pool-slowlogin") {
+			t, err := e.tdspoolLeg(p.QueueCap, "OFF_ALLOWED", backendLeg{module: true, pool: "SESSION", backend: e.slow})
+			if err != nil {
+				return rep, fmt.Errorf("tdspool-pool-slowlogin: %w", err)
+			}
+			t.Name, t.LoginOnly = "tdspool-pool-slowlogin", true
+			add(t)
+		}
+		rep.Notes = append(rep.Notes, fmt.Sprintf("*-slowlogin: a second backend whose every login costs %s (the stand-in's login delay), "+
+			"measured in the login workload only; tdspool-pool-slowlogin pools sessions to it", p.LoginDelay))
+	}
+	rep.Notes = append(rep.Notes, "tdspool-pool: the module leg with session pooling (pool.mode SESSION) on the bucket the load uses; "+
+		"backend logins per 1,000 client logins are counted by the backend (warm-up logins included)")
 	rep.Notes = append(rep.Notes, "tdspool-module: tdspool's own backend connection (backend_leg MODULE), plaintext; "+
 		"tdspool-module+full: TDS 7 full TLS on the client and the backend leg; tdspool-module+strict: TDS 8 on both "+
 		"(tdspool's TLS to the backend); tdspool-tcp8+strict: TDS 8 on both, the backend's through the tcp_proxy "+
@@ -270,6 +381,18 @@ func Run(p Plan) (*Report, error) {
 	p.logf("targets: %s", strings.Join(rep.Targets, ", "))
 
 	measure := func(workload string, param int, ts []*Target, run func(t *Target, label string) (load.Result, error)) {
+		if !p.measures(workload) {
+			return
+		}
+		if workload != "login" {
+			var keep []*Target
+			for _, t := range ts {
+				if !t.LoginOnly {
+					keep = append(keep, t)
+				}
+			}
+			ts = keep
+		}
 		for round := 0; round < p.Rounds; round++ {
 			for i := range ts {
 				t := ts[(i+round)%len(ts)] // rotate so no target always runs first
@@ -277,15 +400,32 @@ func Run(p Plan) (*Report, error) {
 				if p.Rounds > 1 {
 					label += fmt.Sprintf(" r%d", round+1)
 				}
+				be := t.Backend
+				if be == nil {
+					be = e.main
+				}
+				loginsBefore := int64(-1)
+				if workload == "login" {
+					loginsBefore = be.logins()
+				}
 				before, _ := readProc(t.Pid)
 				res, err := run(t, label)
 				after, _ := readProc(t.Pid)
+				backendLogins := int64(-1)
+				if loginsBefore >= 0 {
+					if n := be.logins(); n >= 0 {
+						backendLogins = n - loginsBefore
+					}
+				}
 				if err != nil {
 					p.logf("  %s: %v", label, err)
 					res.Errors++
 					res.FirstError = err.Error()
 				}
-				c := Cell{Workload: workload, Target: t.Name, Group: t.Group(), Param: param, Round: round, Res: res}
+				c := Cell{Workload: workload, Target: t.Name, Group: t.Group(), Param: param, Round: round, Res: res, BackendLogins: backendLogins}
+				if t.Kind == "tdspool" && strings.Contains(t.Name, "pool") {
+					c.BorrowWait = envoyHistogramP99(t, "borrow_wait")
+				}
 				if t.Pid != 0 && res.Ops > 0 {
 					// The CPU window includes warm-up; scale by the measured share of the time.
 					total := res.Elapsed + p.Warmup
@@ -293,9 +433,15 @@ func Run(p Plan) (*Report, error) {
 						total = res.Elapsed + res.Elapsed/time.Duration(max(1, res.Ops)) // one warm-up result
 					}
 					ticks := float64(after.cpuTicks - before.cpuTicks)
-					c.ProxyCPUus = ticks / clkTck * 1e6 * (res.Elapsed.Seconds() / total.Seconds()) / float64(res.Ops)
+					share := res.Elapsed.Seconds() / total.Seconds()
+					c.ProxyCPUus = ticks / clkTck * 1e6 * share / float64(res.Ops)
+					c.ProxyCtxSw = float64(after.ctxSw-before.ctxSw) * share / float64(res.Ops)
 				}
-				p.logf("  %s: %s", label, oneLine(res))
+				if backendLogins >= 0 {
+					p.logf("  %s: %s backend logins=%d", label, oneLine(res), backendLogins)
+				} else {
+					p.logf("  %s: %s", label, oneLine(res))
+				}
 				rep.Cells = append(rep.Cells, c)
 			}
 		}
@@ -352,27 +498,34 @@ func Run(p Plan) (*Report, error) {
 		return load.Queue(lc)
 	})
 
-	if err := idle(&p, e, rep); err != nil {
+	if !p.measures("idle") {
+	} else if err := idle(&p, e, rep); err != nil {
 		p.logf("idle: %v", err)
 		rep.Notes = append(rep.Notes, "idle: "+err.Error())
 	}
 
 	if p.Perf {
-		for _, run := range []struct {
-			t        *Target
-			workload string
-		}{{tcp, "ping"}, {tp, "ping"}, {tp, "login"}} {
-			if !p.wants(run.t.Name) {
+		specs := p.Profiles
+		if len(specs) == 0 {
+			specs = DefaultProfiles
+		}
+		for _, spec := range specs {
+			var t *Target
+			for _, c := range targets {
+				if c.Name == spec.Target {
+					t = c
+				}
+			}
+			if t == nil {
 				continue
 			}
-			prof, err := perfProfile(&p, run.t, e, run.workload)
-			name := run.t.Name + " " + run.workload
+			prof, err := perfProfile(&p, t, e, spec)
 			if err != nil {
-				rep.Notes = append(rep.Notes, fmt.Sprintf("perf %s: %v", name, err))
-				p.logf("perf %s: %v", name, err)
+				rep.Notes = append(rep.Notes, fmt.Sprintf("perf %s: %v", spec, err))
+				p.logf("perf %s: %v", spec, err)
 				continue
 			}
-			rep.Profiles[name] = prof
+			rep.Profiles[spec.String()] = prof
 		}
 	}
 	if errs := e.backendErrors(); len(errs) > 0 {
@@ -466,6 +619,47 @@ func stopTarget(e *env, t *Target) {
 	}
 }
 
+// envoyHistogramP99 is the cumulative p99 of the first Envoy histogram whose name contains
+// filter, with its name ("" if there is none).
+func envoyHistogramP99(t *Target, filter string) string {
+	if t.Envoy == nil {
+		return ""
+	}
+	body, err := t.Envoy.Admin("/stats?format=json&filter=" + filter)
+	if err != nil {
+		return ""
+	}
+	var doc struct {
+		Stats []struct {
+			Histograms *struct {
+				Supported []float64 `json:"supported_quantiles"`
+				Computed  []struct {
+					Name   string `json:"name"`
+					Values []struct {
+						Cumulative *float64 `json:"cumulative"`
+					} `json:"values"`
+				} `json:"computed_quantiles"`
+			} `json:"histograms"`
+		} `json:"stats"`
+	}
+	if json.Unmarshal([]byte(body), &doc) != nil {
+		return ""
+	}
+	for _, st := range doc.Stats {
+		h := st.Histograms
+		if h == nil {
+			continue
+		}
+		i := slices.Index(h.Supported, 99)
+		for _, q := range h.Computed {
+			if i >= 0 && i < len(q.Values) && q.Values[i].Cumulative != nil {
+				return fmt.Sprintf("%g (%s)", *q.Values[i].Cumulative, q.Name)
+			}
+		}
+	}
+	return ""
+}
+
 // envoyHeap is tcmalloc's allocated bytes from Envoy's /memory (0 for non-Envoy targets).
 func envoyHeap(t *Target) uint64 {
 	if t.Envoy == nil {
@@ -486,9 +680,10 @@ func envoyHeap(t *Target) uint64 {
 	return v
 }
 
-// perfProfile runs ping at the highest concurrency against t with `perf record -g` attached
-// to the Envoy process and returns the top of `perf report`.
-func perfProfile(p *Plan, t *Target, e *env, workload string) (string, error) {
+// perfProfile runs the spec's workload against t with `perf record -g` attached to the Envoy
+// process and returns the top of `perf report`: by thread, by DSO, by symbol, and inside
+// libtdspool.so with callers folded in.
+func perfProfile(p *Plan, t *Target, e *env, spec ProfileSpec) (string, error) {
 	perf, err := exec.LookPath("perf")
 	if err != nil {
 		return "", errors.New("perf not installed (apt-get install linux-perf)")
@@ -496,11 +691,9 @@ func perfProfile(p *Plan, t *Target, e *env, workload string) (string, error) {
 	if err := os.MkdirAll(p.Out, 0o755); err != nil {
 		return "", err
 	}
-	data := filepath.Join(e.dir, "perf-"+t.Name+"-"+workload+".data")
-	conc := p.PingConc[len(p.PingConc)-1]
-	if workload == "login" {
-		conc = p.LoginConc
-	}
+	workload, conc := spec.Workload, spec.Conc
+	base := fmt.Sprintf("%s-%s-c%d", t.Name, workload, conc)
+	data := filepath.Join(e.dir, "perf-"+base+".data")
 	p.logf("-- perf record %s (%s c=%d, %s)", t.Name, workload, conc, p.PerfDur)
 	rec := exec.Command(perf, "record", "-g", "-F", "999", "-p", fmt.Sprint(t.Pid), "-o", data, "--", "sleep", fmt.Sprint(p.PerfDur.Seconds()))
 	recOut, _ := os.CreateTemp(e.dir, "perf-record-*.log")
@@ -509,19 +702,30 @@ func perfProfile(p *Plan, t *Target, e *env, workload string) (string, error) {
 		return "", err
 	}
 	time.Sleep(200 * time.Millisecond)
-	lc := load.Config{Addr: t.Addr, TLS: t.TLS, Concurrency: conc, Duration: p.PerfDur - 300*time.Millisecond,
+	before, _ := readProc(t.Pid)
+	lc := load.Config{Addr: t.Addr, TLS: t.TLS, CAFile: e.certFile, Concurrency: conc, Duration: p.PerfDur - 300*time.Millisecond,
 		Label: "perf " + t.Name + " " + workload, Progress: p.Progress}
+	var res load.Result
 	if workload == "login" {
-		_, _ = load.Login(lc)
+		res, _ = load.Login(lc)
 	} else {
-		_, _ = load.Ping(lc)
+		res, _ = load.Ping(lc)
 	}
+	after, _ := readProc(t.Pid)
 	if err := rec.Wait(); err != nil {
 		b, _ := os.ReadFile(recOut.Name())
 		return "", fmt.Errorf("perf record: %v: %s", err, b)
 	}
-	var sections []string
-	for _, sort := range []string{"dso", "dso,symbol"} {
+	cpu := 0.0
+	if res.Ops > 0 {
+		cpu = float64(after.cpuTicks-before.cpuTicks) / clkTck * 1e6 / float64(res.Ops)
+	}
+	sw := 0.0
+	if res.Ops > 0 {
+		sw = float64(after.ctxSw-before.ctxSw) / float64(res.Ops)
+	}
+	sections := []string{fmt.Sprintf("run under perf: %s (Envoy CPU %.1f µs/op, perf overhead included; %.2f context switches/op)", oneLine(res), cpu, sw)}
+	for _, sort := range []string{"comm", "dso", "dso,symbol"} {
 		args := []string{"report", "-i", data, "--stdio", "--no-children", "--sort", sort, "--percent-limit", "0.7", "-g", "none"}
 		out, err := exec.Command(perf, args...).Output()
 		if err != nil {
@@ -552,7 +756,10 @@ func perfProfile(p *Plan, t *Target, e *env, workload string) (string, error) {
 		}
 	}
 	text := strings.Join(sections, "\n\n")
-	_ = os.WriteFile(filepath.Join(p.Out, "profile-"+t.Name+"-"+workload+".txt"), []byte(text+"\n"), 0o644)
+	if p.PerfData {
+		_ = os.Rename(data, filepath.Join(p.Out, "perf-"+base+".data"))
+	}
+	_ = os.WriteFile(filepath.Join(p.Out, "profile-"+base+".txt"), []byte(text+"\n"), 0o644)
 	return text, nil
 }
 

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"text/template"
 	"time"
 
@@ -34,6 +35,9 @@ type Target struct {
 	QueueDB   string // database to use on QueueAddr
 	Pid       int    // the proxy process (0: none)
 	Envoy     *stack.Envoy
+	Backend   *benchBackend // the backend it reaches (nil: the main one)
+	// LoginOnly: measured in the login workload only (the slow-login backend's rows).
+	LoginOnly bool
 }
 
 // Group is the TLS family a target belongs to; ratios compare targets of one group.
@@ -54,7 +58,12 @@ type env struct {
 	certFile string
 	keyFile  string
 	logw     io.Writer
-	stops    []func()
+
+	inProcess bool
+	main      *benchBackend // the backend every target reaches (backend, backendP, inProc are its)
+	slow      *benchBackend // a second one whose logins cost Plan.LoginDelay (nil until needed)
+	stops     []func()
+	envoyEnv  []string // extra environment of every Envoy (Plan.EnvoyEnv)
 
 	mu          sync.Mutex
 	backendLogs []string // diagnostics of the in-process backend
@@ -76,16 +85,37 @@ func newEnv(inProcess bool, logw io.Writer) (*env, error) {
 	if err != nil {
 		return nil, err
 	}
-	e := &env{dir: dir, logw: logw}
+	e := &env{dir: dir, logw: logw, inProcess: inProcess}
 	if e.certFile, e.keyFile, err = testcert.Write(dir); err != nil {
 		return nil, err
 	}
-	if inProcess {
+	b, err := e.startBackend(0)
+	if err != nil {
+		return nil, err
+	}
+	e.main = b
+	e.backend, e.backendP, e.inProc = b.addr, b.proc, b.inProc
+	return e, nil
+}
+
+// benchBackend is one backend: the stand-in in lean mode, in its own process or in this one.
+type benchBackend struct {
+	addr      string
+	proc      *stack.Process
+	inProc    *standin.Server
+	statsFile string // where the process writes its counters on SIGUSR1
+}
+
+// startBackend starts a backend whose logins cost loginDelay (the stand-in's model of real
+// authentication).
+func (e *env) startBackend(loginDelay time.Duration) (*benchBackend, error) {
+	if e.inProcess {
 		cert, err := tls.LoadX509KeyPair(e.certFile, e.keyFile)
 		if err != nil {
 			return nil, err
 		}
 		cfg := BackendConfig("127.0.0.1:0", &cert)
+		cfg.LoginDelay = loginDelay
 		cfg.Logf = func(format string, args ...any) {
 			e.mu.Lock()
 			e.backendLogs = append(e.backendLogs, fmt.Sprintf(format, args...))
@@ -98,30 +128,72 @@ func newEnv(inProcess bool, logw io.Writer) (*env, error) {
 		if err := s.Start(); err != nil {
 			return nil, err
 		}
-		e.inProc, e.backend = s, s.Addr()
-	} else {
-		// Its own process, so its file descriptors (one per session) do not count against
-		// the load generator's limit and its CPU is not the load generator's.
-		self, err := os.Executable()
-		if err != nil {
-			return nil, err
+		return &benchBackend{addr: s.Addr(), inProc: s}, nil
+	}
+	// Its own process, so its file descriptors (one per session) do not count against
+	// the load generator's limit and its CPU is not the load generator's.
+	self, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	port, err := stack.FreePort()
+	if err != nil {
+		return nil, err
+	}
+	b := &benchBackend{addr: fmt.Sprintf("127.0.0.1:%d", port), statsFile: filepath.Join(e.dir, fmt.Sprintf("backend-%d.json", port))}
+	p, err := stack.Start("backend", nil, nil, self, "backend", "-addr", b.addr, "-cert", e.certFile, "-key", e.keyFile,
+		"-login-delay", loginDelay.String(), "-stats", b.statsFile)
+	if err != nil {
+		return nil, err
+	}
+	b.proc = p
+	if err := stack.WaitTCP(b.addr, 10*time.Second, p); err != nil {
+		p.Stop(time.Second)
+		return nil, err
+	}
+	return b, nil
+}
+
+func (b *benchBackend) port() int {
+	var p int
+	fmt.Sscanf(b.addr[strings.LastIndexByte(b.addr, ':')+1:], "%d", &p)
+	return p
+}
+
+// logins is the backend's count of successful logins so far (-1: unknown).
+func (b *benchBackend) logins() int64 {
+	if b.inProc != nil {
+		return b.inProc.Stats().Logins
+	}
+	if b.proc == nil || b.statsFile == "" {
+		return -1
+	}
+	before, _ := os.Stat(b.statsFile)
+	if err := syscall.Kill(b.proc.Pid(), syscall.SIGUSR1); err != nil {
+		return -1
+	}
+	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		st, err := os.Stat(b.statsFile)
+		if err != nil || before != nil && os.SameFile(before, st) {
+			continue // not rewritten yet (each write renames a new file into place)
 		}
-		port, err := stack.FreePort()
+		raw, err := os.ReadFile(b.statsFile)
 		if err != nil {
-			return nil, err
+			continue
 		}
-		e.backend = fmt.Sprintf("127.0.0.1:%d", port)
-		p, err := stack.Start("backend", nil, nil, self, "backend", "-addr", e.backend, "-cert", e.certFile, "-key", e.keyFile)
-		if err != nil {
-			return nil, err
-		}
-		e.backendP = p
-		if err := stack.WaitTCP(e.backend, 10*time.Second, p); err != nil {
-			p.Stop(time.Second)
-			return nil, err
+		var stats standin.Stats
+		if json.Unmarshal(raw, &stats) == nil {
+			return stats.Logins
 		}
 	}
-	return e, nil
+	return -1
+}
+
+func (b *benchBackend) stop() {
+	if b.inProc != nil {
+		b.inProc.Close()
+	}
+	b.proc.Stop(3 * time.Second)
 }
 
 // backendErrors are the in-process backend's diagnostics other than clients going away
@@ -146,22 +218,21 @@ func (e *env) close() {
 		e.inProc.Close()
 	}
 	e.backendP.Stop(3 * time.Second)
+	if e.slow != nil {
+		e.slow.stop()
+	}
 	e.redis.Stop()
 	os.RemoveAll(e.dir)
 }
 
-func (e *env) backendPort() int {
-	var p int
-	fmt.Sscanf(e.backend[strings.LastIndexByte(e.backend, ':')+1:], "%d", &p)
-	return p
-}
+func (e *env) backendPort() int { return e.main.port() }
 
 func (e *env) direct(tls string) *Target {
 	name := "direct"
 	if tls != load.TLSDisable {
 		name = "direct+" + tls
 	}
-	return &Target{Name: name, Kind: "direct", TLS: tls, Addr: e.backend}
+	return &Target{Name: name, Kind: "direct", TLS: tls, Addr: e.backend, Backend: e.main}
 }
 
 var haproxyTmpl = template.Must(template.New("haproxy").Parse(`# tdspool bench: HAProxy in TCP mode, as the original design used.
@@ -257,7 +328,7 @@ func (e *env) startEnvoy(yaml []byte, adminPort int) (*stack.Envoy, error) {
 		return nil, err
 	}
 	// warning: per-connection info logs would be part of what is measured otherwise.
-	return stack.StartEnvoy(stack.EnvoyOptions{Config: yaml, AdminPort: adminPort, ModuleDir: moduleDir, LogLevel: "warning"})
+	return stack.StartEnvoy(stack.EnvoyOptions{Config: yaml, AdminPort: adminPort, ModuleDir: moduleDir, LogLevel: "warning", Env: e.envoyEnv})
 }
 
 func (e *env) envoyTCP() (*Target, error) {
@@ -287,9 +358,11 @@ func (e *env) tdspool(queueCap int, listenerTLS string) (*Target, error) {
 // module-owned leg, with the bucket's backend_encryption (TDS8 on tcp_proxy: the cluster's
 // upstream TLS). TLS legs verify the backend's certificate (the bench's own) for localhost.
 type backendLeg struct {
-	module bool
-	enc    string // "" = PLAINTEXT
-	via    string // module: dial this address (an Envoy tcp_proxy listener) instead of the backend
+	module  bool
+	enc     string        // "" = PLAINTEXT
+	via     string        // module: dial this address (an Envoy tcp_proxy listener) instead of the backend
+	pool    string        // pool.mode of bucket-001 ("" = none): SESSION | TRANSACTION
+	backend *benchBackend // nil: the main backend
 }
 
 func (e *env) tdspoolLeg(queueCap int, listenerTLS string, leg backendLeg) (*Target, error) {
@@ -313,9 +386,13 @@ func (e *env) tdspoolLeg(queueCap int, listenerTLS string, leg backendLeg) (*Tar
 		"redis":          map[string]any{"addresses": []string{e.redis.Addr}},
 		"timeouts":       map[string]any{"login_timeout": "60s"},
 	}
+	be := e.main
+	if leg.backend != nil {
+		be = leg.backend
+	}
 	ebs := []envoyconfig.Bucket{
-		{Cluster: "bucket_001", Port: e.backendPort(), MaxConnections: 100000},
-		{Cluster: "bucket_queue", Port: e.backendPort(), MaxConnections: 100000},
+		{Cluster: "bucket_001", Port: be.port(), MaxConnections: 100000},
+		{Cluster: "bucket_queue", Port: be.port(), MaxConnections: 100000},
 	}
 	for i, b := range cfg["buckets"].([]map[string]any) {
 		if leg.enc != "" {
@@ -324,7 +401,7 @@ func (e *env) tdspoolLeg(queueCap int, listenerTLS string, leg backendLeg) (*Tar
 		switch {
 		case leg.module:
 			b["backend_leg"] = "MODULE"
-			b["backend_addresses"] = []string{fmt.Sprintf("127.0.0.1:%d", e.backendPort())}
+			b["backend_addresses"] = []string{be.addr}
 			if leg.via != "" {
 				b["backend_addresses"] = []string{leg.via}
 			}
@@ -333,6 +410,9 @@ func (e *env) tdspoolLeg(queueCap int, listenerTLS string, leg backendLeg) (*Tar
 			}
 		case leg.enc == "TDS8":
 			ebs[i].UpstreamTDS8CAFile, ebs[i].UpstreamTDS8ServerName = e.certFile, "localhost"
+		}
+		if leg.pool != "" && i == 0 {
+			b["pool"] = map[string]any{"mode": "POOL_MODE_" + leg.pool}
 		}
 	}
 	js, _ := json.Marshal(cfg)
@@ -351,7 +431,7 @@ func (e *env) tdspoolLeg(queueCap int, listenerTLS string, leg backendLeg) (*Tar
 	e.stops = append(e.stops, en.Stop)
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	return &Target{Name: "tdspool", Kind: "tdspool", TLS: load.TLSDisable, Addr: addr, QueueAddr: addr, QueueDB: "queue",
-		Pid: en.Pid(), Envoy: en}, nil
+		Pid: en.Pid(), Envoy: en, Backend: be}, nil
 }
 
 // warmTdspool logs in until both buckets grant (a bucket new to Redis pauses its first
@@ -376,10 +456,12 @@ func warmTdspool(t *Target, tlsMode, caFile string) error {
 	return nil
 }
 
-// procStat is a process's CPU time (user+system, clock ticks) and resident memory.
+// procStat is a process's CPU time (user+system, clock ticks), resident memory and context
+// switches (voluntary and not, summed over its threads).
 type procStat struct {
 	cpuTicks uint64
 	rssKB    uint64
+	ctxSw    uint64
 }
 
 func readProc(pid int) (procStat, error) {
@@ -407,6 +489,20 @@ func readProc(pid int) (procStat, error) {
 	for sc.Scan() {
 		if v, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
 			fmt.Sscanf(strings.TrimSpace(v), "%d", &ps.rssKB)
+		}
+	}
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/status", pid))
+	for _, task := range tasks {
+		b, err := os.ReadFile(task)
+		if err != nil {
+			continue
+		}
+		for _, l := range strings.Split(string(b), "\n") {
+			if _, v, ok := strings.Cut(l, "ctxt_switches:"); ok {
+				var n uint64
+				fmt.Sscanf(strings.TrimSpace(v), "%d", &n)
+				ps.ctxSw += n
+			}
 		}
 	}
 	return ps, nil

@@ -54,6 +54,8 @@ func serveBackend(args []string) {
 	certFile := fs.String("cert", "", "PEM certificate for TLS (default: self-signed)")
 	keyFile := fs.String("key", "", "PEM key of -cert")
 	verbose := fs.Bool("v", false, "log connection-level diagnostics")
+	loginDelay := fs.Duration("login-delay", 0, "time every login costs before its password is checked (the cost of real authentication)")
+	statsFile := fs.String("stats", "", "on SIGUSR1, write the cumulative counters (logins, resets, peak sessions) to this file as JSON")
 	fs.Parse(args)
 	var cert *tls.Certificate
 	if *certFile != "" {
@@ -65,6 +67,7 @@ func serveBackend(args []string) {
 		cert = &c
 	}
 	cfg := harness.BackendConfig(*addr, cert)
+	cfg.LoginDelay = *loginDelay
 	if *verbose {
 		cfg.Logf = log.Printf
 	}
@@ -78,8 +81,19 @@ func serveBackend(args []string) {
 	}
 	fmt.Printf("listening %s\n", s.Addr())
 	ch := make(chan os.Signal, 1)
-	signal.Notify(ch, syscall.SIGINT, syscall.SIGTERM)
-	<-ch
+	signal.Notify(ch, syscall.SIGINT, syscall.SIGTERM, syscall.SIGUSR1)
+	for sig := range ch {
+		if sig != syscall.SIGUSR1 {
+			break
+		}
+		if *statsFile != "" {
+			b, _ := json.Marshal(s.Stats())
+			tmp := *statsFile + ".tmp"
+			if err := os.WriteFile(tmp, b, 0o644); err == nil {
+				_ = os.Rename(tmp, *statsFile)
+			}
+		}
+	}
 	s.Close()
 }
 
