@@ -41,6 +41,17 @@ func TestSmoke(t *testing.T) {
 			}
 		}
 	}
+	// Pooled logins: answered from the pool, so the backend sees far fewer logins than the
+	// clients made (the backend's own count).
+	for _, name := range []string{"tdspool-pool", "tdspool-pool-slowlogin"} {
+		c, ok := tbl[key{"login", name, p.LoginConc}]
+		if !ok || c.Res.Ops == 0 || c.Res.Errors != 0 || c.BackendLogins < 0 || c.BackendLogins*2 > c.Res.Ops {
+			t.Errorf("login %s: ops=%d errors=%d backend logins=%d %s", name, c.Res.Ops, c.Res.Errors, c.BackendLogins, c.Res.FirstError)
+		}
+	}
+	if c := tbl[key{"login", "direct", p.LoginConc}]; c.BackendLogins < c.Res.Ops {
+		t.Errorf("login direct: %d backend logins for %d client logins", c.BackendLogins, c.Res.Ops)
+	}
 	if c := tbl[key{"queue", "tdspool", p.QueueWorkers}]; c.Res.Ops == 0 || c.Res.Errors != 0 {
 		t.Errorf("queue tdspool: ops=%d errors=%d %s", c.Res.Ops, c.Res.Errors, c.Res.FirstError)
 	}
@@ -53,7 +64,7 @@ func TestSmoke(t *testing.T) {
 		}
 	}
 	md, _ := os.ReadFile(filepath.Join(p.Out, "results.md"))
-	for _, want := range []string{"## ping", "| tdspool |", "## Goals"} {
+	for _, want := range []string{"## ping", "| tdspool |", "## Goals", "## Gates (issue 12", "## Figures (issue 13", "backend logins per 1,000 client logins"} {
 		if !strings.Contains(string(md), want) {
 			t.Errorf("results.md lacks %q", want)
 		}
