@@ -344,6 +344,18 @@ func Run(p Plan) (*Report, error) {
 		t.Name, t.TLS = m.name, m.tls
 		add(t)
 	}
+	// Transaction pooling (issue 14): a backend is held only from a request to the end of its
+	// transaction. Builds that refuse pool.mode TRANSACTION skip the row with a note.
+	if p.wants("tdspool-txpool") {
+		t, err := e.tdspoolLeg(p.QueueCap, "OFF_ALLOWED", backendLeg{module: true, pool: "TRANSACTION"})
+		if err != nil {
+			rep.Notes = append(rep.Notes, "tdspool-txpool skipped: this build refused pool.mode TRANSACTION ("+firstLine(err.Error())+")")
+			p.logf("tdspool-txpool skipped: %v", firstLine(err.Error()))
+		} else {
+			t.Name = "tdspool-txpool"
+			add(t)
+		}
+	}
 	// Pooled logins against a backend whose logins cost p.LoginDelay: direct and through a
 	// session pool, login workload only.
 	if p.LoginDelay > 0 && (p.wants("direct-slowlogin") || p.wants("tdspool-pool-slowlogin")) && p.measures("login") {
@@ -602,6 +614,23 @@ func idle(p *Plan, e *env, rep *Report) error {
 		}
 	}
 	return nil
+}
+
+// firstLine is the line of an error that names the refusal (Envoy's output mentions the
+// field), or its first line.
+func firstLine(s string) string {
+	lines := strings.Split(s, "\n")
+	s = lines[0]
+	for _, l := range lines {
+		if strings.Contains(strings.ToLower(l), "transaction") {
+			s = strings.TrimSpace(l)
+			break
+		}
+	}
+	if len(s) > 200 {
+		s = s[:200] + "…"
+	}
+	return s
 }
 
 func errSuffix(r load.Result) string {
