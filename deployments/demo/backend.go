@@ -24,9 +24,10 @@ var backendDataDir = flag.String("backend-data", filepath.Join(os.TempDir(), "td
 	"directory for the demo backends' SQLite files (one subdirectory per bucket; data survives restarts)")
 
 // backendEncryption is each demo bucket's server policy, to show both backend legs:
-// bucket-001 takes any client (reached over tcp_proxy in plaintext), bucket-002 forces
-// encryption (it refuses a plaintext login; tdspool reaches it over TDS 7 full TLS on the
-// module-owned leg) and bucket-003 speaks TDS 8 only (module-owned leg, TDS 8).
+// bucket-001 takes any client (module-owned leg in plaintext), bucket-002 forces encryption
+// (it refuses a plaintext login; tdspool reaches it over TDS 7 full TLS on the module-owned
+// leg), bucket-003 speaks TDS 8 only (module-owned leg, TDS 8) and bucket-004 takes any
+// client (reached over tcp_proxy in plaintext).
 func backendEncryption(i int) standin.Encryption {
 	switch i {
 	case 1:

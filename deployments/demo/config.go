@@ -10,11 +10,12 @@ import (
 // server name bucket-00N or database tenant_<x> routed to that bucket, everything else to
 // bucket-001.
 //
-// The backend legs (see backendEncryption): bucket-001 over tcp_proxy in plaintext,
-// bucket-002 module-owned with TDS 7 full TLS and session pooling, bucket-003 module-owned
-// with TDS 8 and transaction pooling; the TLS
-// legs verify the stand-ins' certificate (the demo's) for "localhost". Every bucket keeps its
-// Envoy cluster, whose health checks gate logins on both legs.
+// The backend legs (see backendEncryption): bucket-001 module-owned in plaintext and
+// bucket-002 module-owned with TDS 7 full TLS, both with session pooling, bucket-003
+// module-owned with TDS 8 and transaction pooling, bucket-004 over tcp_proxy in plaintext
+// (the leg without pooling); the TLS legs verify the stand-ins' certificate (the demo's) for
+// "localhost". Every bucket keeps its Envoy cluster, whose health checks gate logins on both
+// legs.
 func filterConfig(buckets []string, redisAddr string, maxConns int, certFile, keyFile string, firstBackend int) string {
 	type bucket struct {
 		Name              string         `json:"name"`
@@ -48,7 +49,9 @@ func filterConfig(buckets []string, redisAddr string, maxConns int, certFile, ke
 		if enc := moduleLegEncryption(i); enc != "" {
 			b.BackendLeg, b.BackendEncryption = "MODULE", enc
 			b.BackendAddresses = []string{fmt.Sprintf("127.0.0.1:%d", firstBackend+i)}
-			b.BackendTLS = map[string]any{"ca_file": certFile, "server_name": "localhost"}
+			if enc != "PLAINTEXT" {
+				b.BackendTLS = map[string]any{"ca_file": certFile, "server_name": "localhost"}
+			}
 		}
 		if sessionPooled(i) {
 			b.Pool = map[string]any{"mode": "POOL_MODE_SESSION"}
@@ -71,6 +74,8 @@ func filterConfig(buckets []string, redisAddr string, maxConns int, certFile, ke
 // for the tcp_proxy leg.
 func moduleLegEncryption(i int) string {
 	switch i {
+	case 0:
+		return "PLAINTEXT"
 	case 1:
 		return "TDS7_FULL"
 	case 2:
@@ -79,9 +84,9 @@ func moduleLegEncryption(i int) string {
 	return ""
 }
 
-// sessionPooled: bucket-002 keeps logged-in backends for reuse (session pooling needs the
-// module-owned leg, so bucket-001 on tcp_proxy cannot).
-func sessionPooled(i int) bool { return i == 1 }
+// sessionPooled: bucket-001 and bucket-002 keep logged-in backends for reuse (session
+// pooling needs the module-owned leg, so bucket-004 on tcp_proxy cannot).
+func sessionPooled(i int) bool { return i == 0 || i == 1 }
 
 // transactionPooled: bucket-003 (tenant_c) lends a backend per request: its clients hold
 // sessions without holding backends, so its cap of 20 serves hundreds of them.
@@ -90,10 +95,12 @@ func transactionPooled(i int) bool { return i == 2 }
 // legDescription says how tdspool reaches bucket i, for the banner.
 func legDescription(i int, cluster string) string {
 	switch moduleLegEncryption(i) {
+	case "PLAINTEXT":
+		return "takes any client; module-owned leg, plaintext, session pooling"
 	case "TDS7_FULL":
 		return "forces encryption; module-owned leg, TDS 7 full TLS, session pooling"
 	case "TDS8":
 		return "TDS 8 only; module-owned leg, TDS 8, transaction pooling"
 	}
-	return "tcp_proxy leg via Envoy cluster " + cluster + ", plaintext"
+	return "takes any client; tcp_proxy leg via Envoy cluster " + cluster + ", plaintext, no pooling"
 }

@@ -38,7 +38,7 @@ func TestDemoServesEveryBucketAndStopsCleanly(t *testing.T) {
 	for attempt := 1; ; attempt++ {
 		var banner string
 		var ok bool
-		listen, admin, redis, first = freePort(t), freePort(t), freePort(t), freeRun(t, 3)
+		listen, admin, redis, first = freePort(t), freePort(t), freePort(t), freeRun(t, 4)
 		cmd, banner, ok = startDemo(t, bin, listen, admin, redis, first)
 		if ok {
 			t.Logf("demo banner:\n%s", banner)
@@ -50,7 +50,7 @@ func TestDemoServesEveryBucketAndStopsCleanly(t *testing.T) {
 	}
 	defer func() { _ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }()
 
-	for i, db := range []string{"tenant_a", "tenant_b", "tenant_c"} {
+	for i, db := range []string{"tenant_a", "tenant_b", "tenant_c", "tenant_d"} {
 		want := fmt.Sprintf("bucket-%03d", i+1)
 		for _, enc := range []string{"disable", "false", "true"} {
 			dsn := fmt.Sprintf("sqlserver://demo:Demo-Passw0rd@127.0.0.1:%d?database=%s&encrypt=%s&TrustServerCertificate=true", listen, db, enc)
@@ -72,32 +72,41 @@ func TestDemoServesEveryBucketAndStopsCleanly(t *testing.T) {
 		}
 	}
 
-	// bucket-002 pools sessions: a client that reconnects gets the same backend session
-	// (@@SPID) and takes no slot, because no backend login happens (the stand-in would hand
-	// out the same lowest free SPID to a new session too, so the slot count is the proof).
-	// The pause lets the first close reach the proxy.
-	var spids []int
-	var granted []int
-	for range 2 {
-		conn, err := sql.Open("sqlserver", fmt.Sprintf("sqlserver://demo:Demo-Passw0rd@127.0.0.1:%d?database=tenant_b&encrypt=disable", listen))
-		if err != nil {
-			t.Fatal(err)
+	// bucket-001 and bucket-002 pool sessions: a client that reconnects gets the same backend
+	// session (@@SPID) and takes no slot, because no backend login happens (the stand-in would
+	// hand out the same lowest free SPID to a new session too, so the slot count is the proof).
+	// The pause lets the first close reach the proxy. bucket-004, on the tcp_proxy leg, does
+	// not pool: each reconnect takes a slot.
+	for _, tc := range []struct {
+		bucket, db string
+		pooled     bool
+	}{{"bucket-001", "tenant_a", true}, {"bucket-002", "tenant_b", true}, {"bucket-004", "tenant_d", false}} {
+		var spids []int
+		var granted []int
+		for range 2 {
+			conn, err := sql.Open("sqlserver", fmt.Sprintf("sqlserver://demo:Demo-Passw0rd@127.0.0.1:%d?database=%s&encrypt=disable", listen, tc.db))
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			var spid int
+			err = conn.QueryRowContext(ctx, "SELECT @@SPID").Scan(&spid)
+			cancel()
+			conn.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
+			spids = append(spids, spid)
+			granted = append(granted, adminCounter(t, admin, "tdspool.bucket."+tc.bucket+".slot_granted_total"))
+			time.Sleep(200 * time.Millisecond)
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		var spid int
-		err = conn.QueryRowContext(ctx, "SELECT @@SPID").Scan(&spid)
-		cancel()
-		conn.Close()
-		if err != nil {
-			t.Fatal(err)
+		if tc.pooled && (spids[0] != spids[1] || granted[0] != granted[1]) {
+			t.Fatalf("%s reconnect: @@SPID %d then %d, slots granted %d then %d; want the pooled session, no new slot",
+				tc.bucket, spids[0], spids[1], granted[0], granted[1])
 		}
-		spids = append(spids, spid)
-		granted = append(granted, adminCounter(t, admin, "tdspool.bucket.bucket-002.slot_granted_total"))
-		time.Sleep(200 * time.Millisecond)
-	}
-	if spids[0] != spids[1] || granted[0] != granted[1] {
-		t.Fatalf("bucket-002 reconnect: @@SPID %d then %d, slots granted %d then %d; want the pooled session, no new slot",
-			spids[0], spids[1], granted[0], granted[1])
+		if !tc.pooled && granted[1] != granted[0]+1 {
+			t.Fatalf("%s (tcp_proxy leg) reconnect: slots granted %d then %d; want a slot per session", tc.bucket, granted[0], granted[1])
+		}
 	}
 
 	// bucket-003 pools transactions: 200 clients hold open sessions on tenant_c and run
@@ -126,7 +135,7 @@ func TestDemoServesEveryBucketAndStopsCleanly(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("demo did not stop on SIGINT")
 	}
-	for _, p := range []int{listen, admin, redis, first, first + 1, first + 2} {
+	for _, p := range []int{listen, admin, redis, first, first + 1, first + 2, first + 3} {
 		if !portFree(p) {
 			t.Errorf("port %d still in use after the demo stopped", p)
 		}

@@ -3,7 +3,7 @@
 // and stops it all on Ctrl-C (or SIGTERM).
 //
 // Defaults: TDS listener 127.0.0.1:11433, Envoy admin 127.0.0.1:19901, Redis 127.0.0.1:16379,
-// buckets bucket-001..003 on 127.0.0.1:14331..14333.
+// buckets bucket-001..004 on 127.0.0.1:14331..14334.
 package main
 
 import (
@@ -26,7 +26,7 @@ func main() {
 	adminPort := flag.Int("admin", 19901, "Envoy admin port")
 	redisPort := flag.Int("redis", 16379, "Redis port")
 	firstBackend := flag.Int("backend", 14331, "port of bucket-001; the next buckets follow")
-	buckets := flag.Int("buckets", 3, "number of demo buckets")
+	buckets := flag.Int("buckets", 4, "number of demo buckets")
 	maxConns := flag.Int("max-connections", 20, "fleet-wide connection cap per bucket")
 	verbose := flag.Bool("v", false, "copy Envoy's log to stderr")
 	printConfig := flag.Bool("print-config", false, "print the Envoy bootstrap the demo would run, and exit")
@@ -101,7 +101,7 @@ func run(listenPort, adminPort, redisPort, firstBackend, nBuckets, maxConns int,
   TDS listener   127.0.0.1:%d   (connect your SQL Server client here)
   Envoy admin    http://127.0.0.1:%d   /stats  /stats/prometheus  /ready
   Redis          %s
-  Login          %s / %s   databases tenant_a (bucket-001), tenant_b (bucket-002), tenant_c (bucket-003)
+  Login          %s / %s   databases tenant_a (bucket-001), tenant_b (bucket-002), tenant_c (bucket-003), tenant_d (bucket-004)
   TLS            self-signed %s (trust it, or set TrustServerCertificate)
   Try            go-mssqldb: sqlserver://%s:%s@127.0.0.1:%d?database=tenant_b&encrypt=disable
                  FreeTDS:    tsql -H 127.0.0.1 -p %d -U %s -P %s -D tenant_c
