@@ -90,3 +90,45 @@ func TestSelectedParameterKeepsItsType(t *testing.T) {
 		t.Errorf("SELECT @guid = %v, %v; want %v", back, err, g)
 	}
 }
+
+// sp_executesql as T-SQL sends it: named or positional arguments, named @stmt/@params, an
+// empty parameter list, OUTPUT back into the caller's variable.
+func TestSpExecuteSQLSpellings(t *testing.T) {
+	srv := start(t, standin.Config{Databases: []string{"tenant_a"}})
+	c := oneConn(t, srv)
+	runSteps(t, c, []step{
+		{q: "EXEC sp_executesql N'SELECT @x + 1', N'@x INT', @x = 5", want: 6},
+		{q: "EXEC sp_executesql N'SELECT @x + 1', N'@x INT', 5", want: 6},
+		{q: "EXEC sp_executesql @stmt = N'SELECT 7'", want: 7},
+		{q: "EXEC sp_executesql @statement = N'SELECT @a * 2', @params = N'@a INT', @a = 4", want: 8},
+		{q: "EXEC sp_executesql N'SELECT 1', N''", want: 1},
+		{q: "DECLARE @o INT; EXEC sp_executesql N'SET @o = 9', N'@o INT OUTPUT', @o = @o OUTPUT; SELECT @o", want: 9},
+		{q: "EXEC sp_executesql N'SELECT @x', N'@x INT'", errCode: 8178},
+		{q: "SET TEXTSIZE 100; SELECT @@TEXTSIZE", want: 100},
+	})
+}
+
+// Three-part names reach another database of the same server (db.schema.table, db..table,
+// bracketed), reading and writing its table, not a same-named one of the current database.
+func TestThreePartNamesReachTheOtherDatabase(t *testing.T) {
+	srv := start(t, standin.Config{Databases: []string{"tenant_a", "tenant_b"}})
+	c := oneConn(t, srv)
+	runSteps(t, c, []step{
+		{q: "CREATE TABLE shared (v INT); INSERT INTO shared VALUES (1)"}, // in tenant_a
+		{q: "USE tenant_b; CREATE TABLE shared (v INT); INSERT INTO shared VALUES (20); USE tenant_a"},
+		{q: "SELECT v FROM shared", want: 1},
+		{q: "SELECT v FROM tenant_b.dbo.shared", want: 20},
+		{q: "SELECT v FROM [tenant_b].[dbo].[shared]", want: 20},
+		{q: "INSERT INTO tenant_b..shared VALUES (22)"},
+		{q: "SELECT SUM(s.v) FROM tenant_b.dbo.shared s", want: 42},
+		{q: "SELECT a.v * 100 + b.v FROM shared a JOIN tenant_b.dbo.shared b ON b.v = 20", want: 120},
+		{q: "SELECT v FROM tenant_a.dbo.shared", want: 1},           // the current database's own name still works
+		{q: "SELECT COUNT(*) FROM tenant_b.sys.databases", want: 6}, // server-wide: the 4 system databases and both tenants
+	})
+	// SQLite cannot ATTACH inside a transaction: a first reference there is refused, not misread.
+	runSteps(t, oneConn(t, srv), []step{
+		{q: "BEGIN TRAN; SELECT v FROM tenant_b.dbo.shared", errCode: 50000},
+		{q: "IF @@TRANCOUNT > 0 ROLLBACK"},
+		{q: "SELECT COUNT(*) FROM tenant_b.dbo.shared", want: 2},
+	})
+}

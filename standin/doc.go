@@ -175,8 +175,10 @@
 //
 // # What it does not do
 //
-// Known gaps a driver or ORM may hit: no cross-database names
-// (db.schema.table) or USE inside a transaction; + concatenates only next
+// Known gaps a driver or ORM may hit: a three-part name (db.schema.table)
+// reaches another database (SQLite ATTACH), but not for the first time
+// inside a transaction, and every schema is dbo; no USE inside a
+// transaction; + concatenates only next
 // to a string literal (col + col adds); no divide-by-zero error (SQLite
 // gives NULL); MERGE, PIVOT, window functions beyond SQLite's, sequences,
 // triggers and views' SQL Server metadata are missing; of the catalog views

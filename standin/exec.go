@@ -1143,6 +1143,14 @@ func (s *session) translate(ts []token, vars map[string]any) (string, []any, *sq
 		case tkString:
 			emit("'" + strings.ReplaceAll(t.text, "'", "''") + "'")
 		case tkQIdent:
+			if db, skip, ok := s.otherDatabase(t, next(1), next(2), next(3)); ok {
+				if e := s.attach(db); e != nil {
+					return "", nil, e
+				}
+				emit(quoteIdent(db) + ".")
+				j += skip
+				continue
+			}
 			if next(1).text == "." && s.isQualifier(t.text, next(2)) {
 				j++
 				continue
@@ -1211,6 +1219,14 @@ func (s *session) translate(ts []token, vars map[string]any) (string, []any, *sq
 					j += 2
 					continue
 				}
+			}
+			if db, skip, ok := s.otherDatabase(t, next(1), next(2), next(3)); ok {
+				if e := s.attach(db); e != nil {
+					return "", nil, e
+				}
+				emit(quoteIdent(db) + ".")
+				j += skip
+				continue
 			}
 			if next(1).text == "." && s.isQualifier(t.text, next(2)) {
 				j++ // drop "dbo." / "db.dbo." / "db.." qualifiers
@@ -1285,6 +1301,26 @@ var sqlClauseWords = map[string]bool{"WHERE": true, "ORDER": true, "GROUP": true
 // isQualifier reports whether name followed by '.' is a database or schema
 // prefix to drop: dbo, sys-less schemas we know, configured databases,
 // tempdb, or "db.." (empty schema).
+// otherDatabase recognises a three-part name's database part, db.schema.name or db..name,
+// naming a database other than the session's: its canonical name, and how many tokens after
+// t the qualifier spans (the name follows). Catalog views (db.sys.x) stay the session's.
+func (s *session) otherDatabase(t, dot1, mid, dot2 token) (string, int, bool) {
+	if dot1.text != "." {
+		return "", 0, false
+	}
+	db, ok := s.c.srv.store.canonical(t.text)
+	if !ok || strings.EqualFold(db, s.db) {
+		return "", 0, false
+	}
+	switch {
+	case mid.text == ".":
+		return db, 2, true // db..name
+	case (mid.k == tkWord || mid.k == tkQIdent) && dot2.text == "." && mid.upper != "SYS" && mid.upper != "INFORMATION_SCHEMA":
+		return db, 3, true // db.schema.name
+	}
+	return "", 0, false
+}
+
 func (s *session) isQualifier(name string, after token) bool {
 	if after.text == "." {
 		return true // db..name

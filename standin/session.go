@@ -15,7 +15,8 @@ import (
 // owned by the connection's executor goroutine; nothing else touches it
 // (the reader goroutine only cancels the request context).
 type session struct {
-	colHints []sqlType // result column types the statement's text knows and SQLite loses (selectVarTypes)
+	attached map[string]bool // other databases ATTACHed on sc (attach)
+	colHints []sqlType       // result column types the statement's text knows and SQLite loses (selectVarTypes)
 	c        *conn
 	login    string
 	loginDB  string
@@ -95,7 +96,29 @@ func (s *session) open(db string) error {
 	if s.sc != nil {
 		s.closeConn()
 	}
-	s.sc, s.db = sc, db
+	s.sc, s.db, s.attached = sc, db, nil
+	return nil
+}
+
+// attach makes database db (another than the session's) reachable on the session's SQLite
+// connection as schema "db", for three-part names. SQLite cannot ATTACH inside a
+// transaction, so the first reference to a database must come outside one.
+func (s *session) attach(db string) *sqlError {
+	if s.attached[db] {
+		return nil
+	}
+	if s.trancount > 0 {
+		return errf(50000, 1, 16, fmt.Sprintf("The test backend cannot reach database '%s' for the first time inside a transaction; reference it once before BEGIN TRAN.", db))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	if _, err := s.sc.ExecContext(ctx, "ATTACH DATABASE ? AS "+quoteIdent(db), s.c.srv.store.paths[strings.ToLower(db)]); err != nil {
+		return mapSQLiteErr(err, s)
+	}
+	if s.attached == nil {
+		s.attached = map[string]bool{}
+	}
+	s.attached[db] = true
 	return nil
 }
 

@@ -18,6 +18,7 @@ import (
 type store struct {
 	dbs   map[string]*sql.DB // lower-case name → pool
 	canon map[string]string  // lower-case name → configured spelling
+	paths map[string]string  // lower-case name → SQLite file (ATTACHed for db.schema.table)
 	names []string           // configured spellings, master first
 }
 
@@ -26,7 +27,7 @@ var dbNameRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,127}$`)
 func validDBName(s string) bool { return dbNameRE.MatchString(s) }
 
 func openStore(dir string, names []string) (*store, error) {
-	st := &store{dbs: map[string]*sql.DB{}, canon: map[string]string{}}
+	st := &store{dbs: map[string]*sql.DB{}, canon: map[string]string{}, paths: map[string]string{}}
 	for _, n := range names {
 		key := strings.ToLower(n)
 		if _, dup := st.dbs[key]; dup {
@@ -50,7 +51,7 @@ func openStore(dir string, names []string) (*store, error) {
 		// No idle connections: a released session connection is closed, so
 		// nothing (temp tables, an open transaction) can leak to the next session.
 		db.SetMaxIdleConns(0)
-		st.dbs[key], st.canon[key] = db, n
+		st.dbs[key], st.canon[key], st.paths[key] = db, n, path
 		st.names = append(st.names, n)
 	}
 	return st, nil
