@@ -435,7 +435,9 @@ func Run(p Plan) (*Report, error) {
 					res.FirstError = err.Error()
 				}
 				c := Cell{Workload: workload, Target: t.Name, Group: t.Group(), Param: param, Round: round, Res: res, BackendLogins: backendLogins}
-				if t.Kind == "tdspool" && strings.Contains(t.Name, "pool") {
+				if t.Kind == "tdspool" && strings.Contains(t.Name, "pool") && workload == "ping" && param == p.PingConc[len(p.PingConc)-1] {
+					// Envoy computes histogram quantiles at its stats flush (every 5 s).
+					time.Sleep(5500 * time.Millisecond)
 					c.BorrowWait = envoyHistogramP99(t, "borrow_wait")
 				}
 				if t.Pid != 0 && res.Ops > 0 {
@@ -648,8 +650,8 @@ func stopTarget(e *env, t *Target) {
 	}
 }
 
-// envoyHistogramP99 is the cumulative p99 of the first Envoy histogram whose name contains
-// filter, with its name ("" if there is none).
+// envoyHistogramP99 is the cumulative p99 (since Envoy started, warm-up included) of the
+// first Envoy histogram whose name contains filter, with its name ("" if there is none).
 func envoyHistogramP99(t *Target, filter string) string {
 	if t.Envoy == nil {
 		return ""
@@ -682,7 +684,7 @@ func envoyHistogramP99(t *Target, filter string) string {
 		i := slices.Index(h.Supported, 99)
 		for _, q := range h.Computed {
 			if i >= 0 && i < len(q.Values) && q.Values[i].Cumulative != nil {
-				return fmt.Sprintf("%g (%s)", *q.Values[i].Cumulative, q.Name)
+				return fmt.Sprintf("%.4g (%s, cumulative)", *q.Values[i].Cumulative, q.Name)
 			}
 		}
 	}
