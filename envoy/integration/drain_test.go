@@ -186,13 +186,15 @@ func adminPost(t *testing.T, port int, path string) {
 }
 
 // TestDrainListenersGraceful: /drain_listeners?graceful starts Envoy's server-wide drain (the
-// listener then takes no new connection).
+// listener then takes no new connection). It is asked as the Kubernetes preStop hook asks it,
+// &inboundonly on an INBOUND listener: the event tdspool gets is the same.
 func TestDrainListenersGraceful(t *testing.T) {
 	d := newDrainStack(t)
-	e := d.start(t, d.yaml, "--drain-time-s", "30")
+	inbound := strings.Replace(string(d.yaml), "\n  - name: tds\n", "\n  - name: tds\n    traffic_direction: INBOUND\n", 1)
+	e := d.start(t, []byte(inbound), "--drain-time-s", "30")
 	idle, inTx := d.drainSessions(t)
 	before := time.Now()
-	adminPost(t, d.params.AdminPort, "/drain_listeners?graceful")
+	adminPost(t, d.params.AdminPort, "/drain_listeners?graceful&inboundonly")
 	d.checkDrainedSessions(t, before, idle, inTx, e, e, nil)
 
 	// The stat_prefix is a label in Prometheus, beside the bucket (the template's stats_tags).
