@@ -670,13 +670,14 @@ func (r *reloginLeg) close() {
 	}
 }
 
-// While a session of a pooled bucket waits for a slot, idle backends are closed to free
-// theirs (another key's oldest first), one per check.
+// While a session of a pooled bucket waits for a slot it checks the pool every
+// evictCheckDelay: a backend of its own key that came back idle meanwhile serves it at once
+// (that backend holds the slot it is waiting for), otherwise an idle backend of another key
+// (the oldest first) is closed to free its slot, one per check.
 const evictCheckDelay = 20 * time.Millisecond
 
 func (s *session) armEviction() {
-	b := s.bucket
-	if b.pool == nil || b.pool.Stats().Idle == 0 {
+	if s.bucket.pool == nil || s.bucket.tx != nil { // transaction mode checks on its own
 		return
 	}
 	s.armTimer(evictCheckDelay, s.onEvictCheck)
@@ -684,12 +685,32 @@ func (s *session) armEviction() {
 
 func (s *session) onEvictCheck() {
 	b := s.bucket
-	if s.ph != phWaitSlot || b.pool == nil {
+	if s.ph != phWaitSlot || b.pool == nil || s.cancelAcquire == nil {
 		return
 	}
-	if b.pool.EvictIdle(s.pool.key.Identity) {
-		s.armTimer(evictCheckDelay, s.onEvictCheck)
+	if s.pool.keyed && b.pool.HasIdle(s.pool.key) && s.servedFromPoolWhileWaiting() {
+		return
 	}
+	b.pool.EvictIdle(s.pool.key.Identity)
+	s.armTimer(evictCheckDelay, s.onEvictCheck)
+}
+
+// servedFromPoolWhileWaiting gives up the slot wait for an idle backend of the session's key.
+// False: the borrow missed after all (its limits); the session keeps waiting.
+func (s *session) servedFromPoolWhileWaiting() bool {
+	b := s.bucket
+	cancel := s.cancelAcquire
+	s.cancelAcquire = nil
+	s.ph = phLogin // a grant already in flight is given back by onSlot
+	if !s.servedFromPool(s.pool.login) {
+		s.ph, s.cancelAcquire = phWaitSlot, cancel
+		return false
+	}
+	if cancel() {
+		s.conn.IncCounter(b.stats.slotCancelled, 1)
+	}
+	s.conn.DecGauge(b.stats.sessionsQueued, 1)
+	return true
 }
 
 // poolSweeper closes idle backends past their limits, once a second, until stopped.

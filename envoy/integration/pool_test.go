@@ -369,6 +369,48 @@ func TestSessionPoolResetFailureLogsInANewBackend(t *testing.T) {
 	}
 }
 
+// Cap 1: a login of a key whose only backend is lent out waits for the slot; when the
+// holder leaves, its backend comes back idle still holding that slot, and the waiter is
+// served by it at once (no backend login), long before queue_timeout (5s).
+func TestSessionPoolWaiterGetsItsKeysReturnedBackend(t *testing.T) {
+	st := startTDSStack(t, tdsStackOptions{capacity: 1, leg: "module", bucket: sessionPool})
+	o := poolLogin{}
+	holder := mustPoolClient(t, st, o)
+	before := st.backend.Stats().Logins
+	type result struct {
+		rc     *rawClient
+		evs    []tds.Event
+		waited time.Duration
+	}
+	done := make(chan result, 1)
+	go func() {
+		begin := time.Now()
+		rc, evs := poolClient(t, st, o)
+		done <- result{rc, evs, time.Since(begin)}
+	}()
+	time.Sleep(300 * time.Millisecond) // the waiter is queued for the slot by now
+	holder.c.Close()
+	var r result
+	select {
+	case r = <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the waiting login never finished")
+	}
+	if !hasLoginAck(r.evs) {
+		t.Fatalf("the waiter was refused after %s: %v", r.waited, r.evs)
+	}
+	defer r.rc.c.Close()
+	if r.waited > 3*time.Second {
+		t.Fatalf("the waiter was served after %s; the returned backend should serve it at once", r.waited)
+	}
+	if n := st.backend.Stats().Logins - before; n != 0 {
+		t.Fatalf("%d backend logins for the waiter, want 0 (its key's backend came back)", n)
+	}
+	if got := fmt.Sprint(printed(r.rc.exec(t, "PRINT 'ok'"))); got != "[ok]" {
+		t.Fatalf("printed %s", got)
+	}
+}
+
 // Cap 2, three logins taking turns: a login that finds the bucket full of other logins' idle
 // backends gets a slot by eviction, well within the queue timeout, and the stand-in never
 // holds more than two backends (an evicted one gives its slot back once it is gone).

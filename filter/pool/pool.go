@@ -556,6 +556,15 @@ func (p *Pool[C]) Lent(key Key) int {
 	return 0
 }
 
+// HasIdle says whether key's identity has an idle backend logged in with
+// key's credential (Borrow still checks its limits; HasIdle counts no miss).
+func (p *Pool[C]) HasIdle(key Key) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	kp := p.keys[key.Identity]
+	return kp != nil && kp.cred.Equal(key.Credential) && len(kp.idle) > 0
+}
+
 // WarmupNeeded is how many more idle backends the bucket should open with
 // the operator's warm-up credentials to reach MinIdle (0 when draining).
 func (p *Pool[C]) WarmupNeeded() int {
