@@ -274,3 +274,20 @@ func TestNewLifecycleRefusesAConfig(t *testing.T) {
 		}
 	}
 }
+
+// A drain closes the config's idle pooled backends and gives their slots back at once.
+func TestDrainClosesIdlePooledBackends(t *testing.T) {
+	h, dialed := pooledHarness(t)
+	a := h.connect()
+	fb, _ := a.pooledLogin(t, dialed, "app", "pw")
+	a.s.OnRead(0, true) // the client hangs up: its backend goes idle into the pool
+	a.s.OnEvent(host.RemoteClose)
+	if fb.closed || h.held() != 1 {
+		t.Fatalf("before the drain: backend closed=%v, slots held %d; want idle in the pool with its slot", fb.closed, h.held())
+	}
+	h.f.beginDrain()
+	if !fb.closed || h.held() != 0 {
+		t.Fatalf("after the drain began: backend closed=%v, slots held %d; want closed and 0", fb.closed, h.held())
+	}
+	a.s.OnDestroy()
+}
