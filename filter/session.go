@@ -86,6 +86,9 @@ type session struct {
 
 	relay relayState
 	pool  poolState // session pooling (SESSION-mode buckets)
+	// txFirstLogin: this session logs its key in for real (TRANSACTION-mode buckets); other
+	// logins of the key wait for its recorded reply (see waitForKeysFirstLogin).
+	txFirstLogin bool
 
 	// draining: the config is draining (drain.go); txInDrain: a transaction was open during it.
 	draining, txInDrain bool
@@ -327,7 +330,7 @@ func (s *session) onClientLogin7(msg tds.Message) {
 	if s.prepareLogin(login) {
 		s.login7 = tds.AppendPackets(nil, tds.PacketLogin7, 0, login.AppendLogin7(nil), s.pktSize)
 	}
-	if s.servedFromRecordedReply(login) || s.servedFromPool(login) || s.waitForReturn() {
+	if s.servedFromRecordedReply(login) || s.servedFromPool(login) || s.waitForKeysFirstLogin() || s.waitForReturn() {
 		return
 	}
 	s.queueForSlot(login)
@@ -616,6 +619,7 @@ func (s *session) finish() {
 		return
 	}
 	s.finished = true
+	s.endTxFirstLogin()
 	prev := s.ph
 	s.ph = phClosed
 	s.stopTimer()

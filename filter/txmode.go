@@ -36,6 +36,38 @@ type txBucket struct {
 	mu       sync.Mutex
 	waiters  list.List // of *txWaiter, oldest first
 	creating int       // new backends asked for and not logged in yet (see grow)
+	// firstLogins counts, per key, the sessions logging it in for real right now.
+	firstLogins map[pool.Identity]int
+}
+
+// startFirstLogin registers a real login of id; false when one is already under way.
+func (q *txBucket) startFirstLogin(id pool.Identity, force bool) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.firstLogins[id] > 0 && !force {
+		return false
+	}
+	if q.firstLogins == nil {
+		q.firstLogins = map[pool.Identity]int{}
+	}
+	q.firstLogins[id]++
+	return true
+}
+
+func (q *txBucket) endFirstLogin(id pool.Identity) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.firstLogins[id] <= 1 {
+		delete(q.firstLogins, id)
+		return
+	}
+	q.firstLogins[id]--
+}
+
+func (q *txBucket) firstLoginUnderWay(id pool.Identity) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.firstLogins[id] > 0
 }
 
 // txWaiter is one session's request waiting for a backend of its key.
@@ -191,6 +223,7 @@ func (s *session) startTxMode(reply *tds.LoginReply) bool {
 	if reply == nil {
 		return false
 	}
+	s.endTxFirstLogin()
 	login := txpool.LoginState(reply.Database, reply.Language)
 	t := &txLeg{s: s, q: b.tx, pool: b.pool, key: s.pool.key, loginState: login, binding: txpool.NewBinding(login),
 		login: s.pool.login}
@@ -402,7 +435,25 @@ func (t *txLeg) borrow() {
 	t.waiter = w
 	s.conn.IncGauge(s.bucket.stats.sessionsQueued, 1)
 	s.armTimer(max(t.binding.Deadline().Sub(now), time.Millisecond), t.onWaitTimeout)
-	if t.q.wantsBackend(t.pool, s.bucket.cfg.MaxConnections, t.key.Identity, miss) {
+	if miss != pool.MissEmpty {
+		// The key must log in for real (reauth, another password): no point waiting.
+		t.growIfStillWaiting(w, miss)
+		return
+	}
+	// Backends usually come back within a request's time; a new one is asked for only when
+	// none has by then, so a burst does not leave the pool larger than the load needs.
+	time.AfterFunc(txGrowDelay, func() { conn.Post(func() { t.growIfStillWaiting(w, miss) }) })
+}
+
+// txGrowDelay is how long a request waits for a busy backend of its key to come back before
+// a new backend is logged in for it.
+const txGrowDelay = 10 * time.Millisecond
+
+func (t *txLeg) growIfStillWaiting(w *txWaiter, miss pool.Miss) {
+	if t.closed || t.waiter != w || t.s.finished {
+		return
+	}
+	if t.q.wantsBackend(t.pool, t.s.bucket.cfg.MaxConnections, t.key.Identity, miss) {
 		t.grow()
 	}
 }
@@ -874,5 +925,56 @@ func (s *session) onTxLoginCheck() {
 	s.ph = phLogin // not waiting for a slot any more
 	if !s.servedFromRecordedReply(s.pool.login) {
 		s.finishWith(host.NoFlush, "tdspool_login_lost")
+	}
+}
+
+// waitForKeysFirstLogin: the clients of a key that arrive together (an application starting
+// its driver pool) would each log in for real, and each backend would stay in the pool. Only
+// the first does; the others wait for its recorded reply and are answered from it. A login
+// that waits longer than the queue timeout, or whose first login ended without a recording,
+// logs in for real itself. False: this session is the key's real login (or not a
+// TRANSACTION-mode one); it goes on to wait for a slot.
+func (s *session) waitForKeysFirstLogin() bool {
+	b := s.bucket
+	if b.tx == nil || !s.pool.keyed {
+		return false
+	}
+	if b.tx.startFirstLogin(s.pool.key.Identity, false) {
+		s.txFirstLogin = true
+		return false
+	}
+	s.ph = phWaitSlot // no slot asked for: the phase only holds the login back
+	s.acquiredAt = s.f.now()
+	s.armTimer(txLoginCheckDelay, s.onFirstLoginWait)
+	return true
+}
+
+func (s *session) onFirstLoginWait() {
+	b := s.bucket
+	if s.ph != phWaitSlot || s.cancelAcquire != nil {
+		return
+	}
+	now := s.f.now()
+	if reply, _ := b.pool.Recorded(s.pool.key, now); reply != nil {
+		s.ph = phLogin
+		if !s.servedFromRecordedReply(s.pool.login) {
+			s.finishWith(host.NoFlush, "tdspool_login_lost")
+		}
+		return
+	}
+	if b.tx.firstLoginUnderWay(s.pool.key.Identity) && now.Sub(s.acquiredAt) < b.cfg.QueueTimeout.AsDuration() {
+		s.armTimer(txLoginCheckDelay, s.onFirstLoginWait)
+		return
+	}
+	b.tx.startFirstLogin(s.pool.key.Identity, true)
+	s.txFirstLogin = true
+	s.queueForSlot(s.pool.login)
+}
+
+// endTxFirstLogin: the session's real login of its key is over (recorded, refused or gone).
+func (s *session) endTxFirstLogin() {
+	if s.txFirstLogin {
+		s.txFirstLogin = false
+		s.bucket.tx.endFirstLogin(s.pool.key.Identity)
 	}
 }

@@ -265,3 +265,38 @@ func FuzzTxSessionBytes(f *testing.F) {
 		}
 	})
 }
+
+// Clients of a key arriving together: only the first logs in for real; the others wait for
+// its recorded reply instead of each taking a slot and a backend.
+func TestTransactionModeFirstLoginOfAKeyIsShared(t *testing.T) {
+	h := newTxHarness(t)
+	a, b := h.connect(), h.connect()
+	a.fromClient(preloginMsg(tds.EncryptOff))
+	a.fromClient(loginFor("app", "pw"))
+	fb := h.waitDial(t, a, 1)
+	b.fromClient(preloginMsg(tds.EncryptOff))
+	b.conn.ToClient = nil
+	b.fromClient(loginFor("app", "pw"))
+	time.Sleep(50 * time.Millisecond)
+	b.conn.RunPosted()
+	if len(h.dials()) != 1 || len(b.conn.ToClient) != 0 {
+		t.Fatalf("B: %d dials, %d bytes answered while A's login is under way; want 1 dial, no answer yet", len(h.dials()), len(b.conn.ToClient))
+	}
+	fb.h.Ready(&tds.Prelogin{}, tds.EncryptionNone)
+	a.waitPosted(time.Second)
+	fb.h.Data(loginAckReply())
+	a.waitPosted(time.Second)
+	runUntil(t, b, "B answered from A's recorded login", func() bool { return len(b.conn.ToClient) > 0 })
+	if len(h.dials()) != 1 || h.held() != 1 || b.conn.Closed {
+		t.Fatalf("after A's login: %d dials, %d slots, B closed=%v; want 1, 1, open", len(h.dials()), h.held(), b.conn.Closed)
+	}
+	if _, ok := b.s.(*session).leg.(*txLeg); !ok {
+		t.Fatal("B is not a transaction-pooled session")
+	}
+	a.gone(host.RemoteClose)
+	b.gone(host.RemoteClose)
+	h.f.drainPools()
+	if h.held() != 0 {
+		t.Fatalf("%d slots held after the drain", h.held())
+	}
+}

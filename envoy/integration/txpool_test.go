@@ -439,7 +439,9 @@ func rowHolds(msg tds.Message, want int64) bool {
 // each runs one autocommit statement, then thinks for about TDSPOOL_TX_FIGURE_THINK (default
 // 1s, jittered ±50%) — an application's mostly idle driver-pool connections — for
 // TDSPOOL_TX_FIGURE_SECONDS (default 10). The stand-in's logged-in sessions are sampled every
-// 50 ms; the figure is their peak over N.
+// 50 ms; the figures are their peak and mean over N. TDSPOOL_TX_FIGURE_MAX_IDLE sets the
+// pool's max_idle_time (default 300s); TDSPOOL_TX_FIGURE_TRACE=1 logs a sample a second and
+// the borrow-wait histogram.
 func TestTxPoolBackendsPerClientFigures(t *testing.T) {
 	if os.Getenv("TDSPOOL_TX_FIGURES") == "" {
 		t.Skip("set TDSPOOL_TX_FIGURES=1 to measure backend sessions per client")
@@ -458,9 +460,13 @@ func TestTxPoolBackendsPerClientFigures(t *testing.T) {
 			}
 		}
 	}
+	poolCfg := map[string]any{"mode": "POOL_MODE_TRANSACTION"}
+	if v := os.Getenv("TDSPOOL_TX_FIGURE_MAX_IDLE"); v != "" {
+		poolCfg["max_idle_time"] = v // spare backends age out (LIFO keeps the busy ones warm)
+	}
 	for _, n := range counts {
 		t.Run(fmt.Sprint(n), func(t *testing.T) {
-			st := txStack(t, 20)
+			st := startTDSStack(t, tdsStackOptions{capacity: 20, leg: "module", bucket: map[string]any{"pool": poolCfg}})
 			clients := openTxClients(t, st, n)
 			ctx, cancel := context.WithTimeout(context.Background(), time.Duration(seconds)*time.Second)
 			defer cancel()
@@ -505,6 +511,12 @@ func TestTxPoolBackendsPerClientFigures(t *testing.T) {
 					peak = max(peak, s)
 					sum += s
 					samples++
+					if os.Getenv("TDSPOOL_TX_FIGURE_TRACE") != "" && samples%20 == 0 {
+						stats, _ := st.envoy.Stats()
+						t.Logf("t=%ds backend sessions %d, bound %d, pinned %d, queued %d, pool idle %d active %d",
+							samples/20, s, stats["tdspool.bucket.bucket-001.tx_bound"], stats["tdspool.bucket.bucket-001.sessions_pinned"],
+							stats["tdspool.bucket.bucket-001.sessions_queued"], stats["tdspool.bucket.bucket-001.pool_idle"], stats["tdspool.bucket.bucket-001.pool_active"])
+					}
 				}
 			}
 			tick.Stop()
@@ -513,6 +525,10 @@ func TestTxPoolBackendsPerClientFigures(t *testing.T) {
 			t.Logf("%d clients, think %s, %d s: %d statements (%d failed); backend sessions peak %d (%.3f per client), mean %.1f (%.3f per client); stand-in peak since start %d",
 				n, think, seconds, statements.Load(), failures.Load(), peak, float64(peak)/float64(n), mean, mean/float64(n),
 				st.backend.Stats().PeakSessions)
+			if os.Getenv("TDSPOOL_TX_FIGURE_TRACE") != "" {
+				body, _ := st.envoy.Admin("/stats?filter=tx_borrow_wait_us|pool_created|pool_borrowed|queue_wait")
+				t.Logf("%s", body)
+			}
 			if failures.Load() > 0 {
 				t.Fatalf("%d statements failed", failures.Load())
 			}
