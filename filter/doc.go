@@ -30,8 +30,9 @@
 //	               hand-off on release, 10928 past queue_timeout), sends the reset and the
 //	               Reapply prelude whose answer it consumes, follows the response for the
 //	               binding, answers a late ATTENTION, and gives the backend back at the end
-//	txmode_grow.go a request finding no idle backend under the cap: a slot and a hidden login
-//	               with the client's LOGIN7; the new backend goes to the key's oldest waiter
+//	txmode_grow.go a request finding no idle backend under the cap (after txGrowDelay): a slot
+//	               and a hidden login with the client's LOGIN7; the new backend goes to the
+//	               key's oldest waiter
 //	hiddenlogin.go the hidden backend login: a new module-owned connection of a bucket is
 //	               dialed (PRELOGIN/TLS by filter/backend) and logged in with a given LOGIN7,
 //	               its response read and parsed, and nothing reaches any client;

@@ -324,6 +324,14 @@ func (t *txLeg) packet(pkt []byte, h tds.Header) {
 			t.attention(pkt)
 			return
 		}
+		switch h.Type {
+		case tds.PacketSQLBatch, tds.PacketRPC, tds.PacketTransMgr, tds.PacketBulkLoad:
+		default:
+			// Not a request (MARS's SMP framing among them: the proxy's PRELOGIN answer turned
+			// MARS off): nothing a borrowed backend could be trusted with afterwards.
+			s.protocolFailure(fmt.Sprintf("a %s message is not a request", h.Type))
+			return
+		}
 		*m = txMessage{started: true, typ: h.Type, status: h.Status &^ (tds.StatusEOM | tds.StatusIgnore),
 			prefix: m.prefix[:0], complete: true}
 		s.relay.batch.requests[requestKindOf(h.Type)]++

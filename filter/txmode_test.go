@@ -300,3 +300,20 @@ func TestTransactionModeFirstLoginOfAKeyIsShared(t *testing.T) {
 		t.Fatalf("%d slots held after the drain", h.held())
 	}
 }
+
+// A message that is not a request (a PRELOGIN again, MARS framing the proxy turned off) ends
+// the session; no backend is borrowed for it and the pool keeps its backend.
+func TestTransactionModeRefusesNonRequests(t *testing.T) {
+	h := newTxHarness(t)
+	a := h.connect()
+	fb, _ := a.pooledLogin(t, &h.dialed, "app", "pw")
+	a.fromClient(preloginMsg(tds.EncryptOff))
+	if !a.conn.Closed || fb.h != nil || len(fb.written) != 0 {
+		t.Fatalf("closed=%v, backend handler %v, %d bytes written; want closed, backend untouched", a.conn.Closed, fb.h, len(fb.written))
+	}
+	a.gone(host.RemoteClose)
+	if st := h.f.buckets["p1"].pool.Stats(); st.Idle != 1 || h.held() != 1 {
+		t.Fatalf("pool idle %d, slots %d; want the backend idle with its slot", st.Idle, h.held())
+	}
+	h.f.drainPools()
+}
