@@ -177,6 +177,8 @@ func defineBucketStats(d *metricDefiner, bucket string) bucketStats {
 		pool: poolStats{
 			idle:           d.gauge(p + "pool_idle"),
 			active:         d.gauge(p + "pool_active"),
+			keys:           d.gauge(p + "pool_keys"),
+			borrowWaitUs:   d.histogram(p + "pool_borrow_wait_us"),
 			borrowed:       d.counter(p + "pool_borrowed_total"),
 			created:        d.counter(p + "pool_created_total"),
 			loginsSaved:    d.counter(p + "pool_logins_saved_total"),

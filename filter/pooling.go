@@ -114,6 +114,8 @@ type bucketPool struct {
 // poolStats are a bucket's pool gauges and counters in Envoy.
 type poolStats struct {
 	idle, active                                                     host.MetricID // gauges
+	keys                                                             host.MetricID // gauge: keys holding a backend
+	borrowWaitUs                                                     host.MetricID // histogram: accept → warm backend lent
 	borrowed, created, loginsSaved, resetFailures, evictions, closed host.MetricID // counters
 	// relogins: failed resets replaced by a hidden login (counted by the session).
 	relogins host.MetricID
@@ -137,6 +139,7 @@ func (bp *bucketPool) flush(conn host.Conn, st *poolStats, now time.Time, force 
 	cur := bp.Stats()
 	conn.SetGauge(st.idle, uint64(cur.Idle))
 	conn.SetGauge(st.active, uint64(cur.Active))
+	conn.SetGauge(st.keys, uint64(cur.PooledKeys))
 	old := &bp.shown
 	for _, c := range [...]struct {
 		id       host.MetricID
@@ -294,7 +297,9 @@ func (s *session) servedFromPool(login *tds.Login7) bool {
 	reply := lease.Reply().AppendReplay(nil, login, int(login.PacketSize))
 	s.toClient(tds.AppendPacketsSPID(nil, tds.PacketReply, 0, pb.spid, reply, s.pktSize))
 	s.pktSize = int(login.PacketSize)
-	b.pool.ObserveBorrowWait(s.f.now().Sub(s.loginStarted))
+	wait := s.f.now().Sub(s.loginStarted)
+	b.pool.ObserveBorrowWait(wait)
+	s.conn.RecordHistogram(b.stats.pool.borrowWaitUs, uint64(wait.Microseconds()))
 	s.loginAck = true
 	s.pool.login = nil
 	s.pool.login7, s.login7 = s.login7, nil

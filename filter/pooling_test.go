@@ -153,11 +153,15 @@ func TestPooledBackendIsReusedAndReset(t *testing.T) {
 	for name, want := range map[string]uint64{
 		"bucket.p1.pool_created_total": 1, "bucket.p1.pool_borrowed_total": 1, "bucket.p1.pool_logins_saved_total": 1,
 		"bucket.p1.pool_idle": 1, "bucket.p1.pool_active": 0, "bucket.p1.pool_closed_total": 0,
-		"bucket.p1.slot_granted_total": 1, "bucket.p1.login_ok_total": 2,
+		"bucket.p1.pool_keys": 1, "bucket.p1.slot_granted_total": 1, "bucket.p1.login_ok_total": 2,
 	} {
 		if got := h.metrics.Value(name); got != want {
 			t.Errorf("%s = %d, want %d", name, got, want)
 		}
+	}
+	// One warm borrow (B's), one borrow-wait sample: A's real login is not a borrow.
+	if w := h.metrics.Samples("bucket.p1.pool_borrow_wait_us"); len(w) != 1 {
+		t.Errorf("pool_borrow_wait_us samples %v, want one (B's borrow)", w)
 	}
 
 	// C: another login waits for the one slot; the idle backend is evicted to free it.

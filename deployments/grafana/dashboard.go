@@ -269,6 +269,15 @@ func Build() ([]byte, error) {
 				{"sum(rate(envoy_tdspool_bucket_pool_relogins_total{" + pb + "}[" + ri + "]))", "re-logins"},
 				{"sum(rate(envoy_tdspool_bucket_pool_warmed_total{" + pb + "}[" + ri + "]))", "warmed"},
 				{"sum(rate(envoy_tdspool_bucket_pool_warmup_failures_total{" + pb + "}[" + ri + "]))", "warm-up failures"}}}.build(),
+		panel{title: "Pooled keys per bucket", w: 12, h: 8,
+			desc: "Distinct logins (user, database, app name, language, TDS version, options...) with at least one " +
+				"pooled backend. Many keys with one backend each means few logins are shared: idle backends of one " +
+				"key cannot serve another. Per-key counts are not exported (one series per login would explode).",
+			queries: []q{{"sum by (bucket) (envoy_tdspool_bucket_pool_keys{" + pb + "})", "{{bucket}}"}}}.build(),
+		panel{title: "Pool borrow wait p50 / p99", unit: "µs", w: 12, h: 8,
+			desc: "Logins answered from the pool: from the client's connection to its warm backend being lent " +
+				"(the client's own PRELOGIN/TLS/LOGIN7 round trips included). Real logins are in Login time.",
+			queries: quantiles("envoy_tdspool_bucket_pool_borrow_wait_us", "bucket", pb, 0.5, 0.99)}.build(),
 	)
 
 	row("Transaction pool",

@@ -498,8 +498,15 @@ func TestKeyStats(t *testing.T) {
 	if got["a"] != [2]int{1, 1} || got["b"] != [2]int{0, 1} || len(got) != 2 {
 		t.Fatalf("key stats %v", got)
 	}
+	if st := hs.p.Stats(); st.PooledKeys != 2 {
+		t.Fatalf("pooled keys %d, want 2", st.PooledKeys)
+	}
 	la.Return(hs.now)
 	lb.Discard()
+	// b's only backend is gone: its key may still be remembered, but it pools nothing.
+	if st := hs.p.Stats(); st.PooledKeys != 1 || st.Idle != 2 {
+		t.Fatalf("after b's discard: pooled keys %d (of %d known), idle %d; want 1 key with 2 idle", st.PooledKeys, st.Keys, st.Idle)
+	}
 }
 
 // Many sessions borrowing, returning, tainting and logging in at once,

@@ -32,6 +32,9 @@ type Stats struct {
 	Active int // backends lent to clients
 	Pooled int // Idle + Active: the slots the pool holds
 	Keys   int // keys with a backend or a remembered credential
+	// PooledKeys counts the keys holding at least one backend (idle or
+	// lent): how many distinct logins the pool serves now.
+	PooledKeys int
 
 	// Counters.
 	Borrowed      uint64 // idle backends lent to a client
@@ -67,8 +70,14 @@ func (p *Pool[C]) Stats() Stats {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	c := &p.stats
+	pooledKeys := 0
+	for _, kp := range p.keys {
+		if len(kp.idle) > 0 || kp.active > 0 {
+			pooledKeys++
+		}
+	}
 	return Stats{
-		Idle: p.idle, Active: p.active, Pooled: p.idle + p.active, Keys: len(p.keys),
+		Idle: p.idle, Active: p.active, Pooled: p.idle + p.active, Keys: len(p.keys), PooledKeys: pooledKeys,
 		Borrowed: c.borrowed, Returned: c.returned, Created: c.created, Warmed: c.warmed,
 		LoginsSaved: c.loginsSaved, ResetFailures: c.resetFailures, Evictions: c.evictions,
 		Discarded: c.discarded, RefusedKeys: c.refusedKeys,
