@@ -56,6 +56,11 @@ func filterConfig(buckets []string, redisAddr string, maxConns int, certFile, ke
 		if sessionPooled(i) {
 			b.Pool = map[string]any{"mode": "POOL_MODE_SESSION"}
 		}
+		if n := warmIdle(i); n > 0 {
+			b.Pool["min_idle"] = n
+			b.Pool["warmup"] = map[string]any{"user": demoUser, "database": tenantDB(name),
+				"app_name": warmupAppName, "password_env": warmupPasswordEnv}
+		}
 		if transactionPooled(i) {
 			b.Pool = map[string]any{"mode": "POOL_MODE_TRANSACTION"}
 		}
@@ -88,6 +93,29 @@ func moduleLegEncryption(i int) string {
 // pooling needs the module-owned leg, so bucket-004 on tcp_proxy cannot).
 func sessionPooled(i int) bool { return i == 0 || i == 1 }
 
+// Warm-up of bucket-001: min_idle backends logged in at start with the demo login, so the first
+// client is served warm. A warm backend only serves clients whose login has the same key:
+// user, database, app name, language and LOGIN7 shape. The warm-up sends go-mssqldb's shape and
+// app name (go-mssqldb's default "app name"), so a go-mssqldb client of demo/tenant_a with no
+// "app name" in its DSN is served warm from the first login; other drivers are once one of
+// them has logged in for real (the warm-up learns its shape).
+const (
+	warmupAppName = "go-mssqldb"
+	// warmupPasswordEnv names the variable Envoy reads the warm-up password from; the demo
+	// sets it to the demo login's password unless it is already set.
+	warmupPasswordEnv = "TDSPOOL_DEMO_WARMUP_PASSWORD"
+)
+
+// warmIdle is bucket i's min_idle: 1 on bucket-001, 0 elsewhere. The pool, and so min_idle,
+// belongs to a filter config: the demo's listener has two (the TDS 7 chain and the TDS 8 chain,
+// which do not share backends), so bucket-001 keeps one warm backend for each.
+func warmIdle(i int) int {
+	if i == 0 {
+		return 1
+	}
+	return 0
+}
+
 // transactionPooled: bucket-003 (tenant_c) lends a backend per request: its clients hold
 // sessions without holding backends, so its cap of 20 serves hundreds of them.
 func transactionPooled(i int) bool { return i == 2 }
@@ -96,7 +124,7 @@ func transactionPooled(i int) bool { return i == 2 }
 func legDescription(i int, cluster string) string {
 	switch moduleLegEncryption(i) {
 	case "PLAINTEXT":
-		return "takes any client; module-owned leg, plaintext, session pooling"
+		return "takes any client; module-owned leg, plaintext, session pooling, min_idle 1 (warm at start)"
 	case "TDS7_FULL":
 		return "forces encryption; module-owned leg, TDS 7 full TLS, session pooling"
 	case "TDS8":

@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -49,6 +50,8 @@ func TestDemoServesEveryBucketAndStopsCleanly(t *testing.T) {
 		}
 	}
 	defer func() { _ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }()
+
+	demoWarmFirstLogin(t, listen, first)
 
 	for i, db := range []string{"tenant_a", "tenant_b", "tenant_c", "tenant_d"} {
 		want := fmt.Sprintf("bucket-%03d", i+1)
@@ -285,4 +288,89 @@ func demoTransactionPooling(t *testing.T, listen, n int) int {
 		}
 	}
 	return served
+}
+
+// demoWarmFirstLogin checks bucket-001's warm-up (min_idle 1 with the demo login and
+// go-mssqldb's shape, in each of the listener's two filter chains, TDS 7 and TDS 8): right
+// after start the stand-in has exactly those two warm-up sessions and no other, and the first
+// go-mssqldb client of demo/tenant_a runs on one of them: it caused no backend login (a login
+// of its own would be a new session). While that client holds its backend its chain's pool
+// tops itself up to min_idle idle again, which the test waits for: from then on a single client
+// at a time never leaves fewer than min_idle idle, so no warm-up login runs behind the
+// reconnect checks below.
+func demoWarmFirstLogin(t *testing.T, listen, first int) {
+	t.Helper()
+	backend, err := sql.Open("sqlserver", fmt.Sprintf("sqlserver://demo:Demo-Passw0rd@127.0.0.1:%d?database=tenant_a&encrypt=disable&app+name=demo-test-observer", first))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer backend.Close()
+	// warmSessions are the stand-in's sessions of the warm-up login (app name go-mssqldb), read
+	// directly from bucket-001's stand-in; the observer's own session has another app name.
+	warmLogin := map[int]string{} // session id → login_time
+	warmSessions := func() []int {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		rows, err := backend.QueryContext(ctx, "SELECT session_id, login_time FROM sys.dm_exec_sessions WHERE login_name = 'demo' AND program_name = 'go-mssqldb' ORDER BY session_id")
+		if err != nil {
+			t.Fatalf("sys.dm_exec_sessions on bucket-001's stand-in: %v", err)
+		}
+		defer rows.Close()
+		var ids []int
+		for rows.Next() {
+			var id int
+			var login string
+			if err := rows.Scan(&id, &login); err != nil {
+				t.Fatal(err)
+			}
+			ids = append(ids, id)
+			warmLogin[id] = login
+		}
+		return ids
+	}
+	waitSessions := func(n int, what string) []int {
+		var ids []int
+		for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+			if ids = warmSessions(); len(ids) >= n {
+				break
+			}
+		}
+		if len(ids) != n {
+			t.Fatalf("bucket-001: stand-in sessions of the warm-up login %v, want %d %s", ids, n, what)
+		}
+		return ids
+	}
+	const chains = 2 // the listener's TDS 7 and TDS 8 filter chains, a pool each
+	warm := waitSessions(chains*warmIdle(0), "(min_idle per filter chain) right after start")
+
+	client, err := sql.Open("sqlserver", fmt.Sprintf("sqlserver://demo:Demo-Passw0rd@127.0.0.1:%d?database=tenant_a&encrypt=disable", listen))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	conn, err := client.Conn(ctx)
+	if err != nil {
+		t.Fatalf("first client of bucket-001: %v", err)
+	}
+	defer conn.Close()
+	var spid int
+	if err := conn.QueryRowContext(ctx, "SELECT @@SPID").Scan(&spid); err != nil {
+		t.Fatalf("first client of bucket-001: %v", err)
+	}
+	if !slices.Contains(warm, spid) {
+		t.Fatalf("bucket-001: first client on backend session %d, not one of the warm ones %v: it logged in for real", spid, warm)
+	}
+	// What the README tells a user to look at: the client's own session reports the warm-up's
+	// login time, read before the client connected.
+	var seen string
+	if err := conn.QueryRowContext(ctx, "SELECT login_time FROM sys.dm_exec_sessions WHERE session_id = @@SPID").Scan(&seen); err != nil {
+		t.Fatalf("first client of bucket-001: sys.dm_exec_sessions: %v", err)
+	}
+	if seen != warmLogin[spid] {
+		t.Fatalf("bucket-001: first client's session %d reports login_time %q, the warm-up's was %q", spid, seen, warmLogin[spid])
+	}
+	topped := waitSessions(chains*warmIdle(0)+1, "(the warm ones plus the top-up while one is lent)")
+	t.Logf("bucket-001: warm-up sessions %v at start; first client served by %d; %v after the top-up", warm, spid, topped)
 }

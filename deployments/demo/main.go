@@ -91,7 +91,12 @@ func run(listenPort, adminPort, redisPort, firstBackend, nBuckets, maxConns int,
 	if verbose {
 		tee = os.Stderr
 	}
-	envoy, err := stack.StartEnvoy(stack.EnvoyOptions{Config: cfg, AdminPort: adminPort, Tee: tee})
+	warmupPassword, ok := os.LookupEnv(warmupPasswordEnv)
+	if !ok {
+		warmupPassword = demoPassword
+	}
+	envoy, err := stack.StartEnvoy(stack.EnvoyOptions{Config: cfg, AdminPort: adminPort, Tee: tee,
+		Env: []string{warmupPasswordEnv + "=" + warmupPassword}})
 	if err != nil {
 		return err
 	}
