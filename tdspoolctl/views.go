@@ -243,8 +243,10 @@ func (c *ctl) servers(ctx context.Context) error {
 			us = append(us, upstream{Admin: e.Admin, Cluster: cl, Active: e.Stats[name]})
 		}
 	}
+	logins := backendsByLogin(bs)
+	pools := poolGauges(c.readAdmins(ctx, `^tdspool\.(listener\.[^.]+\.)?bucket\.[^.]+\.pool_(idle|active|keys)$`))
 	if c.o.json {
-		return c.emitJSON(map[string]any{"servers": ss, "envoy_upstreams": us, "envoys": envoys})
+		return c.emitJSON(map[string]any{"servers": ss, "logins": logins, "pools": pools, "envoy_upstreams": us, "envoys": envoys})
 	}
 	var rows [][]string
 	for _, s := range ss {
@@ -253,8 +255,27 @@ func (c *ctl) servers(ctx context.Context) error {
 	if err := c.table([]string{"BUCKET", "PROXY", "BACKEND_CONNECTIONS", "PINNED"}, rows); err != nil {
 		return err
 	}
+	rows = nil
+	for _, l := range logins {
+		rows = append(rows, []string{l.Bucket, l.Proxy, orDash(l.User), orDash(l.Database), orDash(l.App), strconv.Itoa(l.Backends)})
+	}
+	fmt.Fprintln(c.out)
+	if err := c.table([]string{"BUCKET", "PROXY", "USER", "DATABASE", "APP", "BACKENDS"}, rows); err != nil {
+		return err
+	}
 	if len(envoys) == 0 {
 		return nil
+	}
+	rows = nil
+	for _, p := range pools {
+		rows = append(rows, []string{p.Admin, orDash(p.Listener), p.Bucket, strconv.FormatUint(p.Idle, 10),
+			strconv.FormatUint(p.Active, 10), strconv.FormatUint(p.Keys, 10)})
+	}
+	if len(rows) > 0 {
+		fmt.Fprintln(c.out)
+		if err := c.table([]string{"ENVOY", "LISTENER", "BUCKET", "POOL_IDLE", "POOL_ACTIVE", "POOL_KEYS"}, rows); err != nil {
+			return err
+		}
 	}
 	rows = nil
 	for _, u := range us {
@@ -267,6 +288,114 @@ func (c *ctl) servers(ctx context.Context) error {
 	}
 	fmt.Fprintln(c.out)
 	return c.table([]string{"ENVOY", "CLUSTER", "UPSTREAM_CX_ACTIVE"}, rows)
+}
+
+// loginBackends counts the backend connections one login holds on one proxy. A lease carries
+// the user, database and app name of the login that took its slot; a pooled backend only ever
+// serves clients of that login's pool key, so for a pooled bucket this is the pool per key
+// (idle and lent together: which backends are idle is not published to Redis; the Envoy pool
+// gauges below say how many, per bucket). Warm-up backends show the app "tdspool-warmup".
+type loginBackends struct {
+	Bucket   string `json:"bucket"`
+	Proxy    string `json:"proxy"`
+	User     string `json:"user"`
+	Database string `json:"database"`
+	App      string `json:"app"`
+	Backends int    `json:"backends"`
+}
+
+// backendsByLogin groups the held leases by bucket, proxy and login, in that order.
+func backendsByLogin(bs []coordinator.BucketInfo) []loginBackends {
+	counts := map[loginBackends]int{}
+	for _, b := range bs {
+		for _, l := range b.Leases {
+			if l.Held {
+				counts[loginBackends{Bucket: b.Bucket, Proxy: l.Proxy, User: l.Holder.User, Database: l.Holder.Database, App: l.Holder.App}]++
+			}
+		}
+	}
+	out := make([]loginBackends, 0, len(counts))
+	for k, n := range counts {
+		k.Backends = n
+		out = append(out, k)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		a, b := out[i], out[j]
+		for _, c := range [][2]string{{a.Bucket, b.Bucket}, {a.Proxy, b.Proxy}, {a.User, b.User}, {a.Database, b.Database}, {a.App, b.App}} {
+			if c[0] != c[1] {
+				return c[0] < c[1]
+			}
+		}
+		return false
+	})
+	return out
+}
+
+// poolGauge is one Envoy's session pool of one bucket (per tdspool config: a listener's
+// stat_prefix, if it has one), from its pool_idle, pool_active and pool_keys gauges.
+type poolGauge struct {
+	Admin    string `json:"admin"`
+	Listener string `json:"listener,omitempty"`
+	Bucket   string `json:"bucket"`
+	Idle     uint64 `json:"idle"`
+	Active   uint64 `json:"active"`
+	Keys     uint64 `json:"keys"`
+}
+
+// poolGauges reads the pool gauges out of each Envoy's stats; buckets without a session pool
+// (all three gauges 0) are left out.
+func poolGauges(envoys []envoyStats) []poolGauge {
+	var out []poolGauge
+	for _, e := range envoys {
+		byBucket := map[[2]string]*poolGauge{}
+		var order [][2]string
+		for name, v := range e.Stats {
+			rest, ok := strings.CutPrefix(name, "tdspool.")
+			if !ok {
+				continue
+			}
+			listener := ""
+			if after, ok := strings.CutPrefix(rest, "listener."); ok {
+				listener, rest, _ = strings.Cut(after, ".")
+			}
+			rest, ok = strings.CutPrefix(rest, "bucket.")
+			if !ok {
+				continue
+			}
+			i := strings.LastIndexByte(rest, '.')
+			if i < 0 {
+				continue
+			}
+			bucket, stat := rest[:i], rest[i+1:]
+			k := [2]string{listener, bucket}
+			g := byBucket[k]
+			if g == nil {
+				g = &poolGauge{Admin: e.Admin, Listener: listener, Bucket: bucket}
+				byBucket[k] = g
+				order = append(order, k)
+			}
+			switch stat {
+			case "pool_idle":
+				g.Idle = v
+			case "pool_active":
+				g.Active = v
+			case "pool_keys":
+				g.Keys = v
+			}
+		}
+		sort.Slice(order, func(i, j int) bool {
+			if order[i][1] != order[j][1] {
+				return order[i][1] < order[j][1]
+			}
+			return order[i][0] < order[j][0]
+		})
+		for _, k := range order {
+			if g := byBucket[k]; g.Idle+g.Active+g.Keys > 0 {
+				out = append(out, *g)
+			}
+		}
+	}
+	return out
 }
 
 // proxies: the proxy table.
