@@ -863,7 +863,8 @@ func (t *txLeg) destroyed() {
 }
 
 // close ends the leg with the session (finish, or destroyed). A bound backend in the middle of
-// something is closed; one with only state left is reset by its next borrower.
+// a request or with pinned state open (a transaction's locks) is closed, so the server ends
+// that state now; a bound one without either goes back to the pool.
 func (t *txLeg) close() {
 	if t.closed {
 		return
@@ -887,6 +888,9 @@ func (t *txLeg) close() {
 	}
 	if t.partial || t.ack != nil || bd.ConsumingPrelude() || t.s.relay.pending > 0 || t.msg.requested && t.msg.started {
 		lease.Taint(pool.TaintRequestInFlight)
+	}
+	if bd.Pinned() {
+		lease.Taint(pool.TaintOpenState)
 	}
 	t.unbind()
 	if lease.Tainted() {

@@ -234,10 +234,15 @@ const (
 	// TaintKilled: an operator killed the session's slot lease; its backend
 	// goes with it.
 	TaintKilled
+	// TaintOpenState: the client left with a transaction, an application
+	// lock or other pinned state open. Closing the backend ends it at once
+	// (the server rolls back); kept idle, it would hold its locks until the
+	// next borrower's reset.
+	TaintOpenState
 	taintCount
 )
 
-var taintNames = [taintCount]string{"app_role", "unparsed", "request_in_flight", "killed"}
+var taintNames = [taintCount]string{"app_role", "unparsed", "request_in_flight", "killed", "open_state"}
 
 func (t Taint) String() string {
 	if t < taintCount {
