@@ -353,6 +353,22 @@ func (s *Server) Sessions() int {
 	return s.sessions
 }
 
+// SessionPeers lists the remote addresses (ip:port) of the logged-in
+// sessions' connections. A test can look each one up in the kernel's socket
+// table to count only sessions whose peer has not closed yet: the stand-in
+// notices a close only when its goroutine next runs.
+func (s *Server) SessionPeers() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []string
+	for c := range s.conns {
+		if c.admitted {
+			out = append(out, c.raw.RemoteAddr().String())
+		}
+	}
+	return out
+}
+
 // Stats are cumulative counters.
 type Stats struct {
 	Logins, FailedLogins, Resets, Attentions int64

@@ -332,6 +332,7 @@ func TestCapChangesUnderLoadAcrossTwoEnvoys(t *testing.T) {
 	var violations, samples atomic.Int64
 	var peakAfterRaise, longestOver atomic.Int64 // longestOver: µs
 	var overSince time.Time
+	var oracleErr atomic.Value
 	stop := make(chan struct{})
 	var bg sync.WaitGroup
 	bg.Add(1)
@@ -345,6 +346,14 @@ func TestCapChangesUnderLoadAcrossTwoEnvoys(t *testing.T) {
 			}
 			n := int64(f.backend.Sessions())
 			c := cur.Load()
+			if c > 0 && n > c { // confirm with the kernel's view (reading it takes milliseconds)
+				live, err := liveSessions(f.backend)
+				if err != nil {
+					oracleErr.Store(err.Error())
+					return
+				}
+				n = int64(live)
+			}
 			if c > 0 {
 				samples.Add(1)
 				if n > c {
@@ -419,9 +428,14 @@ func TestCapChangesUnderLoadAcrossTwoEnvoys(t *testing.T) {
 	if e := otherErr.Load(); e != nil {
 		t.Fatalf("a client failed without a pool error: %v", e)
 	}
-	// A slot goes back when its client leaves, a few milliseconds before the stand-in has seen
-	// that session's backend connection close, so the next session's login can overlap it
-	// briefly (the hand-off). Anything longer is the cap not holding.
+	if e := oracleErr.Load(); e != nil {
+		t.Fatalf("the oracle could not read the socket table: %v", e)
+	}
+	// The oracle counts the stand-in's sessions whose socket is still established (the
+	// kernel's view of the proxy's close, not the stand-in goroutine's, which lagged up to
+	// 278 ms at load average 15-20). A slot goes back as the client leaves, a moment before
+	// tcp_proxy has closed that session's upstream, so the next login can overlap it briefly
+	// (the hand-off). Anything longer is the cap not holding.
 	if longestOver.Load() > (25 * time.Millisecond).Microseconds() {
 		t.Fatalf("the stand-in held more sessions than the cap in force for %d µs (%d samples)", longestOver.Load(), violations.Load())
 	}
