@@ -131,8 +131,8 @@ type Cell struct {
 	ProxyCtxSw float64
 	// login: logins the backend saw during the cell, warm-up included (-1: unknown).
 	BackendLogins int64
-	// Pooled targets: the p99 of Envoy's pool borrow-wait histogram after the cell ("" if the
-	// build has none).
+	// Pooled targets: the p99 of Envoy's borrow-wait histogram after the last ping cell
+	// (pool_borrow_wait_us; tx_borrow_wait_us in transaction mode; "" if the build has none).
 	BorrowWait string
 	// idle: resident memory growth of the proxy process per session (KB), and of Envoy's
 	// own heap (tcmalloc "allocated", from /memory) per session.
@@ -438,7 +438,11 @@ func Run(p Plan) (*Report, error) {
 				if t.Kind == "tdspool" && strings.Contains(t.Name, "pool") && workload == "ping" && param == p.PingConc[len(p.PingConc)-1] {
 					// Envoy computes histogram quantiles at its stats flush (every 5 s).
 					time.Sleep(5500 * time.Millisecond)
-					c.BorrowWait = envoyHistogramP99(t, "borrow_wait")
+					hist := "pool_borrow_wait"
+					if t.Name == "tdspool-txpool" {
+						hist = "tx_borrow_wait"
+					}
+					c.BorrowWait = envoyHistogramP99(t, hist)
 				}
 				if t.Pid != 0 && res.Ops > 0 {
 					// The CPU window includes warm-up; scale by the measured share of the time.
