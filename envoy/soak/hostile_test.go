@@ -125,7 +125,7 @@ var hostileKinds = []struct {
 		if rc.send(tds.PacketPrelogin, pre.AppendPrelogin(nil)) != nil {
 			return
 		}
-		if _, err := rc.reply(); err != nil {
+		if err := rc.preloginReply(); err != nil {
 			return
 		}
 		// The TLS handshake travels in PRELOGIN packets: send junk instead of a ClientHello.
@@ -166,7 +166,7 @@ func loginThen(addr string, msg []byte) {
 	if rc.send(tds.PacketPrelogin, preloginBytes()) != nil {
 		return
 	}
-	if _, err := rc.reply(); err != nil {
+	if err := rc.preloginReply(); err != nil {
 		return
 	}
 	_, _ = c.Write(msg)

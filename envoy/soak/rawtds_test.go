@@ -20,6 +20,15 @@ func (rc *rawConn) send(typ tds.PacketType, payload []byte) error {
 	return rawtds.Send(rc.c, typ, 0, payload, tds.DefaultPacketSize)
 }
 
+// preloginReply reads the PRELOGIN answer, which is an option table, not a token stream.
+func (rc *rawConn) preloginReply() error {
+	msg, err := rawtds.Recv(rc.c, &rc.r)
+	if err == nil && msg.Type != tds.PacketReply {
+		err = fmt.Errorf("PRELOGIN answered with packet type %v", msg.Type)
+	}
+	return err
+}
+
 func (rc *rawConn) reply() ([]tds.Event, error) {
 	msg, err := rawtds.Recv(rc.c, &rc.r)
 	if err != nil {
@@ -53,7 +62,7 @@ func rawLogin(addr, user, password, database string) (*rawConn, error) {
 		c.Close()
 		return nil, err
 	}
-	if _, err := rc.reply(); err != nil {
+	if err := rc.preloginReply(); err != nil {
 		c.Close()
 		return nil, fmt.Errorf("PRELOGIN reply: %w", err)
 	}
