@@ -62,6 +62,12 @@ func (t *txLeg) grow() {
 			q.created()
 			return
 		}
+		// The slot outlives every session that will borrow this backend: its grant and its
+		// release are counted here and when the backend closes, as the warm-up's are.
+		if cb := f.coordStats.bucket(b.cfg.Name); cb != nil {
+			cb.offSessionGranted.Add(1)
+		}
+		r.Release = f.coordStats.countedRelease(b.cfg.Name, r.Release)
 		f.startHiddenLogin(hiddenLoginRequest{Bucket: b, Login7: framed, Release: r.Release,
 			Done: func(res hiddenLoginResult) {
 				q.created()
