@@ -220,6 +220,8 @@ type poolState struct {
 	// acknowledged, so a failed reset can be retried on another one (nil past maxResend).
 	sent     []byte
 	sentLost bool
+	// attnSent: the client sent an ATTENTION while the reset's acknowledgement was awaited.
+	attnSent bool
 	// slotKill routes an operator's kill of the slot this session acquired.
 	slotKill *slotKill
 	// login7 is the prepared LOGIN7 (framed) of a session answered from the pool, kept until
@@ -412,6 +414,11 @@ func (s *session) markReset(chunk []byte) bool {
 	if !p.resetPending || p.marker.Done() {
 		return true
 	}
+	if p.marker.Seen() == 0 && isAttention(chunk) {
+		// The client cancels with nothing running: SQL Server acknowledges it, so the idle
+		// backend does; the reset waits for the first real request.
+		return true
+	}
 	done, err := p.marker.Mark(chunk)
 	if err != nil {
 		// Without a reset the client would see the previous client's session.
@@ -426,13 +433,20 @@ func (s *session) markReset(chunk []byte) bool {
 	return true
 }
 
+// isAttention reports whether chunk is a whole ATTENTION packet (header only, MS-TDS
+// §2.2.1.7), the way a client sends one on its own.
+func isAttention(chunk []byte) bool {
+	h, err := tds.DecodeHeader(chunk)
+	return err == nil && h.Type == tds.PacketAttention && int(h.Length) == tds.HeaderSize && len(chunk) == tds.HeaderSize
+}
+
 // maxResend bounds the client bytes kept for resending after a failed reset.
 const maxResend = 256 << 10
 
 // keepSent records client bytes written to a reused backend before its reset is settled.
 func (s *session) keepSent(b []byte) {
 	p := &s.pool
-	if !p.resetPending || p.sentLost {
+	if !p.resetPending || p.sentLost || p.marker.Seen() == 0 { // an ATTENTION before any request is not resent
 		return
 	}
 	if len(p.sent)+len(b) > maxResend {
@@ -484,6 +498,13 @@ func (s *session) consumeResetAck(b []byte) ([]byte, bool) {
 		p.dropLogin7()
 		p.lease.ResetDone(true)
 		s.conn.IncCounter(s.bucket.stats.resets, 1)
+		return out, true
+	}
+	if err == nil && p.attnSent {
+		// The client cancelled its first request before the server said anything: the
+		// response is the ATTENTION's acknowledgement, without the reset's, and whether the
+		// reset ran is unknown. The client gets its answer; its next request resets again.
+		p.ack, p.attnSent, p.sent, p.marker = nil, false, nil, tds.ResetMarker{}
 		return out, true
 	}
 	// The reset did not happen as asked: the backend is not trusted with this client.

@@ -106,6 +106,9 @@ func (q *requestSink) OnPacket() { q.relay.batch.rxPackets++ }
 func (q *requestSink) OnMessageStart(typ tds.PacketType, _ tds.PacketStatus) {
 	r := &q.relay
 	r.batch.requests[requestKindOf(typ)]++
+	if typ == tds.PacketAttention && q.pool.ack != nil {
+		q.pool.attnSent = true
+	}
 	switch typ {
 	case tds.PacketSQLBatch, tds.PacketRPC, tds.PacketTransMgr, tds.PacketBulkLoad:
 		if r.pending == 0 {

@@ -178,5 +178,8 @@ func (m *ResetMarker) Mark(chunk []byte) (done bool, err error) {
 	return m.seen == 2, nil
 }
 
+// Seen is how many bytes of the first packet header the marker has seen (0..2).
+func (m *ResetMarker) Seen() int { return m.seen }
+
 // Done reports whether the flag has been set.
 func (m *ResetMarker) Done() bool { return m.seen == 2 }
