@@ -568,6 +568,11 @@ func (s *session) returnBackend() bool {
 	if r.pins[pinAppRole] {
 		p.lease.Taint(pool.TaintAppRole)
 	}
+	if r.pins[pinTransaction] || r.pins[pinCursor] {
+		// Idle, the backend would keep the transaction's (or a cursor's) locks until the next
+		// borrower's reset; closed, the server rolls back at once.
+		p.lease.Taint(pool.TaintOpenState)
+	}
 	if !r.inspect || s.ph != phRelay && s.ph != phClosed {
 		p.lease.Taint(pool.TaintUnparsed)
 	}

@@ -196,6 +196,11 @@ func TestPooledSessionTaintsAndFailures(t *testing.T) {
 			c.waitPosted(time.Second)
 		}},
 		{"backend died while lent", func(t *testing.T, c *client, fb *fakeBackend) { fb.dead = true }},
+		{"transaction left open", func(t *testing.T, c *client, fb *fakeBackend) {
+			c.fromClient(tds.AppendPackets(nil, tds.PacketSQLBatch, 0, (&tds.SQLBatch{Text: "BEGIN TRAN; UPDATE t SET a = 1"}).AppendSQLBatch(nil), 8192))
+			fb.h.Data(doneReply(tds.EnvChangeBeginTran(7).AppendEnvChange(nil)))
+			c.waitPosted(time.Second)
+		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h, dialed := pooledHarness(t)

@@ -50,8 +50,10 @@
 // change-password logins, AttachDBFile and user instances. Sessions that
 // turn out unsafe to reuse are tainted through their Lease (Taint): an
 // application role was set (a reset does not undo it), the response stream
-// could not be parsed, or the client left with a request in flight. A
-// tainted backend is closed when the session ends.
+// could not be parsed, the client left with a request in flight, or it
+// left with a transaction or server cursor open (idle, the backend would
+// hold their locks until the next borrower's reset; closed, the server
+// rolls back at once). A tainted backend is closed when the session ends.
 //
 // # Lifecycle of a backend
 //
