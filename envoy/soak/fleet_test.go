@@ -1,6 +1,7 @@
 package soak
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"encoding/json"
@@ -53,9 +54,11 @@ type backendProc struct {
 	t    *testing.T
 	port int
 	dir  string
-	mu   sync.Mutex
-	srv  *standin.Server
-	peak int64 // highest session count of earlier incarnations
+	// server and database name the instance; empty: the fleet soak's bucket-001 and tenant_a.
+	server, database string
+	mu               sync.Mutex
+	srv              *standin.Server
+	peak             int64 // highest session count of earlier incarnations
 }
 
 func (b *backendProc) start() {
@@ -64,11 +67,12 @@ func (b *backendProc) start() {
 	if b.port != 0 {
 		addr = fmt.Sprintf("127.0.0.1:%d", b.port)
 	}
+	server, database := cmp.Or(b.server, bucket), cmp.Or(b.database, demoDatabase)
 	var srv *standin.Server
 	var err error
 	for i := 0; i < 50; i++ { // the old socket may linger a moment after a kill
-		srv, err = standin.New(standin.Config{Addr: addr, ServerName: bucket, Users: map[string]string{demoUser: demoPassword},
-			Databases: []string{demoDatabase}, DataDir: b.dir, Encryption: standin.EncryptionOptional})
+		srv, err = standin.New(standin.Config{Addr: addr, ServerName: server, Users: map[string]string{demoUser: demoPassword},
+			Databases: []string{database}, DataDir: b.dir, Encryption: standin.EncryptionOptional})
 		if err == nil {
 			if err = srv.Start(); err == nil {
 				break
