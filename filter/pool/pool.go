@@ -165,21 +165,14 @@ func (l *Lease[C]) Tainted() bool {
 	return false
 }
 
-// Borrow takes the most recently used idle backend of key, or says why
-// there is none. Idle backends that died, outlived MaxIdleTime or
-// MaxLifetime, or were logged in with a credential the key no longer has
-// are closed on the way, and the next one is tried.
-func (p *Pool[C]) Borrow(key Key, now time.Time) (*Lease[C], Miss) {
-	var closing []*entry[C]
-	defer func() { closeAll(closing) }()
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.draining {
-		return nil, MissDraining
-	}
+// servable is key's pool when a client of key may be served from it (by a recorded reply,
+// and by an idle backend if one is there), or why not, counted as a miss. p.mu is held.
+func (p *Pool[C]) servable(key Key, now time.Time) (*keyPool[C], Miss) {
 	kp := p.keys[key.Identity]
 	miss := Hit
 	switch {
+	case p.draining:
+		miss = MissDraining
 	case kp == nil:
 		miss = MissEmpty
 	case !kp.cred.Equal(key.Credential):
@@ -191,6 +184,22 @@ func (p *Pool[C]) Borrow(key Key, now time.Time) (*Lease[C], Miss) {
 	}
 	if miss != Hit {
 		p.stats.misses[miss]++
+		return nil, miss
+	}
+	return kp, Hit
+}
+
+// Borrow takes the most recently used idle backend of key, or says why
+// there is none. Idle backends that died, outlived MaxIdleTime or
+// MaxLifetime, or were logged in with a credential the key no longer has
+// are closed on the way, and the next one is tried.
+func (p *Pool[C]) Borrow(key Key, now time.Time) (*Lease[C], Miss) {
+	var closing []*entry[C]
+	defer func() { closeAll(closing) }()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	kp, miss := p.servable(key, now)
+	if miss != Hit {
 		return nil, miss
 	}
 	for len(kp.idle) > 0 {

@@ -14,22 +14,8 @@ import (
 func (p *Pool[C]) Recorded(key Key, now time.Time) (*tds.LoginReply, Miss) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	kp := p.keys[key.Identity]
-	miss := Hit
-	switch {
-	case p.draining:
-		miss = MissDraining
-	case kp == nil:
-		miss = MissEmpty
-	case !kp.cred.Equal(key.Credential):
-		miss = MissCredential
-	case p.cfg.ReauthAfter > 0 && now.Sub(kp.verifiedAt) >= p.cfg.ReauthAfter:
-		miss = MissReauth
-	case kp.reply == nil:
-		miss = MissNoRecording
-	}
+	kp, miss := p.servable(key, now)
 	if miss != Hit {
-		p.stats.misses[miss]++
 		return nil, miss
 	}
 	p.stats.loginsSaved++
