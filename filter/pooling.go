@@ -137,10 +137,12 @@ func (bp *bucketPool) flush(conn host.Conn, st *poolStats, now time.Time, force 
 	}
 	bp.lastFlush = now
 	cur := bp.Stats()
-	conn.SetGauge(st.idle, uint64(cur.Idle))
-	conn.SetGauge(st.active, uint64(cur.Active))
-	conn.SetGauge(st.keys, uint64(cur.PooledKeys))
 	old := &bp.shown
+	// Gauges move by this pool's change, not set to its value: the filter chains of one
+	// listener each have a pool of the bucket and write the same stats, which then sum them.
+	moveGauge(conn, st.idle, cur.Idle, old.Idle)
+	moveGauge(conn, st.active, cur.Active, old.Active)
+	moveGauge(conn, st.keys, cur.PooledKeys, old.PooledKeys)
 	for _, c := range [...]struct {
 		id       host.MetricID
 		now, was uint64
@@ -168,6 +170,16 @@ func (bp *bucketPool) flush(conn host.Conn, st *poolStats, now time.Time, force 
 		if msg := w.failure(); msg != "" {
 			conn.Log(host.LogWarn, "warm-up login failed (retried with a growing pause): "+msg)
 		}
+	}
+}
+
+// moveGauge moves a gauge shared with other writers from was to now.
+func moveGauge(conn host.Conn, id host.MetricID, now, was int) {
+	switch {
+	case now > was:
+		conn.IncGauge(id, uint64(now-was))
+	case now < was:
+		conn.DecGauge(id, uint64(was-now))
 	}
 }
 

@@ -2,13 +2,16 @@ package filter
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/tdspool/tdspool/envoy/host"
+	"github.com/tdspool/tdspool/envoy/host/hosttest"
 	"github.com/tdspool/tdspool/filter/backend"
+	"github.com/tdspool/tdspool/filter/pool"
 	"github.com/tdspool/tdspool/tds"
 )
 
@@ -449,5 +452,38 @@ func TestPooledLoginWaitsForALentBackend(t *testing.T) {
 				t.Fatal("a login kept waiting for a backend that stays lent")
 			}
 		})
+	}
+}
+
+// The filter chains of one listener each have their own pool of a bucket and write the same
+// stats: the pool gauges show the sum of both pools, not whichever flushed last.
+func TestPoolGaugesSumTheChainsPools(t *testing.T) {
+	m := hosttest.NewMetrics()
+	st := &poolStats{}
+	for name, id := range map[string]*host.MetricID{"pool_idle": &st.idle, "pool_active": &st.active, "pool_keys": &st.keys,
+		"borrowed": &st.borrowed, "created": &st.created, "saved": &st.loginsSaved, "reset_failures": &st.resetFailures,
+		"evictions": &st.evictions, "closed": &st.closed, "warmed": &st.warmed, "warmup_failures": &st.warmupFailures,
+		"relogins": &st.relogins, "borrow_wait": &st.borrowWaitUs} {
+		*id, _ = m.DefineGauge("bucket.b." + name)
+	}
+	conn := hosttest.NewConn(m)
+	now := time.Unix(1000, 0)
+	var pools []*bucketPool
+	for chain, idle := range []int{2, 1} {
+		bp := &bucketPool{Pool: pool.New[*pooledBackend](pool.Config{})}
+		for i := range idle {
+			key := pool.Key{Identity: pool.Identity{Bucket: "b", User: fmt.Sprintf("u%d-%d", chain, i)}}
+			bp.AdoptIdle(key, &pooledBackend{c: &fakeBackend{}}, &tds.LoginReply{}, func() {}, now)
+		}
+		bp.flush(conn, st, now, true)
+		pools = append(pools, bp)
+	}
+	if idle, keys := m.Value("bucket.b.pool_idle"), m.Value("bucket.b.pool_keys"); idle != 3 || keys != 3 {
+		t.Fatalf("pool_idle %d, pool_keys %d; want 3 and 3 (2 + 1 across the two pools)", idle, keys)
+	}
+	pools[0].Drain()
+	pools[0].flush(conn, st, now.Add(time.Minute), true)
+	if idle := m.Value("bucket.b.pool_idle"); idle != 1 {
+		t.Fatalf("pool_idle %d after one pool drained, want the other's 1", idle)
 	}
 }
