@@ -588,7 +588,7 @@ func (s *session) returnBackend() bool {
 	if !r.inspect || s.ph != phRelay && s.ph != phClosed {
 		p.lease.Taint(pool.TaintUnparsed)
 	}
-	if r.pending > 0 || p.ack != nil || p.resetPending && p.marker.Done() {
+	if r.pending > 0 || p.ack != nil || p.resetPending && p.marker.Done() || r.client.MidMessage() {
 		p.lease.Taint(pool.TaintRequestInFlight)
 	}
 	pb := p.lease.Conn()

@@ -74,3 +74,20 @@ func TestPooledAttentionCancelsTheResetRequest(t *testing.T) {
 		t.Fatalf("next request % x, client got % x: want it reset again and the ack consumed", sent[:8], got)
 	}
 }
+
+// A client that leaves having sent part of a packet header (too short for the proxy to see a
+// request start) leaves its backend waiting for the rest: the backend is closed, not pooled,
+// or the next client's first bytes would complete the stranger's header. Before, it went back
+// to the pool and the next client's ATTENTION was never answered (the pooled hostile soak).
+func TestPooledBackendNotReturnedMidHeader(t *testing.T) {
+	h, dialed := pooledHarness(t)
+	a := h.connect()
+	fb, _ := a.pooledLogin(t, dialed, "app", "pw")
+	a.roundTrip(t, fb, doneReply())
+	a.fromClient(tds.AppendPackets(nil, tds.PacketSQLBatch, 0, (&tds.SQLBatch{Text: "select 1"}).AppendSQLBatch(nil), 8192)[:5])
+	a.s.OnRead(0, true)
+	a.s.OnEvent(host.RemoteClose)
+	if !fb.closed || h.held() != 0 {
+		t.Fatalf("backend closed=%v, slots held %d: want it closed with its slot released", fb.closed, h.held())
+	}
+}

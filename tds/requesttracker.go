@@ -92,6 +92,13 @@ func (t *RequestTracker) Feed(b []byte, sink RequestSink) error {
 	return t.err
 }
 
+// MidMessage reports whether the stream stopped inside a message (part of a header, of a
+// packet, or between the packets of one message) or broke: a server given this stream is
+// waiting for the rest, or reading garbage, and must not be handed to another client.
+func (t *RequestTracker) MidMessage() bool {
+	return t.hdrN > 0 || t.remaining > 0 || t.inMessage || t.err != nil
+}
+
 func (t *RequestTracker) keep(b []byte) {
 	limit := t.MaxKept
 	if limit <= 0 {
