@@ -9,13 +9,13 @@ import (
 	"net"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	mssql "github.com/microsoft/go-mssqldb"
 
 	"github.com/tdspool/tdspool/deployments/envoyconfig"
+	"github.com/tdspool/tdspool/internal/tcprelay"
 	"github.com/tdspool/tdspool/standin"
 	"github.com/tdspool/tdspool/standin/compat"
 	"github.com/tdspool/tdspool/tds"
@@ -193,29 +193,10 @@ func TestBackendLegRefusalsName40613Reasons(t *testing.T) {
 // silentBackend accepts connections and then does what misbehave says with each.
 func silentBackend(t *testing.T, misbehave func(net.Conn)) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				misbehave(c)
-			}()
-		}
-	}()
-	return ln.Addr().String()
+	return tcprelay.Listen(t, func(c net.Conn) {
+		defer c.Close()
+		misbehave(c)
+	}).Addr().String()
 }
 
 // Backends that fail the module leg before the login: the client gets 40613 promptly, the
