@@ -103,35 +103,7 @@ func TestDriversOverEveryBackendLeg(t *testing.T) {
 		t.Run(lc.name, func(t *testing.T) {
 			st := startTDSStack(t, tdsStackOptions{capacity: 4, tls: true, leg: lc.leg, backendEnc: lc.enc, standinEnc: lc.standin})
 			target := st.target()
-			for _, mode := range compat.GoEncryptModes {
-				t.Run("go-mssqldb/"+mode, func(t *testing.T) {
-					ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-					defer cancel()
-					if err := compat.RunGo(ctx, target, mode, t.Logf); err != nil {
-						t.Fatal(err)
-					}
-				})
-			}
-			if python != "" {
-				for _, drv := range []struct {
-					name  string
-					run   func(context.Context, string, compat.Target, string) (string, error)
-					modes []string
-				}{
-					{"python-tds", compat.RunPytds, []string{"off", "login-only", "full"}},
-					{"pymssql", compat.RunPymssql, []string{"off", "request", "require"}},
-				} {
-					for _, mode := range drv.modes {
-						t.Run(drv.name+"/"+mode, func(t *testing.T) {
-							ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-							defer cancel()
-							if out, err := drv.run(ctx, python, target, mode); err != nil {
-								t.Fatalf("%v\n%s", err, out)
-							}
-						})
-					}
-				}
-			}
+			runDriverWorkloads(t, target, python)
 			st.waitIdle(t)
 			s := st.backend.Stats()
 			if s.Logins == 0 || lc.logins(s) != s.Logins {

@@ -40,6 +40,39 @@ func TestGoMssqldbThroughEnvoy(t *testing.T) {
 		stats["tdspool.tls_login_only_total"], stats["tdspool.tls_full_total"], stats["tdspool.tls_strict_total"])
 }
 
+// runDriverWorkloads runs the compatibility workload against target with go-mssqldb in each
+// of its encryption modes and, when python is set, with python-tds and pymssql in theirs, each
+// as a subtest.
+func runDriverWorkloads(t *testing.T, target compat.Target, python string) {
+	for _, mode := range compat.GoEncryptModes {
+		t.Run("go-mssqldb/"+mode, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			if err := compat.RunGo(ctx, target, mode, t.Logf); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+	if python == "" {
+		return
+	}
+	for _, drv := range []struct {
+		name  string
+		run   func(context.Context, string, compat.Target, string) (string, error)
+		modes []string
+	}{{"python-tds", compat.RunPytds, compat.PytdsModes}, {"pymssql", compat.RunPymssql, compat.PymssqlModes}} {
+		for _, mode := range drv.modes {
+			t.Run(drv.name+"/"+mode, func(t *testing.T) {
+				ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+				defer cancel()
+				if out, err := drv.run(ctx, python, target, mode); err != nil {
+					t.Fatalf("%v\n%s", err, out)
+				}
+			})
+		}
+	}
+}
+
 // assertNoLeases checks the coordinator left no lease behind for bucket in Redis.
 func assertNoLeases(t *testing.T, addr, bucket string) {
 	t.Helper()

@@ -543,34 +543,11 @@ func TestTxPoolBackendsPerClientFigures(t *testing.T) {
 func TestTxPoolDriverWorkloads(t *testing.T) {
 	st := startTDSStack(t, tdsStackOptions{capacity: 4, tls: true, leg: "module", bucket: txPool})
 	target := st.target()
-	for _, mode := range compat.GoEncryptModes {
-		t.Run("go-mssqldb/"+mode, func(t *testing.T) {
-			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-			defer cancel()
-			if err := compat.RunGo(ctx, target, mode, t.Logf); err != nil {
-				t.Fatal(err)
-			}
-		})
-	}
 	python := compat.FindPython()
 	if python == "" {
 		t.Fatal("no Python with python-tds and pymssql (make setup installs them)")
 	}
-	for _, drv := range []struct {
-		name  string
-		run   func(context.Context, string, compat.Target, string) (string, error)
-		modes []string
-	}{{"python-tds", compat.RunPytds, compat.PytdsModes}, {"pymssql", compat.RunPymssql, compat.PymssqlModes}} {
-		for _, mode := range drv.modes {
-			t.Run(drv.name+"/"+mode, func(t *testing.T) {
-				ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-				defer cancel()
-				if out, err := drv.run(ctx, python, target, mode); err != nil {
-					t.Fatalf("%v\n%s", err, out)
-				}
-			})
-		}
-	}
+	runDriverWorkloads(t, target, python)
 	// Not asserted here: with these workloads the stand-in has counted 5 sessions at once on
 	// cap 4 in session pooling too (a closed backend's slot handed on before the stand-in
 	// dropped the session); TestTxPoolManyClientsOnTwentyBackends holds the cap.
