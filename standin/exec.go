@@ -1139,20 +1139,30 @@ func (s *session) translate(ts []token, vars map[string]any) (string, []any, *sq
 			}
 			return token{k: tkSemi}
 		}
+		// qualifier handles a name that qualifies the next one: another database is attached
+		// and named, "dbo." / "db.dbo." / "db.." qualifiers are dropped. False: t is not one.
+		qualifier := func() (bool, *sqlError) {
+			if db, skip, ok := s.otherDatabase(t, next(1), next(2), next(3)); ok {
+				if e := s.attach(db); e != nil {
+					return true, e
+				}
+				emit(quoteIdent(db) + ".")
+				j += skip
+				return true, nil
+			}
+			if next(1).text == "." && s.isQualifier(t.text, next(2)) {
+				j++
+				return true, nil
+			}
+			return false, nil
+		}
 		switch t.k {
 		case tkString:
 			emit("'" + strings.ReplaceAll(t.text, "'", "''") + "'")
 		case tkQIdent:
-			if db, skip, ok := s.otherDatabase(t, next(1), next(2), next(3)); ok {
-				if e := s.attach(db); e != nil {
-					return "", nil, e
-				}
-				emit(quoteIdent(db) + ".")
-				j += skip
-				continue
-			}
-			if next(1).text == "." && s.isQualifier(t.text, next(2)) {
-				j++
+			if done, e := qualifier(); e != nil {
+				return "", nil, e
+			} else if done {
 				continue
 			}
 			emit(quoteIdent(t.text))
@@ -1220,16 +1230,9 @@ func (s *session) translate(ts []token, vars map[string]any) (string, []any, *sq
 					continue
 				}
 			}
-			if db, skip, ok := s.otherDatabase(t, next(1), next(2), next(3)); ok {
-				if e := s.attach(db); e != nil {
-					return "", nil, e
-				}
-				emit(quoteIdent(db) + ".")
-				j += skip
-				continue
-			}
-			if next(1).text == "." && s.isQualifier(t.text, next(2)) {
-				j++ // drop "dbo." / "db.dbo." / "db.." qualifiers
+			if done, e := qualifier(); e != nil {
+				return "", nil, e
+			} else if done {
 				continue
 			}
 			if t.upper == "TOP" && depth == 0 && j > 0 && (ts[j-1].upper == "SELECT" || ts[j-1].upper == "DISTINCT") {
