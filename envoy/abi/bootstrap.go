@@ -66,7 +66,7 @@ func envoy_dynamic_module_on_bootstrap_extension_config_new(
 	name C.envoy_dynamic_module_type_envoy_buffer,
 	config C.envoy_dynamic_module_type_envoy_buffer,
 ) (result C.envoy_dynamic_module_type_bootstrap_extension_config_module_ptr) {
-	extName := copyEnvoyString(name)
+	extName := envoyString(name)
 	defer func() {
 		if r := recover(); r != nil {
 			panicsRecovered.Add(1)
@@ -81,7 +81,7 @@ func envoy_dynamic_module_on_bootstrap_extension_config_new(
 		logf(host.LogError, "tdspool: unknown bootstrap extension_name %q", extName)
 		return nil
 	}
-	lc, err := factory(extName, []byte(copyEnvoyString(config)), Log)
+	lc, err := factory(extName, []byte(envoyString(config)), Log)
 	if err != nil {
 		logf(host.LogError, "tdspool: bootstrap extension %q rejected: %v", extName, err)
 		return nil
@@ -168,7 +168,7 @@ func envoy_dynamic_module_on_bootstrap_extension_listener_add_or_update(
 	listenerName C.envoy_dynamic_module_type_envoy_buffer,
 ) {
 	if b, ok := bootstrapConfigs.get(unsafe.Pointer(configPtr)); ok {
-		name := copyEnvoyString(listenerName)
+		name := envoyString(listenerName)
 		b.guarded("listener_add_or_update", func() { b.lifecycle.OnListenerUpdated(name) })
 	}
 }
@@ -180,7 +180,7 @@ func envoy_dynamic_module_on_bootstrap_extension_listener_removal(
 	listenerName C.envoy_dynamic_module_type_envoy_buffer,
 ) {
 	if b, ok := bootstrapConfigs.get(unsafe.Pointer(configPtr)); ok {
-		name := copyEnvoyString(listenerName)
+		name := envoyString(listenerName)
 		b.guarded("listener_removal", func() { b.lifecycle.OnListenerRemoved(name) })
 	}
 }

@@ -292,5 +292,3 @@ func envoyString(b C.envoy_dynamic_module_type_envoy_buffer) string {
 	}
 	return C.GoStringN(b.ptr, C.int(b.length))
 }
-
-func copyEnvoyString(b C.envoy_dynamic_module_type_envoy_buffer) string { return envoyString(b) }

@@ -71,7 +71,7 @@ func envoy_dynamic_module_on_network_filter_config_new(
 	name C.envoy_dynamic_module_type_envoy_buffer,
 	config C.envoy_dynamic_module_type_envoy_buffer,
 ) (result C.envoy_dynamic_module_type_network_filter_config_module_ptr) {
-	filterName := copyEnvoyString(name)
+	filterName := envoyString(name)
 	defer func() {
 		if r := recover(); r != nil {
 			panicsRecovered.Add(1)
@@ -90,7 +90,7 @@ func envoy_dynamic_module_on_network_filter_config_new(
 	ch := &configHost{envoyPtr: envoyPtr}
 	id, err := ch.DefineCounter("panics_total")
 	fc.panics, fc.panicsOK = id, err == nil
-	ff, err := factory(filterName, []byte(copyEnvoyString(config)), ch)
+	ff, err := factory(filterName, []byte(envoyString(config)), ch)
 	if err != nil {
 		// Envoy only says the config failed; this line is where the reason is.
 		logf(host.LogError, "tdspool: filter config %q rejected: %v", filterName, err)
