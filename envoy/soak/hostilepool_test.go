@@ -212,13 +212,7 @@ var pooledHostileKinds = []struct {
 // (granted − released), none for the transaction bucket once max_idle_time passed.
 func TestHostileInputPooled(t *testing.T) {
 	f := &pooledFleet{t: t}
-	for _, b := range []*pooledBucket{{name: sesBucket, database: sesDatabase}, {name: txBucket, database: txDatabase, tx: true}} {
-		b.backend = &backendProc{t: t, dir: t.TempDir(), server: b.name, database: b.database}
-		b.backend.start()
-		t.Cleanup(func() { b.backend.current().Close() })
-		f.buckets = append(f.buckets, b)
-	}
-	f.seedTables()
+	f.startBackends()
 	var buckets []map[string]any
 	var clusters []envoyconfig.Bucket
 	for i, b := range f.buckets {

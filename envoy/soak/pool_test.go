@@ -69,6 +69,17 @@ func startPooledFleet(t *testing.T, proxies int) *pooledFleet {
 		_ = syscall.Kill(f.redis.Pid(), syscall.SIGCONT)
 		f.redis.Stop()
 	})
+	f.startBackends()
+	for i := 1; i <= proxies; i++ {
+		f.proxies = append(f.proxies, f.startProxy(fmt.Sprintf("pool-envoy-%d", i)))
+	}
+	return f
+}
+
+// startBackends starts the session-pooled and the transaction-pooled bucket's stand-ins
+// (closed at the end of the test) and seeds their tables.
+func (f *pooledFleet) startBackends() {
+	t := f.t
 	for _, b := range []*pooledBucket{{name: sesBucket, database: sesDatabase}, {name: txBucket, database: txDatabase, tx: true}} {
 		b.backend = &backendProc{t: t, dir: t.TempDir(), server: b.name, database: b.database}
 		b.backend.start()
@@ -76,10 +87,6 @@ func startPooledFleet(t *testing.T, proxies int) *pooledFleet {
 		f.buckets = append(f.buckets, b)
 	}
 	f.seedTables()
-	for i := 1; i <= proxies; i++ {
-		f.proxies = append(f.proxies, f.startProxy(fmt.Sprintf("pool-envoy-%d", i)))
-	}
-	return f
 }
 
 // seedTables creates, straight on each backend, the table the clients tag rows in and a big
