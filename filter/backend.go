@@ -320,7 +320,7 @@ func (m *moduleLeg) onClosed(err error) {
 		s.conn.Log(host.LogWarn, fmt.Sprintf("bucket %s: backend connection: %v", b.cfg.Name, err))
 		s.refuse(backendUnavailable(b.cfg.Name, backendFailureReason(err)))
 	default:
-		if s.backendGoneBeforeReset() {
+		if s.backendGoneBeforeReset() || s.backendGoneDuringLogin() {
 			return
 		}
 		s.conn.Log(host.LogInfo, fmt.Sprintf("bucket %s: backend closed the session (%s): %v", b.cfg.Name, s.ph, err))

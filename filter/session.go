@@ -430,8 +430,16 @@ func (s *session) OnWrite(size int, endStream bool) host.Status {
 		}
 		s.conn.DrainWrite(size)
 		s.onBackendPreloginBytes()
+		if endStream {
+			// The backend closed (with or after its PRELOGIN answer, which may have sent our
+			// LOGIN7 already): nothing more will come, and the end of stream is not passed on.
+			s.backendGoneDuringLogin()
+		}
 		return host.StopIteration
 	case phBackendLogin:
+		if endStream && size == 0 && s.backendGoneDuringLogin() {
+			return host.StopIteration
+		}
 		s.onBackendLoginBytes(s.conn.WriteBuffer(), size)
 		if s.fullTLS() {
 			s.encryptWriteBuffer(size)
@@ -689,6 +697,19 @@ func (s *session) onLoginTimeout() {
 		return
 	}
 	s.finishWith(host.NoFlush, "tdspool_login_timeout")
+}
+
+// backendGoneDuringLogin answers a client whose backend closed before any of its login reply
+// reached the client (a server killed between PRELOGIN and LOGINACK) with 40613 at once,
+// rather than leaving it to login_timeout or a bare close. False: the session is past that
+// point (its reply started, or it is finished) and the caller closes as it would.
+func (s *session) backendGoneDuringLogin() bool {
+	if s.finished || s.loginReplyStarted || (s.ph != phBackendPrelogin && s.ph != phBackendLogin) {
+		return false
+	}
+	s.conn.IncCounter(s.bucket.stats.backendUnavailable, 1)
+	s.refuse(backendUnavailable(s.bucket.cfg.Name, "the backend closed the connection during the login"))
+	return true
 }
 
 // onBackendTimeout: the backend accepted the connection but did not answer our PRELOGIN.

@@ -163,10 +163,6 @@ func (f *fleet) startProxy(id string) *proxyProc {
 			"queue_timeout": fmt.Sprintf("%gs", queueTimeout.Seconds()), "max_queue": 200}},
 		"default_bucket": bucket,
 		"redis":          map[string]any{"addresses": []string{f.redisAddr()}, "call_timeout": redisCallWait},
-		// Within the clients' own bound (queue_timeout + 5 s), so that a backend that takes a
-		// LOGIN7 and goes silent as it is killed is answered with 40613 before the client gives
-		// up; the shipped default (15 s) is longer than this soak's clients wait.
-		"timeouts": map[string]any{"login_timeout": fmt.Sprintf("%gs", (queueTimeout + 4*time.Second).Seconds())},
 	}
 	js, _ := json.Marshal(cfg)
 	listen, _ := stack.FreePort()
