@@ -36,13 +36,33 @@ func envInt(name string, def int) int {
 // frames that the runtime then copies; a non-pointer in a pointer-typed slot kills the process
 // with "invalid pointer found on stack", which no recover can catch. The oracle is the process
 // itself: same PID, no fatal error in its log. TDSPOOL_CHURN_SECONDS, _CLIENTS, _CAP and
-// _REDIS=1 scale it up (the defaults keep `make test` short).
+// _REDIS=1 scale it up (the defaults keep `make test` short); with TDSPOOL_BACKEND_LEG=module,
+// TDSPOOL_CHURN_BACKEND_ENCRYPTION (e.g. TDS7_FULL) is the module leg's backend_encryption.
 func TestEnvoySurvivesConnectionChurnUnderGCPressure(t *testing.T) {
+	// The bucket is startTDSStack's, so TDSPOOL_BACKEND_LEG=module churns the module-owned leg
+	// (a whole "buckets" list in extra replaced it and always churned tcp_proxy).
 	s := startTDSStack(t, tdsStackOptions{capacity: envInt("TDSPOOL_CHURN_CAP", 8), tls: true,
 		redis: os.Getenv("TDSPOOL_CHURN_REDIS") != "", envoyEnv: []string{"GOGC=1"},
-		extra: map[string]any{"buckets": []map[string]any{{"name": "bucket-001", "cluster": "bucket_001",
-			"max_connections": envInt("TDSPOOL_CHURN_CAP", 8), "queue_timeout": "5s", "max_queue": 1000}}}})
+		bucket: map[string]any{"max_queue": 1000}, backendEnc: os.Getenv("TDSPOOL_CHURN_BACKEND_ENCRYPTION")})
 	runChurn(t, s, time.Duration(envInt("TDSPOOL_CHURN_SECONDS", 20))*time.Second, envInt("TDSPOOL_CHURN_CLIENTS", 12), 4)
+	assertLegUsed(t, s)
+}
+
+// assertLegUsed checks that the sessions went through the leg TDSPOOL_BACKEND_LEG names:
+// tcp_proxy opens its upstream connections to the bucket's cluster, the module-owned leg
+// never does.
+func assertLegUsed(t *testing.T, s *tdsStack) {
+	t.Helper()
+	stats, err := s.envoy.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	upstream := stats["cluster.bucket_001.upstream_cx_total"]
+	module := os.Getenv("TDSPOOL_BACKEND_LEG") == "module"
+	t.Logf("backend leg %q: %d tcp_proxy upstream connections", os.Getenv("TDSPOOL_BACKEND_LEG"), upstream)
+	if module != (upstream == 0) {
+		t.Fatalf("TDSPOOL_BACKEND_LEG=%q but tcp_proxy opened %d upstream connections", os.Getenv("TDSPOOL_BACKEND_LEG"), upstream)
+	}
 }
 
 // TestNoNonPointerValueInAPointerSlot runs the module built with every function prologue
