@@ -21,7 +21,7 @@ func agg(cells []Cell) Cell {
 	}
 	out := cells[0]
 	n := float64(len(cells))
-	var qps, mbps, cpu, sw, fair float64
+	var qps, mbps, cpu, sw, fair, beCPU, loadCPU float64
 	var ops, errs, bl int64
 	med := func(get func(c Cell) time.Duration) time.Duration {
 		v := make([]time.Duration, len(cells))
@@ -36,6 +36,8 @@ func agg(cells []Cell) Cell {
 		mbps += c.Res.MBps
 		cpu += c.ProxyCPUus
 		sw += c.ProxyCtxSw
+		beCPU += c.BackendCPUus
+		loadCPU += c.LoadCPUus
 		fair += c.Res.Fairness
 		ops += c.Res.Ops
 		errs += c.Res.Errors
@@ -49,6 +51,7 @@ func agg(cells []Cell) Cell {
 		}
 	}
 	out.Res.QPS, out.Res.MBps, out.ProxyCPUus, out.ProxyCtxSw, out.Res.Fairness = qps/n, mbps/n, cpu/n, sw/n, fair/n
+	out.BackendCPUus, out.LoadCPUus = beCPU/n, loadCPU/n
 	out.Res.Ops, out.Res.Errors, out.BackendLogins = ops, errs, bl
 	out.Res.Lat.P50 = med(func(c Cell) time.Duration { return c.Res.Lat.P50 })
 	out.Res.Lat.P90 = med(func(c Cell) time.Duration { return c.Res.Lat.P90 })
@@ -115,6 +118,16 @@ var (
 	mQPS = metric{name: "qps", get: func(c Cell) float64 { return c.Res.QPS }, fmt: func(v float64) string { return fmt.Sprintf("%.0f", v) }}
 	mCPU = metric{name: "proxy CPU/op", get: func(c Cell) float64 { return c.ProxyCPUus },
 		fmt: func(v float64) string { return fmt.Sprintf("%.1fµs", v) }, noDirect: true}
+	mBeCPU = metric{name: "backend CPU/op", get: func(c Cell) float64 { return c.BackendCPUus },
+		fmt: func(v float64) string { return fmt.Sprintf("%.1fµs", v) }}
+	mLoadCPU = metric{name: "client CPU/op", get: func(c Cell) float64 { return c.LoadCPUus },
+		fmt: func(v float64) string { return fmt.Sprintf("%.1fµs", v) }}
+	mAllCPU = metric{name: "all CPU/op", get: func(c Cell) float64 {
+		if c.BackendCPUus == 0 || c.LoadCPUus == 0 {
+			return 0
+		}
+		return c.ProxyCPUus + c.BackendCPUus + c.LoadCPUus
+	}, fmt: func(v float64) string { return fmt.Sprintf("%.1fµs", v) }}
 	mCtx = metric{name: "ctx sw/op", get: func(c Cell) float64 { return c.ProxyCtxSw },
 		fmt: func(v float64) string { return fmt.Sprintf("%.2f", v) }, noDirect: true}
 	mP50  = durMetric("p50", func(c Cell) time.Duration { return c.Res.Lat.P50 })
@@ -459,7 +472,7 @@ func (r *Report) Markdown() string {
 	}
 	for _, p := range r.params("login") {
 		fmt.Fprintf(&b, "## login — connect, login, `SELECT 1`, close; %d workers\n\n", p)
-		r.section(&b, t, "login", p, []metric{mLPS, mL50, mL90, mL99, mL999, mCPU})
+		r.section(&b, t, "login", p, []metric{mLPS, mL50, mL90, mL99, mL999, mCPU, mBeCPU, mLoadCPU, mAllCPU})
 		b.WriteString("![login latency](login-latency.png)\n\n")
 	}
 	for _, p := range r.params("stream") {

@@ -129,6 +129,11 @@ type Cell struct {
 	ProxyCPUus float64
 	// Context switches of the proxy's threads per operation, from /proc.
 	ProxyCtxSw float64
+	// CPU time per operation (µs, same window as ProxyCPUus) of the backend process and of
+	// this process (the load generator); 0 when unknown (an in-process backend). They show
+	// where a shared machine's CPU goes: a proxy's cost is partly paid back by work the
+	// backend no longer does (a pooled login).
+	BackendCPUus, LoadCPUus float64
 	// login: logins the backend saw during the cell, warm-up included (-1: unknown).
 	BackendLogins int64
 	// Pooled targets: the p99 of Envoy's borrow-wait histogram after the last ping cell
@@ -420,9 +425,17 @@ func Run(p Plan) (*Report, error) {
 				if workload == "login" {
 					loginsBefore = be.logins()
 				}
+				bePid := 0
+				if be.proc != nil {
+					bePid = be.proc.Pid()
+				}
 				before, _ := readProc(t.Pid)
+				beBefore, _ := readProc(bePid)
+				selfBefore, _ := readProc(os.Getpid())
 				res, err := run(t, label)
 				after, _ := readProc(t.Pid)
+				beAfter, _ := readProc(bePid)
+				selfAfter, _ := readProc(os.Getpid())
 				backendLogins := int64(-1)
 				if loginsBefore >= 0 {
 					if n := be.logins(); n >= 0 {
@@ -444,16 +457,26 @@ func Run(p Plan) (*Report, error) {
 					}
 					c.BorrowWait = envoyHistogramP99(t, hist)
 				}
-				if t.Pid != 0 && res.Ops > 0 {
+				if res.Ops > 0 {
 					// The CPU window includes warm-up; scale by the measured share of the time.
 					total := res.Elapsed + p.Warmup
 					if workload == "stream" {
 						total = res.Elapsed + res.Elapsed/time.Duration(max(1, res.Ops)) // one warm-up result
 					}
-					ticks := float64(after.cpuTicks - before.cpuTicks)
 					share := res.Elapsed.Seconds() / total.Seconds()
-					c.ProxyCPUus = ticks / clkTck * 1e6 * share / float64(res.Ops)
-					c.ProxyCtxSw = float64(after.ctxSw-before.ctxSw) * share / float64(res.Ops)
+					perOp := func(a, b procStat) float64 {
+						return float64(b.cpuTicks-a.cpuTicks) / clkTck * 1e6 * share / float64(res.Ops)
+					}
+					if t.Pid != 0 {
+						c.ProxyCPUus = perOp(before, after)
+						c.ProxyCtxSw = float64(after.ctxSw-before.ctxSw) * share / float64(res.Ops)
+					}
+					if bePid != 0 {
+						c.BackendCPUus = perOp(beBefore, beAfter)
+					}
+					if e.inProc == nil {
+						c.LoadCPUus = perOp(selfBefore, selfAfter)
+					}
 				}
 				if backendLogins >= 0 {
 					p.logf("  %s: %s backend logins=%d", label, oneLine(res), backendLogins)
