@@ -186,6 +186,7 @@ func defineBucketStats(d *metricDefiner, bucket string) bucketStats {
 			evictions:      d.counter(p + "pool_evictions_total"),
 			closed:         d.counter(p + "pool_closed_total"),
 			relogins:       d.counter(p + "pool_relogins_total"),
+			returnWaits:    d.counter(p + "pool_return_waits_total"),
 			warmed:         d.counter(p + "pool_warmed_total"),
 			warmupFailures: d.counter(p + "pool_warmup_failures_total"),
 		},

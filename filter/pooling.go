@@ -119,6 +119,8 @@ type poolStats struct {
 	borrowed, created, loginsSaved, resetFailures, evictions, closed host.MetricID // counters
 	// relogins: failed resets replaced by a hidden login (counted by the session).
 	relogins host.MetricID
+	// returnWaits: logins that found every backend of their key lent and waited for one.
+	returnWaits host.MetricID
 	// warmed, warmupFailures: warm-up logins that joined the pool, and failed ones.
 	warmed, warmupFailures host.MetricID
 }
@@ -149,7 +151,7 @@ func (bp *bucketPool) flush(conn host.Conn, st *poolStats, now time.Time, force 
 	}{
 		{st.borrowed, cur.Borrowed, old.Borrowed}, {st.created, cur.Created, old.Created},
 		{st.loginsSaved, cur.LoginsSaved, old.LoginsSaved}, {st.resetFailures, cur.ResetFailures, old.ResetFailures},
-		{st.evictions, cur.Evictions, old.Evictions},
+		{st.evictions, cur.Evictions, old.Evictions}, {st.returnWaits, cur.ReturnWaits, old.ReturnWaits},
 		{st.closed, closedTotal(cur), closedTotal(*old)},
 	} {
 		if c.now > c.was {
@@ -236,6 +238,9 @@ type poolState struct {
 	attnSent bool
 	// slotKill routes an operator's kill of the slot this session acquired.
 	slotKill *slotKill
+	// cancelWait withdraws the session's wait for a lent backend of its key (waitForReturn);
+	// nil when it is not waiting.
+	cancelWait func() bool
 	// login7 is the prepared LOGIN7 (framed) of a session answered from the pool, kept until
 	// its reset is acknowledged: a backend that fails the reset, with no other idle one of the
 	// key, is replaced by a hidden login with it. Never logged; zeroed when dropped.
@@ -329,28 +334,63 @@ func (s *session) servedFromPool(login *tds.Login7) bool {
 // a busy machine and opens a second backend. A real backend login costs more than this.
 const maxReturnWait = 10 * time.Millisecond
 
-// waitForReturn parks a pool miss whose key has backends lent out, checking every millisecond
-// for one coming back (up to maxReturnWait); then the session queues for a slot as usual.
-// False: nothing is lent, no reason to wait.
+// waitForReturn parks a pool miss whose key has backends lent out until one comes back (the
+// pool wakes it: pool.WaitReturn), up to maxReturnWait; then the session queues for a slot as
+// usual. False: nothing is lent, no reason to wait.
 func (s *session) waitForReturn() bool {
 	b := s.bucket
-	if b.pool == nil || !s.pool.keyed || b.pool.Lent(s.pool.key) == 0 {
+	if b.pool == nil || !s.pool.keyed {
+		return false
+	}
+	deadline := s.f.now().Add(maxReturnWait)
+	if !s.awaitReturn(deadline) {
 		return false
 	}
 	s.ph = phWaitSlot // holds client bytes; no slot is asked for yet
-	deadline := s.f.now().Add(maxReturnWait)
-	var check func()
-	check = func() {
-		switch {
-		case s.servedFromPool(s.pool.login):
-		case s.f.now().Before(deadline) && b.pool.Lent(s.pool.key) > 0:
-			s.armTimer(time.Millisecond, check)
-		default:
+	s.armTimer(maxReturnWait, func() {
+		if s.stopReturnWait() {
 			s.queueForSlot(s.pool.login)
 		}
-	}
-	s.armTimer(time.Millisecond, check)
+	})
 	return true
+}
+
+// awaitReturn registers the session with its key's pool to be woken, on its own worker, when
+// a lent backend of the key comes back. False: nothing of the key is lent.
+func (s *session) awaitReturn(deadline time.Time) bool {
+	conn := s.conn
+	cancel, ok := s.bucket.pool.WaitReturn(s.pool.key, func() {
+		conn.Post(func() { s.onBackendReturned(deadline) })
+	})
+	s.pool.cancelWait = cancel
+	return ok
+}
+
+// stopReturnWait ends the session's wait for a returned backend; false when it was not waiting.
+func (s *session) stopReturnWait() bool {
+	cancel := s.pool.cancelWait
+	if cancel == nil {
+		return false
+	}
+	s.pool.cancelWait = nil
+	cancel()
+	return true
+}
+
+// onBackendReturned runs on the worker when a backend of the session's key came back: it
+// borrows it, or waits on if another login took it first and more are lent, or else queues
+// for a slot.
+func (s *session) onBackendReturned(deadline time.Time) {
+	if s.pool.cancelWait == nil || s.finished || s.ph != phWaitSlot {
+		return // woken after its wait ended (the deadline, the client gone)
+	}
+	s.pool.cancelWait = nil
+	switch {
+	case s.servedFromPool(s.pool.login):
+	case s.f.now().Before(deadline) && s.awaitReturn(deadline):
+	default:
+		s.queueForSlot(s.pool.login) // re-arms the session's timer
+	}
 }
 
 // recordLoginBytes keeps the backend's login response for the pool (bounded).

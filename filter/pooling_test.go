@@ -23,7 +23,7 @@ const pooledConfig = `{
   "default_bucket": "p1"
 }`
 
-func pooledHarness(t *testing.T) (*harness, *[]*fakeBackend) {
+func pooledHarness(t testing.TB) (*harness, *[]*fakeBackend) {
 	h := newHarness(t, pooledConfig)
 	dialed := &[]*fakeBackend{}
 	h.f.dial = func(tg backend.Target, hd backend.Handler) backendConn {
@@ -51,7 +51,7 @@ func (h *harness) held() int {
 
 // pooledLogin logs a client in; when the pool has nothing for it, it plays the backend's
 // handshake and login response on the next dialed connection.
-func (c *client) pooledLogin(t *testing.T, dialed *[]*fakeBackend, user, password string) (fb *fakeBackend, reused bool) {
+func (c *client) pooledLogin(t testing.TB, dialed *[]*fakeBackend, user, password string) (fb *fakeBackend, reused bool) {
 	t.Helper()
 	n := len(*dialed)
 	c.fromClient(preloginMsg(tds.EncryptOff))
@@ -435,20 +435,40 @@ func TestPooledLoginWaitsForALentBackend(t *testing.T) {
 			if len(b.conn.ToClient) != 0 || len(*dialed) != 1 {
 				t.Fatal("the login did not wait for the lent backend")
 			}
+			if n := h.metrics.Value("bucket.p1.pool_return_waits_total"); n != 0 {
+				t.Fatalf("pool_return_waits_total %d before a flush", n)
+			}
+			// A second login of the key while B waits: the key's clients outnumber its
+			// backends, so it logs a new one in at once instead of queueing behind B.
+			c := h.connect()
+			c.fromClient(preloginMsg(tds.EncryptOff))
+			c.fromClient(loginFor("app", "pw"))
+			for deadline := time.Now().Add(time.Second); len(*dialed) == 1 && time.Now().Before(deadline); {
+				c.conn.RunPosted()
+				time.Sleep(time.Millisecond)
+			}
+			if len(*dialed) != 2 {
+				t.Fatal("a second login of the key waited for a lent backend too")
+			}
+			c.gone(host.RemoteClose)
 			if returns {
 				a.s.OnEvent(host.RemoteClose) // A's close, handled after B's login arrived
 				b.waitPosted(time.Second)
-				if len(b.conn.ToClient) == 0 || len(*dialed) != 1 {
+				if len(b.conn.ToClient) == 0 || len(*dialed) != 2 {
 					t.Fatalf("B answered %d bytes with %d dials: want the returned backend", len(b.conn.ToClient), len(*dialed))
+				}
+				b.s.(*session).flushPoolStats(true)
+				if n := h.metrics.Value("bucket.p1.pool_return_waits_total"); n != 1 {
+					t.Fatalf("pool_return_waits_total %d, want 1 (B's)", n)
 				}
 				return
 			}
 			deadline := time.Now().Add(time.Second)
-			for len(*dialed) == 1 && time.Now().Before(deadline) {
+			for len(*dialed) == 2 && time.Now().Before(deadline) {
 				b.conn.RunPosted()
 				time.Sleep(time.Millisecond)
 			}
-			if len(*dialed) != 2 {
+			if len(*dialed) != 3 {
 				t.Fatal("a login kept waiting for a backend that stays lent")
 			}
 		})

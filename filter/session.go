@@ -580,6 +580,7 @@ func (s *session) OnDestroy() {
 	// a close event must not keep its slot either (counted apart: it should not happen).
 	s.stopTimer()
 	s.stopDrainTimer()
+	s.stopReturnWait()
 	s.f.untrackSession(s)
 	if s.cancelAcquire != nil {
 		s.cancelAcquire()
@@ -632,6 +633,7 @@ func (s *session) finish() {
 	s.ph = phClosed
 	s.stopTimer()
 	s.stopDrainTimer()
+	s.stopReturnWait()
 	s.closeTLS()
 	if s.leg != nil {
 		s.leg.close()

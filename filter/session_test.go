@@ -25,12 +25,12 @@ const testConfig = `{
 }`
 
 type harness struct {
-	t       *testing.T
+	t       testing.TB
 	f       *Factory
 	metrics *hosttest.Metrics
 }
 
-func newHarness(t *testing.T, jsonCfg string) *harness {
+func newHarness(t testing.TB, jsonCfg string) *harness {
 	t.Helper()
 	cfg, err := tdspoolpb.Load([]byte(jsonCfg))
 	if err != nil {

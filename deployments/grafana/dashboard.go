@@ -259,7 +259,8 @@ func Build() ([]byte, error) {
 				"for a waiter; closed: backends the pool closed (limits, taints, deaths, evictions); reset failures: reused " +
 				"backends that did not acknowledge their reset; re-logins: failed resets with no other idle backend, replaced " +
 				"by a backend login the client never saw; warmed / warm-up failures: min_idle logins with the warm-up " +
-				"credentials that joined the pool, and those that failed (retried with a growing pause).",
+				"credentials that joined the pool, and those that failed (retried with a growing pause); return waits: " +
+				"logins that found every backend of their login lent and waited (up to 10 ms) for one to come back.",
 			queries: []q{{"sum(rate(envoy_tdspool_bucket_pool_borrowed_total{" + pb + "}[" + ri + "]))", "borrowed"},
 				{"sum(rate(envoy_tdspool_bucket_pool_logins_saved_total{" + pb + "}[" + ri + "]))", "logins saved"},
 				{"sum(rate(envoy_tdspool_bucket_pool_created_total{" + pb + "}[" + ri + "]))", "created"},
@@ -268,7 +269,8 @@ func Build() ([]byte, error) {
 				{"sum(rate(envoy_tdspool_bucket_pool_reset_failures_total{" + pb + "}[" + ri + "]))", "reset failures"},
 				{"sum(rate(envoy_tdspool_bucket_pool_relogins_total{" + pb + "}[" + ri + "]))", "re-logins"},
 				{"sum(rate(envoy_tdspool_bucket_pool_warmed_total{" + pb + "}[" + ri + "]))", "warmed"},
-				{"sum(rate(envoy_tdspool_bucket_pool_warmup_failures_total{" + pb + "}[" + ri + "]))", "warm-up failures"}}}.build(),
+				{"sum(rate(envoy_tdspool_bucket_pool_warmup_failures_total{" + pb + "}[" + ri + "]))", "warm-up failures"},
+				{"sum(rate(envoy_tdspool_bucket_pool_return_waits_total{" + pb + "}[" + ri + "]))", "return waits"}}}.build(),
 		panel{title: "Pooled keys per bucket", w: 12, h: 8,
 			desc: "Distinct logins (user, database, app name, language, TDS version, options...) with at least one " +
 				"pooled backend. Many keys with one backend each means few logins are shared: idle backends of one " +

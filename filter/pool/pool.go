@@ -94,6 +94,15 @@ type keyPool[C Conn] struct {
 	reply      *tds.LoginReply
 	idle       []*entry[C] // LIFO: the top (last) is the most recently used
 	active     int
+	// waiters are clients waiting for a lent backend of the key to come back
+	// (WaitReturn), oldest first.
+	waiters []*returnWaiter
+}
+
+// returnWaiter is one WaitReturn call not yet woken or cancelled.
+type returnWaiter struct {
+	wake func()
+	kp   any // the *keyPool it waits on, for Cancel
 }
 
 // Pool is one bucket's pool of logged-in backend sessions, generic over the
@@ -360,7 +369,9 @@ func (l *Lease[C]) DetachFailed() (release func()) {
 	p.stats.resetFailures++
 	p.deactivate(l.e)
 	p.forget(l.e)
+	wake := p.takeWaiters(l.e.kp)
 	p.mu.Unlock()
+	wakeAll(wake)
 	return l.e.release
 }
 
@@ -402,15 +413,19 @@ func (l *Lease[C]) Return(now time.Time) {
 		}
 		p.stats.closedOnReturn[why]++
 		p.forget(e)
+		wake := p.takeWaiters(e.kp)
 		p.mu.Unlock()
 		closeAll([]*entry[C]{e})
+		wakeAll(wake)
 		return
 	}
 	e.idleSince = now
 	e.kp.idle = append(e.kp.idle, e)
 	p.idle++
 	p.stats.returned++
+	wake := p.takeWaiters(e.kp)
 	p.mu.Unlock()
+	wakeAll(wake)
 }
 
 // Discard closes the leased backend instead of returning it (the session
@@ -429,8 +444,10 @@ func (l *Lease[C]) discard() {
 	p.deactivate(l.e)
 	p.stats.discarded++
 	p.forget(l.e)
+	wake := p.takeWaiters(l.e.kp)
 	p.mu.Unlock()
 	closeAll([]*entry[C]{l.e})
+	wakeAll(wake)
 }
 
 func (p *Pool[C]) deactivate(e *entry[C]) {
@@ -563,6 +580,81 @@ func (p *Pool[C]) Lent(key Key) int {
 		return kp.active
 	}
 	return 0
+}
+
+// WaitReturn asks for wake to be called once, the next time a backend of
+// key's identity that is lent out now comes back (returned to its idle
+// stack, or closed), so a client that found all of them lent can borrow
+// the returned one at once instead of checking again and again. The
+// waiters of a key are woken one per return, oldest first; all of them
+// when the key has nothing lent any more. wake runs on the returning
+// session's thread without the pool's lock, and must not block (a post to
+// the waiter's own thread). cancel withdraws a registration not yet woken;
+// it reports whether it did (false: wake has run or is about to).
+//
+// ok is false, and nothing is registered, when no backend of key (with
+// key's credential) is lent (nothing will come back), or when another
+// client of the key waits already. One waiter covers what the wait is for:
+// a client that closes and reconnects at once, whose close may be handled
+// after its next login. A second means the key's clients outnumber its
+// backends, and the caller logs a new one in, so the pool grows to the
+// key's concurrency instead of making clients queue for each other's
+// backends.
+func (p *Pool[C]) WaitReturn(key Key, wake func()) (cancel func() bool, ok bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	kp := p.keys[key.Identity]
+	if kp == nil || !kp.cred.Equal(key.Credential) || kp.active == 0 || len(kp.waiters) > 0 {
+		return nil, false
+	}
+	w := &returnWaiter{wake: wake, kp: kp}
+	kp.waiters = append(kp.waiters, w)
+	p.stats.returnWaits++
+	return func() bool { return p.cancelWait(w) }, true
+}
+
+// cancelWait removes w from its key's waiters, if it is still there.
+func (p *Pool[C]) cancelWait(w *returnWaiter) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	kp := w.kp.(*keyPool[C])
+	for i, x := range kp.waiters {
+		if x == w {
+			kp.waiters = append(kp.waiters[:i], kp.waiters[i+1:]...)
+			return true
+		}
+	}
+	return false
+}
+
+// takeWaiters removes and returns the waiters to wake after a backend of kp
+// came back: the oldest, or all of them when nothing of kp is lent any more
+// (the lock is held).
+func (p *Pool[C]) takeWaiters(kp *keyPool[C]) []func() {
+	n := min(1, len(kp.waiters))
+	if kp.active == 0 {
+		n = len(kp.waiters)
+	}
+	if n == 0 {
+		return nil
+	}
+	wake := make([]func(), n)
+	for i, w := range kp.waiters[:n] {
+		wake[i] = w.wake
+	}
+	clear(kp.waiters[:n])
+	kp.waiters = kp.waiters[n:]
+	if len(kp.waiters) == 0 {
+		kp.waiters = nil
+	}
+	return wake
+}
+
+// wakeAll calls the waiters taken by takeWaiters, without the lock.
+func wakeAll(wake []func()) {
+	for _, w := range wake {
+		w()
+	}
 }
 
 // HasIdle says whether key's identity has an idle backend logged in with

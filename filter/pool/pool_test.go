@@ -559,3 +559,65 @@ func TestConcurrentUse(t *testing.T) {
 		t.Fatalf("stats %+v, %d connections", st, len(hs.conns))
 	}
 }
+
+// WaitReturn: a client that found every backend of its key lent is woken by the next one
+// to come back (returned or closed), one waiter per return; a second waiter of the key is
+// refused (the caller logs in a new backend), and so is one of a key with nothing lent.
+func TestWaitReturnWakesOnReturn(t *testing.T) {
+	hs := newHarness(t, Config{})
+	k := hs.key("app", "pw", "db")
+	woken := map[string]int{}
+	wake := func(name string) func() { return func() { woken[name]++ } }
+
+	if _, ok := hs.p.WaitReturn(k, wake("none")); ok {
+		t.Fatal("a wait registered for a key with nothing lent")
+	}
+	a, b := hs.login(k), hs.login(k)
+	cancelFirst, ok := hs.p.WaitReturn(k, wake("first"))
+	if !ok {
+		t.Fatal("no wait registered with two backends lent")
+	}
+	if _, ok := hs.p.WaitReturn(k, wake("second")); ok {
+		t.Fatal("a second waiter of the key registered: it should log a new backend in")
+	}
+	if other := hs.key("app", "other-pw", "db"); func() bool { _, ok := hs.p.WaitReturn(other, wake("x")); return ok }() {
+		t.Fatal("a wait registered with another credential")
+	}
+	a.Return(hs.now)
+	if woken["first"] != 1 || len(woken) != 1 {
+		t.Fatalf("woken %v after a return, want the first waiter once", woken)
+	}
+	if cancelFirst() {
+		t.Fatal("cancel of a woken wait reported withdrawn")
+	}
+	if l, _ := hs.p.Borrow(k, hs.now); l == nil {
+		t.Fatal("the returned backend is not idle")
+	} else {
+		l.Return(hs.now)
+	}
+
+	// A discarded backend wakes a waiter too (it stops waiting for nothing); with nothing
+	// lent any more every waiter is woken.
+	if _, ok := hs.p.WaitReturn(k, wake("third")); !ok {
+		t.Fatal("no wait registered with one backend lent")
+	}
+	b.Taint(TaintAppRole)
+	b.Return(hs.now)
+	if woken["third"] != 1 {
+		t.Fatalf("woken %v after a tainted return", woken)
+	}
+
+	// Cancelled before any return: never woken.
+	l, _ := hs.p.Borrow(k, hs.now)
+	cancel, ok := hs.p.WaitReturn(k, wake("cancelled"))
+	if !ok || !cancel() {
+		t.Fatal("a registered wait was not withdrawn")
+	}
+	l.Discard()
+	if woken["cancelled"] != 0 {
+		t.Fatalf("a cancelled wait was woken: %v", woken)
+	}
+	if n := hs.p.Stats().ReturnWaits; n != 3 {
+		t.Fatalf("ReturnWaits = %d, want 3", n)
+	}
+}

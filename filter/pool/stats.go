@@ -9,6 +9,7 @@ import (
 type counters struct {
 	borrowed, returned, created, warmed, loginsSaved, resetFailures uint64
 	evictions, discarded, refusedKeys                               uint64
+	returnWaits                                                     uint64
 	misses                                                          [missCount]uint64
 	tainted                                                         [taintCount]uint64
 	closedIdleBy                                                    map[string]uint64
@@ -46,6 +47,9 @@ type Stats struct {
 	Evictions     uint64 // idle backends closed to free a slot for a waiter
 	Discarded     uint64 // lent backends closed by the session instead of returned
 	RefusedKeys   uint64 // keys forgotten because the server refused their credential
+	// ReturnWaits counts clients that found every backend of their key lent
+	// out and waited for one to come back (WaitReturn).
+	ReturnWaits uint64
 	// Misses by reason (index: Miss); Misses[Hit] stays 0.
 	Misses []uint64
 	// Tainted by reason (index: Taint).
@@ -80,7 +84,7 @@ func (p *Pool[C]) Stats() Stats {
 		Idle: p.idle, Active: p.active, Pooled: p.idle + p.active, Keys: len(p.keys), PooledKeys: pooledKeys,
 		Borrowed: c.borrowed, Returned: c.returned, Created: c.created, Warmed: c.warmed,
 		LoginsSaved: c.loginsSaved, ResetFailures: c.resetFailures, Evictions: c.evictions,
-		Discarded: c.discarded, RefusedKeys: c.refusedKeys,
+		Discarded: c.discarded, RefusedKeys: c.refusedKeys, ReturnWaits: c.returnWaits,
 		Misses: slices.Clone(c.misses[:]), Tainted: slices.Clone(c.tainted[:]),
 		ClosedIdle: cloneMap(c.closedIdleBy), ClosedOnReturn: cloneMap(c.closedOnReturn),
 		BorrowWait: c.wait.clone(),
