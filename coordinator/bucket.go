@@ -54,7 +54,8 @@ type bucket struct {
 	// of the fallback quota.
 	owned      map[string]struct{}
 	hbDue      bool
-	infoDirty  map[string]struct{} // held ids whose holder Redis must hear again
+	infoDirty  map[string]struct{} // held ids whose holder Redis must hear again (re-assert)
+	fs         fleetState          // holder changes and client records for the fleet view (clients.go)
 	fallback   bool
 	failStreak int
 	lastErr    error
@@ -94,6 +95,9 @@ func (b *bucket) loop() {
 			b.c.safely("bucket step", b.step)
 		case <-b.c.done:
 			b.flushDrops()
+			if b.fleetWanted(true) {
+				b.syncFleet() // the client records go with the proxy
+			}
 			return
 		}
 	}
@@ -168,6 +172,7 @@ func (b *bucket) releaseLocked(id string) {
 	if _, ok := b.held[id]; ok {
 		delete(b.held, id)
 		delete(b.infoDirty, id)
+		delete(b.fs.holderDirty, id)
 		b.drop[id] = struct{}{}
 	}
 }
@@ -176,7 +181,9 @@ func (b *bucket) setPins(l *Lease, pins string) {
 	b.mu.Lock()
 	if _, ok := b.held[l.id]; ok && l.holder.Pins != pins {
 		l.holder.Pins = pins
-		b.infoDirty[l.id] = struct{}{}
+		fs := b.fleetLocked()
+		fs.holderDirty[l.id] = fs.holderDirty[l.id] // keeps a pending restamp
+		b.armFleetFlushLocked()
 	}
 	b.mu.Unlock()
 }
@@ -199,7 +206,7 @@ func (b *bucket) setCap(cap int) {
 
 func (b *bucket) heartbeatDue() {
 	b.mu.Lock()
-	active := len(b.held) > 0 || len(b.byID) > 0 || len(b.drop) > 0 || b.fallback || b.capDirty
+	active := len(b.held) > 0 || len(b.byID) > 0 || len(b.drop) > 0 || b.fallback || b.capDirty || len(b.fs.clients) > 0
 	b.hbDue = b.hbDue || active
 	b.mu.Unlock()
 	if active {
@@ -292,6 +299,12 @@ func (b *bucket) capLocked() int {
 	return b.cfg.Cap
 }
 
+func (b *bucket) isFallback() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.fallback
+}
+
 func (b *bucket) errIfFallback() error {
 	if b.fallback {
 		return b.lastErr
@@ -342,6 +355,15 @@ func (b *bucket) step() {
 	b.hbDue = false
 	b.compactLocked()
 	b.mu.Unlock()
+	beat := hb
+	defer func() {
+		// After the slot work, whatever its outcome: holder changes and client records
+		// (renewed, and checked for kills, with every heartbeat). Not while Redis is known
+		// to be unreachable, where each call would only wait out its timeout.
+		if !b.isFallback() && b.fleetWanted(beat) {
+			b.syncFleet()
+		}
+	}()
 
 	// After a failure only the heartbeat goes out until Redis answers: a
 	// release that times out may or may not have run, so each one sent into
@@ -680,6 +702,10 @@ func (b *bucket) closeAll() {
 	}
 	for id := range b.held {
 		b.releaseLocked(id)
+	}
+	for id := range b.fs.clients {
+		delete(b.fs.clients, id)
+		b.fs.clientGone[id] = struct{}{}
 	}
 	b.mu.Unlock()
 	b.deliver(out)

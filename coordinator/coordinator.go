@@ -160,6 +160,11 @@ type Holder struct {
 	App      string `json:"app,omitempty"`
 	Database string `json:"db,omitempty"`
 	Pins     string `json:"pins,omitempty"` // why the session is pinned, comma separated
+	// State is "" while the lease serves a client, HolderIdle while its backend connection
+	// waits in a pool (Client is then empty: nobody is using it).
+	State string `json:"state,omitempty"`
+	// Session is the client record (Client.ID) a transaction-pooled backend serves now.
+	Session string `json:"session,omitempty"`
 }
 
 // holderRecord is the JSON stored per lease.

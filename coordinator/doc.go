@@ -12,6 +12,8 @@
 //	                listener, the heartbeat ticker and the proxy table entry
 //	fleet.go        Fleet: the operator's side (tdspoolctl): read proxies,
 //	                buckets, leases and holders; set cap or state; kill
+//	clients.go      holder changes (Lease.SetHolder) and client records
+//	                (AddClient): batched writes off the caller's path
 //	bucket.go       one bucket's local state and its worker goroutine (the
 //	                only goroutine that calls Redis for the bucket), fallback
 //	                quota, reply parsing
@@ -35,6 +37,8 @@
 //	                 state_at, epoch, grace_until, seen, grants
 //	P:{b}:i     HASH id -> "<since ms> <holder JSON>"        2×max(lease, waiter TTL)
 //	P:{b}:kill  SET lease ids an operator asked to end      1 min
+//	P:{b}:c:<proxyId>  HASH client id -> "<since ms> <holder JSON>": client sessions
+//	                 holding no slot (never counted)         LeaseTTL, renewed by heartbeats
 //	P:proxies   HASH proxy id -> JSON (host, pid, buckets, labels, seen)  MetaTTL
 //	P:grant:<proxyId>  Pub/Sub channel: "<bucket>\n<id>\n<ticket>\n<grantSeq>"
 //	P:control   Pub/Sub channel: "<bucket>": an operator changed it; heartbeat now
@@ -150,7 +154,10 @@
 // Holders: AcquireRequest stores a JSON record (proxy, client, user, app,
 // database, pins) for each waiter and lease in the same script call; a grant
 // restamps its "since"; a release, reap or dead waiter removes it; pins
-// changed by Lease.SetPins travel with the next heartbeat. Every Heartbeat a
+// changed by Lease.SetPins, and a holder replaced by Lease.SetHolder (a pooled
+// backend lent to another client, or idle), are written by the bucket's worker
+// in one call per 100 ms of changes (clients.go); so are client records
+// (AddClient: a session holding no slot, which a kill can end too). Every Heartbeat a
 // coordinator also writes its entry in P:proxies (host, pid, buckets, labels;
 // "seen" from Redis TIME), and a bucket with no work still calls every
 // RefreshEvery, so an idle proxy's view of cap and state stays current.

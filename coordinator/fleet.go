@@ -98,12 +98,21 @@ func (f *Fleet) Buckets(ctx context.Context) ([]string, error) {
 	return out, nil
 }
 
-// LeaseInfo is one lease (a held slot: a backend connection) or one waiter.
+// Kinds of LeaseInfo.
+const (
+	KindLease  = "lease"  // a held slot: a backend connection
+	KindWaiter = "waiter" // a request queued for a slot
+	KindClient = "client" // a client session holding no slot (transaction pooling)
+)
+
+// LeaseInfo is one lease (a held slot: a backend connection), one waiter, or one client record
+// (a client session without a slot, which never counts toward the cap).
 type LeaseInfo struct {
 	ID      string    `json:"id"`
+	Kind    string    `json:"kind"`
 	Bucket  string    `json:"bucket"`
 	Proxy   string    `json:"proxy"`
-	Held    bool      `json:"held"`              // false: waiting in the queue
+	Held    bool      `json:"held"`              // a lease (false: a waiter or a client record)
 	Ticket  int64     `json:"ticket,omitempty"`  // queue position key for waiters
 	Expires time.Time `json:"expires,omitzero"`  // lease expiry unless renewed
 	Since   time.Time `json:"since,omitzero"`    // granted (held) or queued (waiting)
@@ -113,8 +122,9 @@ type LeaseInfo struct {
 
 // ProxyCount is one proxy's share of a bucket.
 type ProxyCount struct {
-	Held   int `json:"held"`
-	Queued int `json:"queued"`
+	Held    int `json:"held"`
+	Queued  int `json:"queued"`
+	Clients int `json:"clients_without_slot,omitempty"`
 }
 
 // BucketInfo is one bucket as Redis holds it.
@@ -128,6 +138,7 @@ type BucketInfo struct {
 	StateAt  time.Time              `json:"state_set_at,omitzero"`
 	Held     int                    `json:"in_use"`
 	Queued   int                    `json:"queued"`
+	Clients  int                    `json:"clients_without_slot"` // client records (never count toward the cap)
 	Epoch    string                 `json:"epoch,omitempty"`
 	Grants   int64                  `json:"grants_total"`
 	PerProxy map[string]*ProxyCount `json:"per_proxy"`
@@ -145,8 +156,20 @@ func (f *Fleet) Bucket(ctx context.Context, bucket string) (BucketInfo, error) {
 	queued := pipe.ZRangeWithScores(ctx, k[keyQueue], 0, -1)
 	info := pipe.HGetAll(ctx, k[keyInfo])
 	kills := pipe.SMembers(ctx, k[keyKill])
+	proxies := pipe.ZRange(ctx, k[keyProxies], 0, -1)
 	if _, err := pipe.Exec(ctx); err != nil && err != redis.Nil {
 		return bi, fmt.Errorf("bucket %s: %w", bucket, err)
+	}
+	// Client records: one hash per proxy that called for the bucket within a lease TTL.
+	pipe = f.rdb.Pipeline()
+	var clientHashes []*redis.MapStringStringCmd
+	for _, px := range proxies.Val() {
+		clientHashes = append(clientHashes, pipe.HGetAll(ctx, clientKey(f.prefix, bucket, px)))
+	}
+	if len(clientHashes) > 0 {
+		if _, err := pipe.Exec(ctx); err != nil && err != redis.Nil {
+			return bi, fmt.Errorf("bucket %s: client records: %w", bucket, err)
+		}
 	}
 	m := meta.Val()
 	bi.Cap, _ = strconv.Atoi(m["cap"])
@@ -159,20 +182,20 @@ func (f *Fleet) Bucket(ctx context.Context, bucket string) (BucketInfo, error) {
 		killing[id] = true
 	}
 	infos := info.Val()
-	add := func(z redis.Z, isHeld bool) {
-		id, _ := z.Member.(string)
-		l := LeaseInfo{ID: id, Bucket: bucket, Proxy: ownerOf(id), Held: isHeld, Killing: killing[id]}
-		if isHeld {
-			l.Expires = time.UnixMilli(int64(z.Score))
-		} else {
-			l.Ticket = int64(z.Score)
+	add := func(id, kind string, score float64, rec string) {
+		l := LeaseInfo{ID: id, Kind: kind, Bucket: bucket, Proxy: ownerOf(id), Held: kind == KindLease, Killing: killing[id]}
+		switch kind {
+		case KindLease:
+			l.Expires = time.UnixMilli(int64(score))
+		case KindWaiter:
+			l.Ticket = int64(score)
 		}
-		if v, ok := infos[id]; ok {
-			since, js, _ := strings.Cut(v, " ")
+		if rec != "" {
+			since, js, _ := strings.Cut(rec, " ")
 			l.Since = msField(since)
-			var rec holderRecord
-			if json.Unmarshal([]byte(js), &rec) == nil {
-				l.Holder = rec.Holder
+			var hr holderRecord
+			if json.Unmarshal([]byte(js), &hr) == nil {
+				l.Holder = hr.Holder
 			}
 		}
 		pc := bi.PerProxy[l.Proxy]
@@ -180,22 +203,43 @@ func (f *Fleet) Bucket(ctx context.Context, bucket string) (BucketInfo, error) {
 			pc = &ProxyCount{}
 			bi.PerProxy[l.Proxy] = pc
 		}
-		if isHeld {
+		switch kind {
+		case KindLease:
 			pc.Held++
 			bi.Held++
-		} else {
+		case KindWaiter:
 			pc.Queued++
 			bi.Queued++
+		case KindClient:
+			pc.Clients++
+			bi.Clients++
 		}
 		bi.Leases = append(bi.Leases, l)
 	}
 	for _, z := range held.Val() {
-		add(z, true)
+		id, _ := z.Member.(string)
+		add(id, KindLease, z.Score, infos[id])
 	}
 	for _, z := range queued.Val() {
-		add(z, false)
+		id, _ := z.Member.(string)
+		add(id, KindWaiter, z.Score, infos[id])
+	}
+	for _, h := range clientHashes {
+		recs := h.Val()
+		for _, id := range sortedIDs(recs) {
+			add(id, KindClient, 0, recs[id])
+		}
 	}
 	return bi, nil
+}
+
+func sortedIDs(m map[string]string) []string {
+	ids := make([]string, 0, len(m))
+	for id := range m {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	return ids
 }
 
 // setMetaLua sets one operator field of a bucket's meta hash with who and
@@ -251,7 +295,12 @@ func (f *Fleet) Kill(ctx context.Context, bucket, id string) error {
 	k := bucketKeys(f.prefix, bucket)
 	_, err := f.rdb.ZScore(ctx, k[keyHolders], id).Result()
 	if err == redis.Nil {
-		return fmt.Errorf("bucket %s: no lease %q", bucket, id)
+		// A client record (a session holding no slot) is killed the same way.
+		var isClient bool
+		isClient, err = f.rdb.HExists(ctx, clientKey(f.prefix, bucket, ownerOf(id)), id).Result()
+		if err == nil && !isClient {
+			return fmt.Errorf("bucket %s: no lease or client %q", bucket, id)
+		}
 	}
 	if err != nil {
 		return fmt.Errorf("bucket %s: %w", bucket, err)

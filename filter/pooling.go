@@ -60,7 +60,8 @@ type slotKill struct {
 	mu      sync.Mutex
 	session func() bool // posts the kill to the acquiring session
 	backend *pooledBackend
-	done    bool // killed with nobody to tell: the backend it goes to is closed
+	done    bool       // killed with nobody to tell: the backend it goes to is closed
+	fleet   fleetLease // the slot's holder record in the fleet view (fleet.go)
 }
 
 func (k *slotKill) kill() {
@@ -324,6 +325,7 @@ func (s *session) servedFromPool(login *tds.Login7) bool {
 	s.pool.login7, s.login7 = s.login7, nil
 	s.onLoginResponseDone()
 	s.flushPoolStats(false)
+	s.fleetLent(pb, login)
 	return true
 }
 
@@ -632,6 +634,7 @@ func (s *session) returnBackend() bool {
 		p.lease.Taint(pool.TaintRequestInFlight)
 	}
 	pb := p.lease.Conn()
+	s.fleetReturned(pb)
 	pb.setUser(nil)
 	pb.c.SetHandler(nil)
 	pb.c.PauseReads(false)

@@ -408,6 +408,7 @@ func (s *session) onSlot(r SlotResult) {
 	}
 	s.release = r.Release
 	s.setPins = r.SetPins
+	s.pool.slotKill.record().granted(r, loginOnly(s.pool.login))
 	if reason := s.backendDown(); reason != "" {
 		s.conn.IncCounter(b.stats.backendUnavailable, 1)
 		s.refuse(backendUnavailable(b.cfg.Name, reason))

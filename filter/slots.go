@@ -32,9 +32,11 @@ type SlotResult struct {
 	Outcome coordinator.Outcome
 	Release func() // non-nil when Granted; idempotent
 	// SetPins tells the fleet view why the session is pinned (nil without Redis).
-	SetPins  func(pins string)
-	Waited   time.Duration
-	Fallback bool // decided by the local quota while Redis was unreachable
+	SetPins func(pins string)
+	// SetHolder tells the fleet view who the slot's backend serves now (nil without Redis).
+	SetHolder func(coordinator.Holder)
+	Waited    time.Duration
+	Fallback  bool // decided by the local quota while Redis was unreachable
 	// State and Cap: the bucket's operator state and the cap in force, for error texts.
 	State coordinator.State
 	Cap   int
@@ -60,6 +62,7 @@ func (s coordinatorSlots) Acquire(req SlotRequest, done func(SlotResult)) func()
 			lease := r.Lease
 			res.Release = func() { s.c.Release(lease) } // idempotent in the coordinator
 			res.SetPins = lease.SetPins
+			res.SetHolder = lease.SetHolder
 		}
 		done(res)
 	})

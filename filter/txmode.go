@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tdspool/tdspool/coordinator"
 	"github.com/tdspool/tdspool/envoy/host"
 	"github.com/tdspool/tdspool/filter/backend"
 	"github.com/tdspool/tdspool/filter/pool"
@@ -187,9 +188,17 @@ type txLeg struct {
 	waiter       *txWaiter
 	waitStart    time.Time
 	readDisabled bool
-	clientAbove  bool // the client's write buffer is above its high watermark
-	closed       bool
-	connGone     bool // destroyed without a close event: the Envoy connection is gone
+
+	// The fleet view: the session's client record (it holds no slot between requests) and
+	// what a bound backend's lease shows (txmode_fleet.go).
+	client fleetClient
+	holder coordinator.Holder
+	// idle_timeout: the last traffic either way, and the check's timer.
+	lastActive  time.Time
+	idleTimer   *time.Timer
+	clientAbove bool // the client's write buffer is above its high watermark
+	closed      bool
+	connGone    bool // destroyed without a close event: the Envoy connection is gone
 }
 
 // txMessage is the client message being received.
@@ -227,15 +236,19 @@ func (s *session) startTxMode(reply *tds.LoginReply) bool {
 	login := txpool.LoginState(reply.Database, reply.Language)
 	t := &txLeg{s: s, q: b.tx, pool: b.pool, key: s.pool.key, loginState: login, binding: txpool.NewBinding(login),
 		login: s.pool.login}
+	t.startFleet()
 	if lease := s.pool.lease; lease != nil {
 		// The session's real login: its backend goes to the pool (or to a waiter) now.
 		s.pool.lease = nil
 		pb := lease.Conn()
+		s.fleetReturned(pb)
+		pb.setUser(nil)
 		pb.c.SetHandler(nil)
 		pb.c.PauseReads(false)
 		t.q.giveBack(lease, t.key.Identity, s.f.now())
 	}
 	s.leg = t
+	s.setPins = t.fleetPins
 	s.flushPoolStats(false)
 	return true
 }
@@ -265,7 +278,10 @@ func (s *session) servedFromRecordedReply(login *tds.Login7) bool {
 func (t *txLeg) open() bool       { return true }
 func (t *txLeg) sendLogin([]byte) {}
 func (t *txLeg) clientEnded()     { t.s.finishWith(host.FlushWrite, "tdspool_client_closed") }
-func (t *txLeg) relayStarted()    { t.s.relay.pending = 0 }
+func (t *txLeg) relayStarted() {
+	t.s.relay.pending = 0
+	t.armIdleCheck()
+}
 
 // clientWatermark: a client that does not read its results pauses the bound backend.
 func (t *txLeg) clientWatermark(above bool) {
@@ -286,6 +302,7 @@ func (t *txLeg) fromClient(size int) host.Status {
 	if s.finished || len(b) == 0 {
 		return host.StopIteration
 	}
+	t.active()
 	s.relay.batch.rxBytes += uint64(len(b))
 	t.in = append(t.in, b...)
 	off := 0
@@ -541,6 +558,7 @@ func (t *txLeg) bound(lease *pool.Lease[*pooledBackend], reset bool) {
 	t.ack, t.preludeReset, t.preludeAcked, t.attnSent = nil, false, false, false
 	pb.c.SetHandler(t.bind)
 	pb.c.PauseReads(t.clientAbove)
+	t.fleetBound(pb)
 	wait := s.f.now().Sub(t.waitStart)
 	t.pool.ObserveBorrowWait(wait)
 	s.conn.RecordHistogram(s.bucket.stats.tx.borrowWaitUs, uint64(wait.Microseconds()))
@@ -652,6 +670,7 @@ func (t *txLeg) onData(b *txBind, p []byte) {
 	if t.bind != b || s.finished {
 		return
 	}
+	t.active()
 	if t.binding.ConsumingPrelude() {
 		t.preludeBytes(p)
 		return
@@ -836,6 +855,9 @@ func (t *txLeg) release() {
 
 // unbind detaches the leg from its backend connection (the lease is settled by the caller).
 func (t *txLeg) unbind() {
+	if t.lease != nil {
+		t.fleetUnbound(t.lease.Conn())
+	}
 	if t.bind != nil {
 		t.bind.c.SetHandler(nil)
 		t.bind.c.PauseReads(false)
@@ -870,6 +892,7 @@ func (t *txLeg) close() {
 		return
 	}
 	t.closed = true
+	t.endFleet()
 	if t.waiter != nil {
 		t.q.remove(t.waiter)
 		t.waiter = nil

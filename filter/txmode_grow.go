@@ -55,13 +55,18 @@ func (t *txLeg) grow() {
 	key, q, bp, f := t.key, t.q, t.pool, s.f
 	conn := s.conn
 	w := t.waiter
-	req := SlotRequest{Bucket: b.cfg.Name, Deadline: t.binding.Deadline(), Holder: coordinator.Holder{
-		Client: "tdspool transaction pool", User: login.UserName, App: login.AppName, Database: login.Database}}
+	// The new backend's lease shows it idle in the pool until a session is bound to it; an
+	// operator's kill of it closes it (idle) or ends the session using it.
+	kill := &slotKill{}
+	idle := loginOnly(login)
+	idle.State = coordinator.HolderIdle
+	req := SlotRequest{Bucket: b.cfg.Name, Deadline: t.binding.Deadline(), Holder: idle, OnKill: kill.kill}
 	f.slots.Acquire(req, func(r SlotResult) {
 		if !r.Granted() {
 			q.created()
 			return
 		}
+		kill.fleet.granted(r, idle)
 		// The slot outlives every session that will borrow this backend: its grant and its
 		// release are counted here and when the backend closes, as the warm-up's are.
 		if cb := f.coordStats.bucket(b.cfg.Name); cb != nil {
@@ -84,7 +89,12 @@ func (t *txLeg) grow() {
 					closeReleasing(res.Conn, res.Release)
 					return
 				}
-				lease := bp.Adopt(key, &pooledBackend{c: res.Conn, spid: res.SPID}, res.Reply, res.Release, now)
+				pb := &pooledBackend{c: res.Conn, spid: res.SPID, pool: bp}
+				if !kill.attach(pb) { // killed during its login
+					closeReleasing(res.Conn, res.Release)
+					return
+				}
+				lease := bp.Adopt(key, pb, res.Reply, res.Release, now)
 				q.giveBack(lease, key.Identity, now)
 			}})
 	})

@@ -105,13 +105,14 @@ func (w *warmer) tick(now time.Time) {
 func (w *warmer) start(now time.Time) {
 	b := w.b
 	kill := &slotKill{}
+	holder := coordinator.Holder{User: w.cfg.User, App: "tdspool-warmup", Database: w.cfg.Database}
 	w.f.slots.Acquire(SlotRequest{Bucket: b.cfg.Name, Deadline: now.Add(warmSlotWait),
-		Holder: coordinator.Holder{User: w.cfg.User, App: "tdspool-warmup", Database: w.cfg.Database},
-		OnKill: kill.kill}, func(r SlotResult) {
+		Holder: holder, OnKill: kill.kill}, func(r SlotResult) {
 		if !r.Granted() {
 			w.done(nil) // no free slot now: not a failure, no pause
 			return
 		}
+		kill.fleet.granted(r, holder)
 		if cb := w.f.coordStats.bucket(b.cfg.Name); cb != nil {
 			cb.offSessionGranted.Add(1)
 		}
@@ -135,6 +136,7 @@ func (w *warmer) start(now time.Time) {
 					return
 				}
 				b.pool.AdoptIdle(key, pb, res.Reply, res.Release, w.f.now())
+				kill.fleet.idle()
 				w.warmed.Add(1)
 				w.done(nil)
 			}})

@@ -3,12 +3,12 @@
 // each Envoy's /stats), and changes a bucket for the whole fleet.
 //
 //	tdspoolctl [flags] pools                 per bucket: state, cap in force (who set it, when), in use, queued, per proxy
-//	tdspoolctl [flags] clients [BUCKET]      every session and waiter: proxy, client, user, app, database, since, pins
-//	tdspoolctl [flags] servers               backend connections per bucket and proxy (and Envoy's upstream counts)
+//	tdspoolctl [flags] clients [BUCKET]      every client session and waiter: proxy, client, user, app, database, since, pins
+//	tdspoolctl [flags] servers               backend connections per bucket and proxy, per login idle/in use (and Envoy's counts)
 //	tdspoolctl [flags] proxies               every proxy: heartbeat age, config generation, buckets
 //	tdspoolctl [flags] pause|resume|drain|disable BUCKET
 //	tdspoolctl [flags] set-cap BUCKET N
-//	tdspoolctl [flags] kill LEASE_ID|CLIENT_ADDRESS
+//	tdspoolctl [flags] kill ID|CLIENT_ADDRESS       (a lease id, a client record id, or a client's address)
 //
 // Flags: -redis host:port (default $TDSPOOL_REDIS or 127.0.0.1:6379), -prefix (the proxies'
 // redis.key_prefix), -password-env VAR, -json, -admin host:port[,host:port...], -by NAME.
@@ -58,7 +58,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&admins, "admin", "", "Envoy admin addresses (host:port, comma separated) to read /stats from")
 	fs.StringVar(&o.by, "by", defaultBy(), "who is acting (shown in the fleet view and in clients' error texts)")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: tdspoolctl [flags] pools|clients [BUCKET]|servers|proxies|pause|resume|drain|disable BUCKET|set-cap BUCKET N|kill LEASE_ID|CLIENT_ADDRESS")
+		fmt.Fprintln(stderr, "usage: tdspoolctl [flags] pools|clients [BUCKET]|servers|proxies|pause|resume|drain|disable BUCKET|set-cap BUCKET N|kill ID|CLIENT_ADDRESS")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -149,7 +149,7 @@ func (c *ctl) do(ctx context.Context, cmd string, args []string) error {
 		}
 		return c.done(map[string]any{"bucket": args[0], "cap": n, "by": c.o.by})
 	case "kill":
-		if err := need(1, "LEASE_ID|CLIENT_ADDRESS"); err != nil {
+		if err := need(1, "ID|CLIENT_ADDRESS"); err != nil {
 			return err
 		}
 		return c.kill(ctx, args[0])
@@ -194,20 +194,26 @@ func (c *ctl) kill(ctx context.Context, target string) error {
 	if err != nil {
 		return err
 	}
+	// By id: any lease (a session's, or a pooled backend's: idle, it is closed) or client
+	// record. By address: the client's session (a transaction-pooled backend serving it is
+	// not the session; its client record is).
 	var found []coordinator.LeaseInfo
 	for _, b := range bs {
 		for _, l := range b.Leases {
-			if l.Held && (l.ID == target || l.Holder.Client == target) {
+			if l.Kind == coordinator.KindWaiter || !l.Held && l.Kind != coordinator.KindClient {
+				continue
+			}
+			if l.ID == target || l.Holder.Client == target && clientSession(l) {
 				found = append(found, l)
 			}
 		}
 	}
 	switch len(found) {
 	case 0:
-		return fmt.Errorf("no session with lease id or client address %q", target)
+		return fmt.Errorf("no session with lease id, client id or client address %q", target)
 	case 1:
 	default:
-		return fmt.Errorf("%d sessions match %q; give a lease id (tdspoolctl clients)", len(found), target)
+		return fmt.Errorf("%d sessions match %q; give an id (tdspoolctl clients)", len(found), target)
 	}
 	l := found[0]
 	if err := c.fleet.Kill(ctx, l.Bucket, l.ID); err != nil {

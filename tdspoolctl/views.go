@@ -159,7 +159,36 @@ func (c *ctl) pools(ctx context.Context) error {
 	return c.table(header, rows)
 }
 
-// clients: one row per lease (a session holding a backend connection) or waiter.
+// clientSession reports whether l is a client session: a lease serving a client of its own (not
+// a pooled backend idle in its pool, nor a transaction-pooled backend, which shows under the
+// client record it serves), a waiter, or a client record.
+func clientSession(l coordinator.LeaseInfo) bool {
+	if l.Kind == coordinator.KindLease || l.Held {
+		return l.Holder.State != coordinator.HolderIdle && l.Holder.Session == ""
+	}
+	return true
+}
+
+// clientState is a client session's STATE in the table, and the backend lease serving it (a
+// transaction-pooled client between requests has none).
+func clientState(l coordinator.LeaseInfo, servedBy map[string]string) (state, backend string) {
+	switch {
+	case l.Killing:
+		return "killing", servedBy[l.ID]
+	case l.Kind == coordinator.KindClient:
+		if lease := servedBy[l.ID]; lease != "" {
+			return "bound", lease
+		}
+		return "no-backend", ""
+	case !l.Held:
+		return "waiting", ""
+	}
+	return "active", l.ID
+}
+
+// clients: one row per client session: a lease held for a client, a waiter, or a client record
+// (a transaction-pooled session, which holds a backend only while a request runs). Pooled
+// backends idle in their pool are not clients (tdspoolctl servers counts them).
 func (c *ctl) clients(ctx context.Context, only []string) error {
 	now, err := c.fleet.Now(ctx)
 	if err != nil {
@@ -170,11 +199,19 @@ func (c *ctl) clients(ctx context.Context, only []string) error {
 		return err
 	}
 	var ls []coordinator.LeaseInfo
+	servedBy := map[string]string{} // client record id -> the lease bound to it
 	for _, b := range bs {
 		if len(only) == 1 && b.Bucket != only[0] {
 			continue
 		}
-		ls = append(ls, b.Leases...)
+		for _, l := range b.Leases {
+			if l.Held && l.Holder.Session != "" {
+				servedBy[l.Holder.Session] = l.ID
+			}
+			if clientSession(l) {
+				ls = append(ls, l)
+			}
+		}
 	}
 	sort.SliceStable(ls, func(i, j int) bool {
 		if ls[i].Bucket != ls[j].Bucket {
@@ -182,24 +219,25 @@ func (c *ctl) clients(ctx context.Context, only []string) error {
 		}
 		return ls[i].Held && !ls[j].Held
 	})
+	type clientOut struct {
+		coordinator.LeaseInfo
+		State   string `json:"state"`
+		Backend string `json:"backend_lease,omitempty"`
+	}
+	out := make([]clientOut, 0, len(ls))
+	for _, l := range ls {
+		st, backend := clientState(l, servedBy)
+		out = append(out, clientOut{LeaseInfo: l, State: st, Backend: backend})
+	}
 	if c.o.json {
-		if ls == nil {
-			ls = []coordinator.LeaseInfo{}
-		}
-		return c.emitJSON(map[string]any{"clients": ls})
+		return c.emitJSON(map[string]any{"clients": out})
 	}
 	var rows [][]string
-	for _, l := range ls {
-		st := "active"
-		if !l.Held {
-			st = "waiting"
-		} else if l.Killing {
-			st = "killing"
-		}
-		rows = append(rows, []string{l.Bucket, l.Proxy, st, orDash(l.Holder.Client), orDash(l.Holder.User),
-			orDash(l.Holder.App), orDash(l.Holder.Database), age(now, l.Since), orDash(l.Holder.Pins), l.ID})
+	for _, l := range out {
+		rows = append(rows, []string{l.Bucket, l.Proxy, l.State, orDash(l.Holder.Client), orDash(l.Holder.User),
+			orDash(l.Holder.App), orDash(l.Holder.Database), age(now, l.Since), orDash(l.Holder.Pins), l.ID, orDash(l.Backend)})
 	}
-	return c.table([]string{"BUCKET", "PROXY", "STATE", "CLIENT", "USER", "APP", "DATABASE", "FOR", "PINS", "LEASE"}, rows)
+	return c.table([]string{"BUCKET", "PROXY", "STATE", "CLIENT", "USER", "APP", "DATABASE", "FOR", "PINS", "ID", "BACKEND"}, rows)
 }
 
 // servers: backend connections. Each lease is one backend connection (the slot is held until
@@ -257,10 +295,11 @@ func (c *ctl) servers(ctx context.Context) error {
 	}
 	rows = nil
 	for _, l := range logins {
-		rows = append(rows, []string{l.Bucket, l.Proxy, orDash(l.User), orDash(l.Database), orDash(l.App), strconv.Itoa(l.Backends)})
+		rows = append(rows, []string{l.Bucket, l.Proxy, orDash(l.User), orDash(l.Database), orDash(l.App), strconv.Itoa(l.Backends),
+			strconv.Itoa(l.Idle), strconv.Itoa(l.Lent)})
 	}
 	fmt.Fprintln(c.out)
-	if err := c.table([]string{"BUCKET", "PROXY", "USER", "DATABASE", "APP", "BACKENDS"}, rows); err != nil {
+	if err := c.table([]string{"BUCKET", "PROXY", "USER", "DATABASE", "APP", "BACKENDS", "IDLE", "IN_USE"}, rows); err != nil {
 		return err
 	}
 	if len(envoys) == 0 {
@@ -290,11 +329,11 @@ func (c *ctl) servers(ctx context.Context) error {
 	return c.table([]string{"ENVOY", "CLUSTER", "UPSTREAM_CX_ACTIVE"}, rows)
 }
 
-// loginBackends counts the backend connections one login holds on one proxy. A lease carries
-// the user, database and app name of the login that took its slot; a pooled backend only ever
-// serves clients of that login's pool key, so for a pooled bucket this is the pool per key
-// (idle and lent together: which backends are idle is not published to Redis; the Envoy pool
-// gauges below say how many, per bucket). Warm-up backends show the app "tdspool-warmup".
+// loginBackends counts the backend connections one login holds on one proxy, and how many of
+// them are idle in a pool and how many serve a client (in use). A lease's holder carries the
+// user, database and app name of the login it serves (a pooled backend only ever serves clients
+// of its pool key), and the proxy marks it idle while it waits in its pool. Warm-up backends
+// show the app "tdspool-warmup" until a client has borrowed them.
 type loginBackends struct {
 	Bucket   string `json:"bucket"`
 	Proxy    string `json:"proxy"`
@@ -302,21 +341,35 @@ type loginBackends struct {
 	Database string `json:"database"`
 	App      string `json:"app"`
 	Backends int    `json:"backends"`
+	Idle     int    `json:"idle"`
+	Lent     int    `json:"in_use"`
 }
 
 // backendsByLogin groups the held leases by bucket, proxy and login, in that order.
 func backendsByLogin(bs []coordinator.BucketInfo) []loginBackends {
-	counts := map[loginBackends]int{}
+	counts := map[loginBackends]*[2]int{} // idle, in use
 	for _, b := range bs {
 		for _, l := range b.Leases {
-			if l.Held {
-				counts[loginBackends{Bucket: b.Bucket, Proxy: l.Proxy, User: l.Holder.User, Database: l.Holder.Database, App: l.Holder.App}]++
+			if !l.Held {
+				continue
+			}
+			k := loginBackends{Bucket: b.Bucket, Proxy: l.Proxy, User: l.Holder.User, Database: l.Holder.Database, App: l.Holder.App}
+			n := counts[k]
+			if n == nil {
+				n = &[2]int{}
+				counts[k] = n
+			}
+			if l.Holder.State == coordinator.HolderIdle {
+				n[0]++
+			} else {
+				n[1]++
 			}
 		}
 	}
 	out := make([]loginBackends, 0, len(counts))
 	for k, n := range counts {
-		k.Backends = n
+		k.Idle, k.Lent = n[0], n[1]
+		k.Backends = n[0] + n[1]
 		out = append(out, k)
 	}
 	sort.Slice(out, func(i, j int) bool {

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -761,5 +762,328 @@ func TestQueueWatchCountsInversions(t *testing.T) {
 	inv, pairs, queued := w.inversions()
 	if inv != 1 || pairs != 3 || queued != 3 {
 		t.Fatalf("inversions %d of %d pairs, %d queued; want 1 (a after b) of 3, 3", inv, pairs, queued)
+	}
+}
+
+// pooledFleet is one Envoy with Redis and a pooled bucket-001 (session or transaction mode,
+// module leg) in front of the stand-in, with tdspoolctl pointed at that Redis.
+type pooledFleet struct {
+	*tdsStack
+	ctl string
+}
+
+func startPooledFleet(t *testing.T, capacity int, bucket map[string]any, timeouts map[string]any) *pooledFleet {
+	t.Helper()
+	o := tdsStackOptions{capacity: capacity, redis: true, leg: "module", bucket: bucket}
+	if timeouts != nil {
+		o.extra = map[string]any{"timeouts": timeouts}
+	}
+	return &pooledFleet{tdsStack: startTDSStack(t, o), ctl: buildCtl(t)}
+}
+
+func (f *pooledFleet) ctlRun(t *testing.T, args ...string) string {
+	t.Helper()
+	all := append([]string{"-redis", f.redis.Addr, "-by", "it-test"}, args...)
+	out, err := exec.Command(f.ctl, all...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("tdspoolctl %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// fleetClient is a client row of tdspoolctl clients -json.
+type fleetClient struct {
+	ctlClient
+	Kind    string `json:"kind"`
+	State   string `json:"state"`
+	Backend string `json:"backend_lease"`
+}
+
+func (f *pooledFleet) clients(t *testing.T) []fleetClient {
+	t.Helper()
+	var v struct{ Clients []fleetClient }
+	out := f.ctlRun(t, "-json", "clients")
+	if err := json.Unmarshal([]byte(out), &v); err != nil {
+		t.Fatalf("clients: %v in %s", err, out)
+	}
+	return v.Clients
+}
+
+// fleetLogin is a row of tdspoolctl servers -json's per-login table.
+type fleetLogin struct {
+	User, Database, App string
+	Backends, Idle      int
+	InUse               int `json:"in_use"`
+}
+
+func (f *pooledFleet) logins(t *testing.T) []fleetLogin {
+	t.Helper()
+	var v struct{ Logins []fleetLogin }
+	out := f.ctlRun(t, "-json", "servers")
+	if err := json.Unmarshal([]byte(out), &v); err != nil {
+		t.Fatalf("servers: %v in %s", err, out)
+	}
+	return v.Logins
+}
+
+// leaseHolders reads the holder records straight from Redis: lease id -> holder JSON.
+func (f *pooledFleet) leaseHolders(t *testing.T) map[string]map[string]any {
+	t.Helper()
+	rdb := redis.NewClient(&redis.Options{Addr: f.redis.Addr})
+	defer rdb.Close()
+	ctx := context.Background()
+	ids, err := rdb.ZRange(ctx, "tdspool:{bucket-001}:h", 0, -1).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := rdb.HGetAll(ctx, "tdspool:{bucket-001}:i").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]map[string]any{}
+	for _, id := range ids {
+		_, js, _ := strings.Cut(info[id], " ")
+		var h map[string]any
+		_ = json.Unmarshal([]byte(js), &h)
+		out[id] = h
+	}
+	return out
+}
+
+// addrConn is a go-mssqldb client session whose local address (what the proxy sees as the
+// client's address) is known.
+type addrConn struct {
+	db    *sql.DB
+	conn  *sql.Conn
+	local string
+}
+
+type recordingDialer struct{ local chan string }
+
+func (d recordingDialer) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+	if err == nil {
+		select {
+		case d.local <- c.LocalAddr().String():
+		default:
+		}
+	}
+	return c, err
+}
+
+func openAddrConn(t *testing.T, port int, app string) *addrConn {
+	t.Helper()
+	cn, err := mssql.NewConnector(fmt.Sprintf(
+		"sqlserver://demo:Demo-Passw0rd@127.0.0.1:%d?database=tenant_a&encrypt=disable&dial+timeout=5&connection+timeout=20&app+name=%s", port, app))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := recordingDialer{local: make(chan string, 8)}
+	cn.Dialer = d
+	db := sql.OpenDB(cn)
+	db.SetMaxOpenConns(1)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	conn, err := db.Conn(ctx)
+	if err == nil {
+		err = conn.PingContext(ctx)
+	}
+	if err != nil {
+		db.Close()
+		t.Fatal(err)
+	}
+	c := &addrConn{db: db, conn: conn}
+	for len(d.local) > 0 { // the last dial is the session's (a driver may retry)
+		c.local = <-d.local
+	}
+	t.Cleanup(c.close)
+	return c
+}
+
+func (c *addrConn) exec(q string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err := c.conn.ExecContext(ctx, q)
+	return err
+}
+
+func (c *addrConn) close() { c.conn.Close(); c.db.Close() }
+
+// TestFleetViewFollowsSessionPooledBackend: a session-pooled backend's lease shows the client
+// it is lent to, not the client that logged it in; idle in the pool it shows as idle (no
+// client, not listed by clients) and in servers' per-login idle count; the borrower's pins
+// (a transaction) reach the fleet view. Oracles: the stand-in's audit log (one backend login,
+// one session), Redis's holder records and the clients' own socket addresses.
+func TestFleetViewFollowsSessionPooledBackend(t *testing.T) {
+	f := startPooledFleet(t, 2, map[string]any{"pool": map[string]any{"mode": "POOL_MODE_SESSION"}}, nil)
+	a := openAddrConn(t, f.port, "fleet-pool")
+	if err := a.exec("SELECT 1"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "client A in the fleet view", func() bool {
+		cs := f.clients(t)
+		return len(cs) == 1 && cs[0].Holder.Client == a.local && cs[0].State == "active"
+	})
+	a.close()
+	waitFor(t, 5*time.Second, "the backend idle in the pool: no client, idle in servers", func() bool {
+		ls := f.logins(t)
+		return len(f.clients(t)) == 0 && len(ls) == 1 && ls[0].Idle == 1 && ls[0].InUse == 0 && ls[0].App == "fleet-pool"
+	})
+	for id, h := range f.leaseHolders(t) {
+		if h["state"] != "idle" || h["client"] != nil {
+			t.Fatalf("idle lease %s in Redis: %v", id, h)
+		}
+	}
+	b := openAddrConn(t, f.port, "fleet-pool")
+	if b.local == a.local {
+		t.Fatalf("both clients on %s", a.local)
+	}
+	if err := b.exec("BEGIN TRANSACTION"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "client B (not A) with its transaction on the one lease", func() bool {
+		cs := f.clients(t)
+		return len(cs) == 1 && cs[0].Holder.Client == b.local && cs[0].Holder.Pins == "transaction"
+	})
+	hs := f.leaseHolders(t)
+	if len(hs) != 1 {
+		t.Fatalf("leases in Redis: %v", hs)
+	}
+	for _, h := range hs {
+		if h["client"] != b.local || h["pins"] != "transaction" || h["state"] != nil {
+			t.Fatalf("lease holder in Redis: %v (client B %s, A was %s)", h, b.local, a.local)
+		}
+	}
+	if ls := f.logins(t); len(ls) != 1 || ls[0].Idle != 0 || ls[0].InUse != 1 {
+		t.Fatalf("servers per login: %+v", ls)
+	}
+	logins := 0
+	for _, r := range f.backend.Audit() {
+		if r.Kind == standin.AuditLogin {
+			logins++
+		}
+	}
+	if logins != 1 || f.backend.Sessions() != 1 {
+		t.Fatalf("backend logins %d, sessions %d: B was not served from the pool", logins, f.backend.Sessions())
+	}
+	if err := b.exec("COMMIT"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "the pin gone from the fleet view", func() bool {
+		cs := f.clients(t)
+		return len(cs) == 1 && cs[0].Holder.Pins == ""
+	})
+	t.Logf("clients:\n%s", f.ctlRun(t, "clients"))
+	t.Logf("servers:\n%s", f.ctlRun(t, "servers"))
+}
+
+// TestFleetViewListsAndKillsTransactionPooledClients: transaction-pooled clients hold no slot
+// between requests, yet each is listed (a client record, not counted toward the cap: three
+// clients on cap 1) and can be killed: an idle one gets the kill's ERROR on its next request;
+// one bound in a transaction is ended and its backend closed (the server rolls back). The
+// bound backend's lease names the client record it serves.
+func TestFleetViewListsAndKillsTransactionPooledClients(t *testing.T) {
+	f := startPooledFleet(t, 1, txPool, nil)
+	var cs []*addrConn
+	for range 3 {
+		c := openAddrConn(t, f.port, "fleet-tx")
+		if err := c.exec("SELECT 1"); err != nil {
+			t.Fatal(err)
+		}
+		cs = append(cs, c)
+	}
+	byAddr := func() map[string]fleetClient {
+		m := map[string]fleetClient{}
+		for _, c := range f.clients(t) {
+			m[c.Holder.Client] = c
+		}
+		return m
+	}
+	waitFor(t, 5*time.Second, "three client records without a backend", func() bool {
+		m := byAddr()
+		for _, c := range cs {
+			if r, ok := m[c.local]; !ok || r.Kind != "client" || r.State != "no-backend" || r.Holder.User != "demo" || r.Holder.App != "fleet-tx" {
+				return false
+			}
+		}
+		return len(m) == 3
+	})
+	var pools struct{ Pools []ctlPool }
+	if err := json.Unmarshal([]byte(f.ctlRun(t, "-json", "pools")), &pools); err != nil || len(pools.Pools) != 1 || pools.Pools[0].InUse != 1 {
+		t.Fatalf("pools: %+v %v (want 1 backend in use for 3 clients)", pools.Pools, err)
+	}
+	// Client 0 opens a transaction: its record is bound to the one backend, with the pin.
+	if err := cs[0].exec("BEGIN TRANSACTION"); err != nil {
+		t.Fatal(err)
+	}
+	var bound fleetClient
+	waitFor(t, 5*time.Second, "client 0 bound with its transaction", func() bool {
+		bound = byAddr()[cs[0].local]
+		return bound.State == "bound" && bound.Backend != "" && strings.Contains(bound.Holder.Pins, "transaction")
+	})
+	if h := f.leaseHolders(t)[bound.Backend]; h["session"] != bound.ID || h["client"] != cs[0].local {
+		t.Fatalf("bound lease holder %v, want session %s", h, bound.ID)
+	}
+	t.Logf("clients:\n%s", f.ctlRun(t, "clients"))
+	// Kill client 1 (no backend) by its address.
+	t.Logf("kill: %s", f.ctlRun(t, "kill", cs[1].local))
+	var killedErr error
+	waitFor(t, 5*time.Second, "client 1 killed", func() bool {
+		killedErr = cs[1].exec("SELECT 1")
+		return killedErr != nil
+	})
+	// The kill's ERROR is written while the client is idle; whether the driver reads it or
+	// the close first depends on timing (as for a session-mode kill), so the proxy's count of
+	// ERRORs sent is the oracle.
+	t.Logf("killed client 1 saw: %v", killedErr)
+	if err := cs[2].exec("SELECT 1"); err == nil {
+		t.Fatal("client 2 ran while client 0 holds the only backend in a transaction")
+	} else if errNumber(err) != 10928 {
+		t.Logf("client 2 (waiting for the pinned backend): %v", err)
+	}
+	// Kill client 0 (bound, in a transaction) by its record id: its session ends and its
+	// backend is closed rather than returned with an open transaction.
+	before := f.backend.Sessions()
+	t.Logf("kill: %s", f.ctlRun(t, "kill", bound.ID))
+	waitFor(t, 5*time.Second, "client 0 killed", func() bool { return cs[0].exec("SELECT 1") != nil })
+	waitFor(t, 5*time.Second, "client 0's backend closed", func() bool { return f.backend.Sessions() < before })
+	if err := cs[2].exec("SELECT 1"); err != nil {
+		t.Fatalf("client 2 after the kills: %v", err)
+	}
+	waitFor(t, 5*time.Second, "only client 2 listed", func() bool {
+		m := byAddr()
+		_, ok := m[cs[2].local]
+		return len(m) == 1 && ok
+	})
+	waitStat(t, f.envoy, "tdspool.bucket.bucket-001.sessions_killed_total", 2)
+	waitStat(t, f.envoy, "tdspool.client_errors_killed_total", 2)
+	t.Logf("clients:\n%s", f.ctlRun(t, "clients"))
+}
+
+// TestTxPoolIdleTimeoutClosesIdleClients: timeouts.idle_timeout closes a transaction-pooled
+// client session that has had no traffic either way for that long, as on the other legs
+// (the connection closes, no error is sent), and its client record goes; a client that keeps
+// sending is left alone.
+func TestTxPoolIdleTimeoutClosesIdleClients(t *testing.T) {
+	f := startPooledFleet(t, 2, txPool, map[string]any{"idle_timeout": "1s"})
+	idle := openAddrConn(t, f.port, "fleet-idle")
+	busy := openAddrConn(t, f.port, "fleet-idle")
+	start := time.Now()
+	for time.Since(start) < 2500*time.Millisecond {
+		if err := busy.exec("SELECT 1"); err != nil {
+			t.Fatalf("a busy client was closed: %v", err)
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+	waitStat(t, f.envoy, "tdspool.connections_active", 1)
+	if err := idle.exec("SELECT 1"); err == nil {
+		t.Fatal("the idle client's session is still open after idle_timeout")
+	}
+	waitFor(t, 5*time.Second, "only the busy client listed", func() bool {
+		cs := f.clients(t)
+		return len(cs) == 1 && cs[0].Holder.Client == busy.local
+	})
+	if err := busy.exec("SELECT 1"); err != nil {
+		t.Fatal(err)
 	}
 }
