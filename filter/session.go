@@ -739,7 +739,7 @@ func (s *session) onKill() {
 	if s.pool.lease != nil {
 		s.pool.lease.Taint(pool.TaintKilled) // the killed lease's backend goes, with its slot
 	}
-	if s.ph == phRelay && s.relay.idle() {
+	if s.ph == phRelay && (s.relay.idle() || s.txRequestUnsent()) {
 		s.refuse(sessionKilled(b.cfg.Name))
 		return
 	}

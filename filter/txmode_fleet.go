@@ -70,6 +70,13 @@ func (t *txLeg) fleetUnbound(pb *pooledBackend) {
 	fleetOf(pb).idle()
 }
 
+// txRequestUnsent: a transaction-pooled session whose request (if any) is whole and has
+// reached no backend (it waits for one): an ERROR answers it cleanly, so a kill sends one.
+func (s *session) txRequestUnsent() bool {
+	t, ok := s.leg.(*txLeg)
+	return ok && t.bind == nil && !t.msg.started
+}
+
 // active notes traffic either way (idle_timeout).
 func (t *txLeg) active() {
 	if t.s.f.idleTimeout > 0 {

@@ -26,8 +26,10 @@ type txHarness struct {
 	dialed []*fakeBackend
 }
 
-func newTxHarness(t *testing.T) *txHarness {
-	h := &txHarness{harness: newHarness(t, txConfig)}
+func newTxHarness(t *testing.T) *txHarness { return newTxHarnessConfig(t, txConfig) }
+
+func newTxHarnessConfig(t *testing.T, cfg string) *txHarness {
+	h := &txHarness{harness: newHarness(t, cfg)}
 	h.f.dial = func(tg backend.Target, hd backend.Handler) backendConn {
 		h.mu.Lock()
 		defer h.mu.Unlock()

@@ -282,9 +282,11 @@ func (c *ctl) servers(ctx context.Context) error {
 		}
 	}
 	logins := backendsByLogin(bs)
+	backends := backendLeases(bs)
 	pools := poolGauges(c.readAdmins(ctx, `^tdspool\.(listener\.[^.]+\.)?bucket\.[^.]+\.pool_(idle|active|keys)$`))
 	if c.o.json {
-		return c.emitJSON(map[string]any{"servers": ss, "logins": logins, "pools": pools, "envoy_upstreams": us, "envoys": envoys})
+		return c.emitJSON(map[string]any{"servers": ss, "logins": logins, "backends": backends, "pools": pools,
+			"envoy_upstreams": us, "envoys": envoys})
 	}
 	var rows [][]string
 	for _, s := range ss {
@@ -300,6 +302,19 @@ func (c *ctl) servers(ctx context.Context) error {
 	}
 	fmt.Fprintln(c.out)
 	if err := c.table([]string{"BUCKET", "PROXY", "USER", "DATABASE", "APP", "BACKENDS", "IDLE", "IN_USE"}, rows); err != nil {
+		return err
+	}
+	now, err := c.fleet.Now(ctx)
+	if err != nil {
+		return err
+	}
+	rows = nil
+	for _, b := range backends {
+		rows = append(rows, []string{b.Bucket, b.Proxy, b.State, orDash(b.Holder.User), orDash(b.Holder.Database),
+			orDash(b.Holder.App), orDash(b.Holder.Client), orDash(b.Holder.Pins), age(now, b.Since), b.ID})
+	}
+	fmt.Fprintln(c.out)
+	if err := c.table([]string{"BUCKET", "PROXY", "STATE", "USER", "DATABASE", "APP", "SERVING", "PINS", "FOR", "LEASE"}, rows); err != nil {
 		return err
 	}
 	if len(envoys) == 0 {
@@ -375,6 +390,40 @@ func backendsByLogin(bs []coordinator.BucketInfo) []loginBackends {
 	sort.Slice(out, func(i, j int) bool {
 		a, b := out[i], out[j]
 		for _, c := range [][2]string{{a.Bucket, b.Bucket}, {a.Proxy, b.Proxy}, {a.User, b.User}, {a.Database, b.Database}, {a.App, b.App}} {
+			if c[0] != c[1] {
+				return c[0] < c[1]
+			}
+		}
+		return false
+	})
+	return out
+}
+
+// backendLease is one backend connection (a lease): idle in its pool, or in use by the client
+// its holder names (since: when it became so). kill takes its id.
+type backendLease struct {
+	coordinator.LeaseInfo
+	State string `json:"state"` // idle, in_use
+}
+
+// backendLeases lists the held leases by bucket, proxy, state and id.
+func backendLeases(bs []coordinator.BucketInfo) []backendLease {
+	var out []backendLease
+	for _, b := range bs {
+		for _, l := range b.Leases {
+			if !l.Held {
+				continue
+			}
+			st := "in_use"
+			if l.Holder.State == coordinator.HolderIdle {
+				st = "idle"
+			}
+			out = append(out, backendLease{LeaseInfo: l, State: st})
+		}
+	}
+	sort.SliceStable(out, func(i, j int) bool {
+		a, b := out[i], out[j]
+		for _, c := range [][2]string{{a.Bucket, b.Bucket}, {a.Proxy, b.Proxy}, {a.State, b.State}, {a.ID, b.ID}} {
 			if c[0] != c[1] {
 				return c[0] < c[1]
 			}

@@ -94,3 +94,19 @@ func TestPoolGauges(t *testing.T) {
 		})
 	}
 }
+
+func TestBackendLeases(t *testing.T) {
+	bs := []coordinator.BucketInfo{{Bucket: "b1", Leases: []coordinator.LeaseInfo{
+		{ID: "p:2", Proxy: "p", Held: true, Holder: coordinator.Holder{Client: "c:1"}},
+		{ID: "p:1", Proxy: "p", Held: true, Holder: coordinator.Holder{State: coordinator.HolderIdle}},
+		{ID: "p:3", Proxy: "p", Kind: coordinator.KindWaiter},
+		{ID: "p:c1", Proxy: "p", Kind: coordinator.KindClient},
+	}}}
+	var got [][2]string
+	for _, b := range backendLeases(bs) {
+		got = append(got, [2]string{b.ID, b.State})
+	}
+	if want := [][2]string{{"p:1", "idle"}, {"p:2", "in_use"}}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("got %v, want %v", got, want)
+	}
+}

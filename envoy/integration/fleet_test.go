@@ -1025,8 +1025,12 @@ func TestFleetViewListsAndKillsTransactionPooledClients(t *testing.T) {
 		t.Fatalf("bound lease holder %v, want session %s", h, bound.ID)
 	}
 	t.Logf("clients:\n%s", f.ctlRun(t, "clients"))
-	// Kill client 1 (no backend) by its address.
+	// Kill client 1 (no backend) by its address. (Its next request is sent once the proxy has
+	// taken the kill: sent before, it would wait for the pinned backend and get the ERROR
+	// as its answer.)
 	t.Logf("kill: %s", f.ctlRun(t, "kill", cs[1].local))
+	waitStat(t, f.envoy, "tdspool.bucket.bucket-001.sessions_killed_total", 1)
+	waitStat(t, f.envoy, "tdspool.client_errors_killed_total", 1)
 	var killedErr error
 	waitFor(t, 5*time.Second, "client 1 killed", func() bool {
 		killedErr = cs[1].exec("SELECT 1")
@@ -1045,6 +1049,7 @@ func TestFleetViewListsAndKillsTransactionPooledClients(t *testing.T) {
 	// backend is closed rather than returned with an open transaction.
 	before := f.backend.Sessions()
 	t.Logf("kill: %s", f.ctlRun(t, "kill", bound.ID))
+	waitStat(t, f.envoy, "tdspool.bucket.bucket-001.sessions_killed_total", 2)
 	waitFor(t, 5*time.Second, "client 0 killed", func() bool { return cs[0].exec("SELECT 1") != nil })
 	waitFor(t, 5*time.Second, "client 0's backend closed", func() bool { return f.backend.Sessions() < before })
 	if err := cs[2].exec("SELECT 1"); err != nil {

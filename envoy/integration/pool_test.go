@@ -3,6 +3,7 @@ package integration
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"fmt"
 	"net"
 	"os"
@@ -535,22 +536,37 @@ func TestSessionPoolWarmup(t *testing.T) {
 	}
 }
 
-// tdspoolctl kill of the lease an idle pooled backend holds (named by the address of the
-// client that logged it in, long gone) closes that backend and frees its slot.
+// tdspoolctl kill of the lease an idle pooled backend holds (its id from tdspoolctl servers,
+// which shows it idle, serving nobody) closes that backend and frees its slot.
 func TestSessionPoolKillIdleLease(t *testing.T) {
 	st := startTDSStack(t, tdsStackOptions{capacity: 2, leg: "module", redis: true, bucket: sessionPool})
 	ctl := buildCtl(t)
 	o := poolLogin{}
 	rc := mustPoolClient(t, st, o)
-	client := rc.c.LocalAddr().String()
 	rc.c.Close()
 	returned(t, st, o)
 	if n := st.backend.OpenConnections(); n != 1 {
 		t.Fatalf("%d backend connections, want the idle pooled one", n)
 	}
-	out, err := exec.Command(ctl, "-redis", st.redis.Addr, "-by", "pool-test", "kill", client).CombinedOutput()
+	var lease string
+	for deadline := time.Now().Add(3 * time.Second); lease == "" && time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		var v struct {
+			Backends []struct{ ID, State string }
+		}
+		out, err := exec.Command(ctl, "-redis", st.redis.Addr, "-json", "servers").CombinedOutput()
+		if err != nil || json.Unmarshal(out, &v) != nil {
+			t.Fatalf("tdspoolctl servers: %v\n%s", err, out)
+		}
+		if len(v.Backends) == 1 && v.Backends[0].State == "idle" {
+			lease = v.Backends[0].ID
+		}
+	}
+	if lease == "" {
+		t.Fatal("the idle pooled backend is not shown idle by tdspoolctl servers")
+	}
+	out, err := exec.Command(ctl, "-redis", st.redis.Addr, "-by", "pool-test", "kill", lease).CombinedOutput()
 	if err != nil {
-		t.Fatalf("tdspoolctl kill %s: %v\n%s", client, err, out)
+		t.Fatalf("tdspoolctl kill %s: %v\n%s", lease, err, out)
 	}
 	deadline := time.Now().Add(3 * time.Second)
 	for st.backend.OpenConnections() > 0 && time.Now().Before(deadline) {
