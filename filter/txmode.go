@@ -515,6 +515,7 @@ func (t *txLeg) onWaitTimeout() {
 	if t.waiter == nil {
 		return
 	}
+	held := t.binding.HeldRequests()
 	if t.binding.Tick(t.s.f.now()) != txpool.Refuse {
 		t.s.armTimer(max(t.binding.Deadline().Sub(t.s.f.now()), time.Millisecond), t.onWaitTimeout)
 		return
@@ -524,11 +525,17 @@ func (t *txLeg) onWaitTimeout() {
 	t.s.relay.pending = 0
 	t.resumeClient()
 	if t.msg.started {
-		// The client is still sending the request: answer once it has finished.
+		// The client is still sending a request: answer it once it has finished.
 		t.dropUntilEOM, t.refuseAtEOM = true, true
-		return
+		if t.msg.requested {
+			held--
+		}
 	}
-	t.sendRefusal()
+	// Every held request gets its answer, in order (a client that sent several before the
+	// first went out waits for each).
+	for ; held > 0; held-- {
+		t.sendRefusal()
+	}
 }
 
 func (t *txLeg) sendRefusal() {

@@ -107,6 +107,10 @@ type Binding struct {
 	preludeErr  bool // it carried an ERROR
 	setsPending bool // a forwarded request changed tracked SET options; an ERROR makes them uncertain
 
+	// heldRequests counts the held requests: the first, and any the client sent before it
+	// went out (not TDS without MARS, but a server answers each in turn, so each is pending).
+	heldRequests int
+
 	// Client is the state that moves with the session; Backend the state of the bound
 	// backend's session as far as the proxy knows it (valid while Bound).
 	Client  State
@@ -167,12 +171,15 @@ func (b *Binding) Request(now time.Time, f *tds.RequestFacts, batch string, queu
 	b.noteRequest(f, batch)
 	switch b.phase {
 	case Unbound:
-		b.phase, b.held, b.deadline = Borrowing, true, now.Add(queueTimeout)
+		b.phase, b.held, b.heldRequests, b.deadline = Borrowing, true, 1, now.Add(queueTimeout)
 		return Borrow
 	case Borrowing:
+		b.heldRequests++
 		return Hold // not expected without MARS; kept in order behind the first
 	}
 	if b.prelude {
+		b.held = true
+		b.heldRequests++
 		return Hold
 	}
 	b.pending++
@@ -297,9 +304,13 @@ func (b *Binding) forwardHeld() Action {
 		return None
 	}
 	b.held = false
-	b.pending++
+	b.pending += max(b.heldRequests, 1)
+	b.heldRequests = 0
 	return ForwardHeld
 }
+
+// HeldRequests is how many requests are held (each is refused, or forwarded, with the first).
+func (b *Binding) HeldRequests() int { return b.heldRequests }
 
 // Tick is called while Borrowing: past the deadline the held request is refused (Refuse);
 // the filter cancels its wait for a backend.
@@ -307,7 +318,7 @@ func (b *Binding) Tick(now time.Time) Action {
 	if b.phase != Borrowing || now.Before(b.deadline) {
 		return None
 	}
-	b.phase, b.held = Unbound, false
+	b.phase, b.held, b.heldRequests = Unbound, false, 0
 	return Refuse
 }
 
@@ -324,10 +335,10 @@ func (b *Binding) Attention() Action {
 			b.attention = true
 			return Forward
 		}
-		b.held = false
+		b.held, b.heldRequests = false, 0
 		return AnswerAttention
 	case Borrowing:
-		b.phase, b.held = Unbound, false
+		b.phase, b.held, b.heldRequests = Unbound, false, 0
 		return AnswerAttention
 	}
 	return AnswerAttention
@@ -377,7 +388,7 @@ func (b *Binding) endOfMessage() Action {
 	if b.prelude {
 		b.prelude, b.responseErr = false, false
 		if b.preludeErr {
-			b.phase, b.held = Unbound, false
+			b.phase, b.held, b.heldRequests = Unbound, false, 0
 			return Fail
 		}
 		b.Backend = b.beforeHeld.Clone()
@@ -421,7 +432,7 @@ func (b *Binding) releaseIfFree() Action {
 // has lost state it cannot get back, which the filter reports by closing the client.
 func (b *Binding) BackendLost() (statefulLoss bool) {
 	statefulLoss = b.phase == Bound && (b.Pinned() || b.pending > 0 || b.attention)
-	b.phase, b.pending, b.attention, b.held, b.prelude = Unbound, 0, false, false, false
+	b.phase, b.pending, b.attention, b.held, b.heldRequests, b.prelude = Unbound, 0, false, false, 0, false
 	return statefulLoss
 }
 
