@@ -730,7 +730,9 @@ type Pool struct {
 	// Idle backends kept logged in with the warm-up credentials (POOL_MODE_SESSION), each holding
 	// a slot. Default 0. A warm backend serves clients of the warm-up login whose LOGIN7 has the
 	// same shape (TDS version, option flags, LCID, features) as the warm-up's: go-mssqldb's until
-	// a client of that login has logged in for real, then that client's.
+	// a client of that login has logged in for real, then that client's. Counted per Envoy
+	// process and per tdspool filter config: each config (each filter chain) has its own pool,
+	// so a listener with a TDS 7 and a TDS 8 chain keeps min_idle warm backends in each.
 	MinIdle uint32 `protobuf:"varint,5,opt,name=min_idle,json=minIdle,proto3" json:"min_idle,omitempty"`
 	// Required when min_idle > 0.
 	Warmup        *Warmup `protobuf:"bytes,6,opt,name=warmup,proto3" json:"warmup,omitempty"`
