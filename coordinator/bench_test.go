@@ -120,3 +120,25 @@ func BenchmarkAtCapHandoff(b *testing.B) {
 	reportLatency(b, "handoff", handoff)
 	reportLatency(b, "wait", wait)
 }
+
+// BenchmarkLeaseSetHolder: what a pooled login or a transaction-mode bind pays to update the
+// fleet view (lend, then idle again): a mutex and a map write; Redis is written by the
+// bucket's worker at most once per holderFlushDelay, off this path.
+func BenchmarkLeaseSetHolder(b *testing.B) {
+	c, _ := benchCoord(b, 10)
+	done := make(chan Result, 1)
+	c.Acquire("b1", time.Time{}, func(r Result) { done <- r })
+	r := <-done
+	if r.Outcome != Granted {
+		b.Fatalf("%+v", r)
+	}
+	defer c.Release(r.Lease)
+	lent := Holder{Client: "127.0.0.1:50000", User: "u", App: "a", Database: "d"}
+	idle := Holder{User: "u", App: "a", Database: "d", State: HolderIdle}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		r.Lease.SetHolder(lent)
+		r.Lease.SetHolder(idle)
+	}
+}
