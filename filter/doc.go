@@ -53,6 +53,12 @@
 //	               pin reasons, counters batched and flushed about once a second
 //	router.go      the routing rules (server name or SNI → database → user → default)
 //	slots.go       Slots: the coordinator adapter and localSlots (caps in this process only)
+//	fleet.go       the fleet view of pooled backends: a slot's holder record travels with it
+//	               (slotKill.fleet) and shows the client it is lent to, with that session's
+//	               pins, or idle; client records for sessions holding no slot (coordinator
+//	               AddClient); only marks changes, the coordinator's worker writes Redis
+//	txmode_fleet.go a transaction-pooled session's client record, the bound backend's holder
+//	               and kill route, and its idle_timeout check
 //	coordstats.go  coordinator measurements gathered off the worker, flushed through a
 //	               connection (the ABI only updates stats through one)
 //	metrics.go     every stat name, defined once per config
