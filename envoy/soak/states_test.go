@@ -1,6 +1,7 @@
 package soak
 
 import (
+	"crypto/tls"
 	"database/sql"
 	"encoding/binary"
 	"encoding/json"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/tdspool/tdspool/deployments/envoyconfig"
 	"github.com/tdspool/tdspool/internal/stack"
+	"github.com/tdspool/tdspool/internal/testcert"
 	"github.com/tdspool/tdspool/standin"
 	"github.com/tdspool/tdspool/standin/standintest"
 	"github.com/tdspool/tdspool/tds"
@@ -211,6 +213,39 @@ func wantServed(s seen) string {
 	return ""
 }
 
+// preloggedTLS runs a PRELOGIN asking for full encryption and reads its answer.
+func preloggedTLS(c net.Conn) *tds.Reassembler {
+	var asm tds.Reassembler
+	pre := tds.Prelogin{HasVersion: true, Version: 0x0C000000, HasEncryption: true, Encryption: tds.EncryptOn}
+	send(c, tds.PacketPrelogin, 0, pre.AppendPrelogin(nil), 4096)
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 4096)
+	for {
+		if _, err := asm.Next(); err == nil {
+			return &asm
+		}
+		n, err := c.Read(buf)
+		asm.Feed(buf[:n])
+		if err != nil {
+			return &asm
+		}
+	}
+}
+
+// tds8ClientHello is the first flight of a TDS 8 client (a TLS ClientHello, ALPN tds/8.0).
+func tds8ClientHello() []byte {
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	go func() {
+		_ = tls.Client(a, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"tds/8.0"}, ServerName: "localhost"}).Handshake()
+	}()
+	buf := make([]byte, 16<<10)
+	_ = b.SetReadDeadline(time.Now().Add(5 * time.Second))
+	n, _ := b.Read(buf)
+	return buf[:n]
+}
+
 // drip writes p a byte a second (the last byte never) while it watches for the proxy's answer
 // or close, which it returns with the time from the first byte.
 func drip(c net.Conn, asm *tds.Reassembler, p []byte) seen {
@@ -289,6 +324,61 @@ var hostileStates = []hostileState{
 		p := tds.AppendPackets(nil, tds.PacketLogin7, 0, loginWithSize(database, 4096), 4096)
 		return drip(c, asm, p)
 	}, want: wantClosedWithin(stateLoginTimeout + 2*time.Second)},
+	{name: "TDS 7 TLS handshake cut short, then silence", run: func(c net.Conn, _ string) seen {
+		asm := preloggedTLS(c)
+		cli := tds.NewTLSClient(&tls.Config{InsecureSkipVerify: true}, tds.TLSModeFull, 4096)
+		defer cli.Close()
+		hello := cli.TakeWire()
+		_, _ = c.Write(hello[:len(hello)/2])
+		return watch(c, asm, 3*stateLoginTimeout)
+	}, want: wantClosedWithin(stateLoginTimeout + 2*time.Second)},
+	{name: "TDS 7 TLS handshake done, then silence", run: func(c net.Conn, _ string) seen {
+		asm := preloggedTLS(c)
+		cli := tds.NewTLSClient(&tls.Config{InsecureSkipVerify: true}, tds.TLSModeFull, 4096)
+		defer cli.Close()
+		buf := make([]byte, 16<<10)
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		for !cli.HandshakeDone() {
+			if w := cli.TakeWire(); len(w) > 0 {
+				_, _ = c.Write(w)
+			}
+			n, err := c.Read(buf)
+			if err != nil {
+				return seen{closed: true}
+			}
+			if cli.Feed(buf[:n]) != nil {
+				return seen{closed: true}
+			}
+		}
+		if w := cli.TakeWire(); len(w) > 0 {
+			_, _ = c.Write(w)
+		}
+		return watch(c, asm, 3*stateLoginTimeout)
+	}, want: wantClosedWithin(stateLoginTimeout + 2*time.Second)},
+	{name: "TDS 8 ClientHello cut short, then silence", run: func(c net.Conn, _ string) seen {
+		hello := tds8ClientHello()
+		_, _ = c.Write(hello[:len(hello)/2])
+		return watch(c, &tds.Reassembler{}, 3*stateLoginTimeout)
+	}, want: wantClosedWithin(stateLoginTimeout + 2*time.Second)},
+	{name: "TDS 8 handshake done, then silence", run: func(c net.Conn, _ string) seen {
+		tc := tls.Client(c, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"tds/8.0"}, ServerName: "localhost"})
+		_ = tc.SetDeadline(time.Now().Add(5 * time.Second))
+		if err := tc.Handshake(); err != nil {
+			return seen{closed: true}
+		}
+		return watch(tc, &tds.Reassembler{}, 3*stateLoginTimeout)
+	}, want: wantClosedWithin(stateLoginTimeout + 2*time.Second)},
+	{name: "TDS 8 PRELOGIN with a lying length inside TLS", run: func(c net.Conn, _ string) seen {
+		tc := tls.Client(c, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"tds/8.0"}, ServerName: "localhost"})
+		_ = tc.SetDeadline(time.Now().Add(5 * time.Second))
+		if err := tc.Handshake(); err != nil {
+			return seen{closed: true}
+		}
+		p := tds.AppendPackets(nil, tds.PacketPrelogin, 0, preloginBytes(), 4096)
+		binary.BigEndian.PutUint16(p[2:4], 3)
+		_, _ = tc.Write(p)
+		return watch(tc, &tds.Reassembler{}, 3*stateLoginTimeout)
+	}, want: wantClosedWithin(atOnce)},
 	{name: "LOGIN7 offsets out of range", run: func(c net.Conn, database string) seen {
 		asm := prelogged(c)
 		l := loginWithSize(database, 4096)
@@ -487,15 +577,20 @@ func TestHostileInputAtEveryState(t *testing.T) {
 	for _, b := range buckets {
 		clusters = append(clusters, envoyconfig.Bucket{Cluster: b["cluster"].(string), Port: port})
 	}
+	cert, key, err := testcert.Write(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
 	js, _ := json.Marshal(map[string]any{
-		"listener": map[string]any{"encryption": "OFF_ALLOWED"}, "buckets": buckets,
+		"listener": map[string]any{"encryption": "OFF_ALLOWED", "tls_cert_file": cert, "tls_key_file": key}, "buckets": buckets,
 		"routes":         []map[string]any{{"database": "db_pooled", "bucket": "pooled"}, {"database": "db_tx", "bucket": "tx"}},
 		"default_bucket": "plain",
 		"timeouts":       map[string]any{"first_byte_timeout": "2s", "login_timeout": fmt.Sprintf("%gs", stateLoginTimeout.Seconds())},
 	})
 	listen, _ := stack.FreePort()
 	admin, _ := stack.FreePort()
-	yaml, err := envoyconfig.Render(envoyconfig.Params{ListenerPort: listen, AdminPort: admin, FilterConfigJSON: string(js), Buckets: clusters})
+	yaml, err := envoyconfig.Render(envoyconfig.Params{ListenerPort: listen, AdminPort: admin, FilterConfigJSON: string(js),
+		TDS8CertFile: cert, TDS8KeyFile: key, Buckets: clusters})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -571,8 +666,14 @@ func TestHostileInputAtEveryState(t *testing.T) {
 	var stats map[string]uint64
 	rest := func() bool {
 		// Measurements made off a connection's worker (a pooled backend's slot given back
-		// when it closes) reach Envoy's stats through the next connection.
+		// when it closes) reach Envoy's stats through the next connection of the same filter
+		// chain: one TDS 7 connection and one TDS 8. (The TDS 7 one sends its PRELOGIN:
+		// tls_inspector holds a silent connection back from every filter chain.)
 		if c, err := net.Dial("tcp", addr); err == nil {
+			prelogged(c)
+			c.Close()
+		}
+		if c, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"tds/8.0"}}); err == nil {
 			c.Close()
 		}
 		if stats, err = e.Stats(); err != nil {
@@ -615,6 +716,7 @@ func TestHostileInputAtEveryState(t *testing.T) {
 			t.Errorf("%s = %d", name, v)
 		}
 	}
+	t.Logf("FIGURES backend connections at rest: %d (sessions %d)", backend.OpenConnections(), backend.Sessions())
 	if after := countFDs(t, e.Pid()); after > fdsBefore {
 		t.Errorf("Envoy's open descriptors grew from %d to %d", fdsBefore, after)
 	} else {
