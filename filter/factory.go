@@ -31,14 +31,17 @@ const proxyVersion = 0x100003E8
 // the slot provider shared by the listener's connections. It is built on Envoy's main thread
 // and read (never written) by the workers.
 type Factory struct {
-	cfg              *tdspoolpb.Config
-	stats            globalStats
-	buckets          map[string]*bucketState
-	router           router
-	slots            Slots
-	coordStats       *coordStats
-	announce         tds.EncryptOption // what our PRELOGIN reply offers by default
-	tlsConfig        *tls.Config       // listener certificate for TDS 7.x TLS; nil: no TLS offered
+	cfg        *tdspoolpb.Config
+	stats      globalStats
+	buckets    map[string]*bucketState
+	router     router
+	slots      Slots
+	coordStats *coordStats
+	announce   tds.EncryptOption // what our PRELOGIN reply offers by default
+	// preloginReplies are our PRELOGIN replies, framed at the default packet size, by the
+	// ENCRYPTION value they carry (EncryptOff..EncryptReq): every client gets one.
+	preloginReplies  [tds.EncryptReq + 1][]byte
+	tlsConfig        *tls.Config // listener certificate for TDS 7.x TLS; nil: no TLS offered
 	version          uint32
 	loginTimeout     time.Duration
 	backendTimeout   time.Duration
@@ -147,7 +150,19 @@ func newFactory(cfg *tdspoolpb.Config, m host.Metrics) (*Factory, error) {
 		// OFF: clients that can encrypt get at least an encrypted LOGIN7.
 		f.announce = tds.EncryptOff
 	}
+	for enc := range f.preloginReplies {
+		f.preloginReplies[enc] = tds.AppendPackets(nil, tds.PacketReply, 0,
+			tds.ServerPreloginReply(f.version, tds.EncryptOption(enc)).AppendPrelogin(nil), tds.DefaultPacketSize)
+	}
 	return f, nil
+}
+
+// preloginReply is our PRELOGIN reply carrying enc, framed for packetSize.
+func (f *Factory) preloginReply(enc tds.EncryptOption, packetSize int) []byte {
+	if int(enc) < len(f.preloginReplies) && packetSize == tds.DefaultPacketSize {
+		return f.preloginReplies[enc]
+	}
+	return tds.AppendPackets(nil, tds.PacketReply, 0, tds.ServerPreloginReply(f.version, enc).AppendPrelogin(nil), packetSize)
 }
 
 // newSlots builds the Redis coordinator, or a process-local cap when no Redis is configured.

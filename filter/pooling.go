@@ -33,6 +33,34 @@ type pooledBackend struct {
 	mu sync.Mutex
 	// killSession posts a kill to the session using the backend now (nil while idle).
 	killSession func() bool
+
+	// replay is the last login reply replayed to a client of this backend, framed: the
+	// clients of a backend share its key, so the next one almost always gets the same bytes.
+	// Only the session the backend is lent to touches it.
+	replay replayCache
+}
+
+// replayCache is a framed replayed login reply and what it was built from.
+type replayCache struct {
+	reply                 *tds.LoginReply
+	ackWanted             bool // the client asked for a FEATUREEXTACK
+	packetSize, frameSize int
+	framed                []byte
+}
+
+// replayTo returns the framed login reply for client (given packetSize, framed at frameSize
+// with the backend's SPID), reusing the previous client's when it was built the same way.
+// The bytes are only read (written to the client).
+func (p *pooledBackend) replayTo(reply *tds.LoginReply, client *tds.Login7, packetSize, frameSize int) []byte {
+	// What AppendReplay reads of the client besides its features, which the key fixes.
+	ackWanted := len(client.Features) > 0 || client.OptionFlags3&tds.Login7Extension != 0
+	c := &p.replay
+	if c.framed == nil || c.reply != reply || c.ackWanted != ackWanted || c.packetSize != packetSize || c.frameSize != frameSize {
+		payload := reply.AppendReplay(nil, client, packetSize)
+		*c = replayCache{reply: reply, ackWanted: ackWanted, packetSize: packetSize, frameSize: frameSize,
+			framed: tds.AppendPacketsSPID(nil, tds.PacketReply, 0, p.spid, payload, frameSize)}
+	}
+	return c.framed
 }
 
 // setUser records the session using the backend (nil: back in the pool).
@@ -139,7 +167,7 @@ func (bp *bucketPool) flush(conn host.Conn, st *poolStats, now time.Time, force 
 		return
 	}
 	bp.lastFlush = now
-	cur := bp.Stats()
+	cur := bp.Totals()
 	old := &bp.shown
 	// Gauges move by this pool's change, not set to its value: the filter chains of one
 	// listener each have a pool of the bucket and write the same stats, which then sum them.
@@ -153,7 +181,7 @@ func (bp *bucketPool) flush(conn host.Conn, st *poolStats, now time.Time, force 
 		{st.borrowed, cur.Borrowed, old.Borrowed}, {st.created, cur.Created, old.Created},
 		{st.loginsSaved, cur.LoginsSaved, old.LoginsSaved}, {st.resetFailures, cur.ResetFailures, old.ResetFailures},
 		{st.evictions, cur.Evictions, old.Evictions}, {st.returnWaits, cur.ReturnWaits, old.ReturnWaits},
-		{st.closed, closedTotal(cur), closedTotal(*old)},
+		{st.closed, cur.Closed, old.Closed},
 	} {
 		if c.now > c.was {
 			conn.IncCounter(c.id, c.now-c.was)
@@ -184,18 +212,6 @@ func moveGauge(conn host.Conn, id host.MetricID, now, was int) {
 	case now < was:
 		conn.DecGauge(id, uint64(was-now))
 	}
-}
-
-// closedTotal counts backends the pool closed for any reason.
-func closedTotal(s pool.Stats) uint64 {
-	n := s.Discarded + s.Evictions
-	for _, v := range s.ClosedIdle {
-		n += v
-	}
-	for _, v := range s.ClosedOnReturn {
-		n += v
-	}
-	return n
 }
 
 // flushPoolStats updates the session's bucket pool stats (worker thread).
@@ -242,16 +258,16 @@ type poolState struct {
 	// cancelWait withdraws the session's wait for a lent backend of its key (waitForReturn);
 	// nil when it is not waiting.
 	cancelWait func() bool
-	// login7 is the prepared LOGIN7 (framed) of a session answered from the pool, kept until
-	// its reset is acknowledged: a backend that fails the reset, with no other idle one of the
-	// key, is replaced by a hidden login with it. Never logged; zeroed when dropped.
-	login7 []byte
+	// relogin is the prepared LOGIN7 of a session answered from the pool (as a backend gets
+	// it), kept until its reset is acknowledged: a backend that fails the reset, with no other
+	// idle one of the key, is replaced by a hidden login with it. It is encoded only then (a
+	// login from the pool costs no LOGIN7 encoding). Never logged.
+	relogin *tds.Login7
 }
 
-// dropLogin7 zeroes and drops the kept LOGIN7.
+// dropLogin7 drops the kept LOGIN7.
 func (p *poolState) dropLogin7() {
-	clear(p.login7)
-	p.login7 = nil
+	p.relogin = nil
 }
 
 // maxLoginWire bounds the recorded login response with its packet headers.
@@ -314,15 +330,15 @@ func (s *session) servedFromPool(login *tds.Login7) bool {
 	s.pool.lease, s.pool.resetPending = lease, true
 	s.leg = leg
 	pb.c.SetHandler(leg)
-	reply := lease.Reply().AppendReplay(nil, login, int(login.PacketSize))
-	s.toClient(tds.AppendPacketsSPID(nil, tds.PacketReply, 0, pb.spid, reply, s.pktSize))
+	s.toClient(pb.replayTo(lease.Reply(), login, int(login.PacketSize), s.pktSize))
 	s.pktSize = int(login.PacketSize)
 	wait := s.f.now().Sub(s.loginStarted)
 	b.pool.ObserveBorrowWait(wait)
 	s.conn.RecordHistogram(b.stats.pool.borrowWaitUs, uint64(wait.Microseconds()))
 	s.loginAck = true
-	s.pool.login = nil
-	s.pool.login7, s.login7 = s.login7, nil
+	s.pool.login, s.pool.relogin = nil, login
+	clear(s.login7) // framed already when the login waited first
+	s.login7 = nil
 	s.onLoginResponseDone()
 	s.flushPoolStats(false)
 	s.fleetLent(pb, login)
@@ -653,13 +669,14 @@ func (s *session) returnBackend() bool {
 // counts both. False: nothing kept to log in or resend with.
 func (s *session) reloginAfterFailedReset(failed *pool.Lease[*pooledBackend]) bool {
 	p := &s.pool
-	if p.sentLost || len(p.login7) == 0 || s.bucket.target == nil {
+	if p.sentLost || p.relogin == nil || s.bucket.target == nil {
 		return false
 	}
 	pb := failed.Conn()
 	slot := failed.DetachFailed()
-	login7 := p.login7
-	p.login7 = nil
+	// Framed at the packet size of a connection that has not logged in yet.
+	login7 := tds.AppendPackets(nil, tds.PacketLogin7, 0, p.relogin.AppendLogin7(nil), tds.DefaultPacketSize)
+	p.relogin = nil
 	rl := &reloginLeg{s: s, lastActive: s.moduleLeg().lastActive, kill: pb.kill}
 	s.leg = rl
 	pb.c.SetHandler(nil)

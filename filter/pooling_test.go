@@ -241,13 +241,13 @@ func TestPooledResetFailureLogsInANewBackend(t *testing.T) {
 			a.s.OnEvent(host.RemoteClose)
 			b := h.connect()
 			b.pooledLogin(t, dialed, "app", "pw")
-			if sess := b.s.(*session); len(sess.pool.login7) == 0 {
-				t.Fatal("a session served from the pool keeps no LOGIN7 for a re-login")
+			sess := b.s.(*session)
+			if sess.pool.relogin == nil || sess.login7 != nil {
+				t.Fatal("a session served from the pool keeps no LOGIN7 for a re-login (or a framed one it never sends)")
 			}
 			batch := tds.AppendPackets(nil, tds.PacketSQLBatch, 0, (&tds.SQLBatch{Text: "select 1"}).AppendSQLBatch(nil), 8192)
 			b.fromClient(batch)
 			sent := append([]byte(nil), fb.written...)
-			kept := b.s.(*session).pool.login7
 			b.conn.ToClient = nil
 			tc.fail(fb)
 			b.waitPosted(time.Second) // the failure, then the old slot's hand-over
@@ -257,8 +257,8 @@ func TestPooledResetFailureLogsInANewBackend(t *testing.T) {
 			}
 			zeroed := func() {
 				t.Helper()
-				if bytes.Count(kept, []byte{0}) != len(kept) {
-					t.Fatal("the kept LOGIN7 was not zeroed once sent or dropped")
+				if sess.pool.relogin != nil {
+					t.Fatal("the kept LOGIN7 was not dropped once sent")
 				}
 			}
 			// Meanwhile the client's next bytes wait in Envoy's buffer.
@@ -505,5 +505,53 @@ func TestPoolGaugesSumTheChainsPools(t *testing.T) {
 	pools[0].flush(conn, st, now.Add(time.Minute), true)
 	if idle := m.Value("bucket.b.pool_idle"); idle != 1 {
 		t.Fatalf("pool_idle %d after one pool drained, want the other's 1", idle)
+	}
+}
+
+// A backend's replayed login reply is cached for its next client: every variant (another
+// recorded reply, a client asking for no FEATUREEXTACK, another packet size or framing) gets
+// exactly the bytes built afresh, and a repeat reuses them.
+func TestReplayCacheMatchesAFreshReplay(t *testing.T) {
+	record := func(db string) *tds.LoginReply {
+		var p []byte
+		p = tds.EnvChangeDatabase(db, "master").AppendEnvChange(p)
+		p = tds.EnvChangePacketSize(8192, 4096).AppendEnvChange(p)
+		p = tds.LoginAck{Interface: 1, TDSVersion: tds.TDSVersion74, ProgName: "Microsoft SQL Server", ProgVersion: 0x10000000}.AppendLoginAck(p)
+		p = tds.FeatureExtAck{Features: []tds.Feature{{ID: tds.FeatureUTF8Support, Data: []byte{1}}, {ID: tds.FeatureSessionRecovery, Data: []byte{0, 0, 0, 0}}}}.AppendFeatureExtAck(p)
+		p = tds.Done{Token: tds.TokenDone}.AppendDone(p)
+		r, err := tds.ParseLoginReply(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	withAck := &tds.Login7{OptionFlags3: tds.Login7Extension, Features: []tds.Feature{{ID: tds.FeatureUTF8Support}}}
+	noAck := &tds.Login7{}
+	r1, r2 := record("db"), record("other")
+	pb := &pooledBackend{spid: 57}
+	var prev []byte
+	for i, tc := range []struct {
+		reply           *tds.LoginReply
+		client          *tds.Login7
+		size, frameSize int
+		reused          bool
+	}{
+		{r1, withAck, 8192, 4096, false},
+		{r1, withAck, 8192, 4096, true},
+		{r1, noAck, 8192, 4096, false},
+		{r1, noAck, 16384, 4096, false},
+		{r1, noAck, 16384, 512, false},
+		{r2, noAck, 16384, 512, false},
+		{r2, noAck, 16384, 512, true},
+	} {
+		got := pb.replayTo(tc.reply, tc.client, tc.size, tc.frameSize)
+		want := tds.AppendPacketsSPID(nil, tds.PacketReply, 0, 57, tc.reply.AppendReplay(nil, tc.client, tc.size), tc.frameSize)
+		if !bytes.Equal(got, want) {
+			t.Fatalf("case %d: cached replay differs from a fresh one", i)
+		}
+		if same := len(prev) > 0 && &got[0] == &prev[0]; same != tc.reused {
+			t.Fatalf("case %d: reused %v, want %v", i, same, tc.reused)
+		}
+		prev = got
 	}
 }

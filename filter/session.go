@@ -246,8 +246,7 @@ func (s *session) onClientPrelogin(payload []byte) {
 		// TDS 8 strict: Envoy terminated TLS before the first byte; the PRELOGIN ENCRYPTION
 		// value means nothing here and no second TLS layer may start.
 		s.conn.IncCounter(s.f.stats.tlsStrict, 1)
-		out := tds.ServerPreloginReply(s.f.version, tds.EncryptNotSup).AppendPrelogin(nil)
-		s.conn.WriteToClient(tds.AppendPackets(nil, tds.PacketReply, 0, out, s.pktSize), false)
+		s.conn.WriteToClient(s.f.preloginReply(tds.EncryptNotSup, s.pktSize), false)
 		s.ph = phLogin
 		return
 	}
@@ -256,8 +255,7 @@ func (s *session) onClientPrelogin(payload []byte) {
 		client = pre.Encryption
 	}
 	reply, result := tds.NegotiateEncryption(client, s.f.announce)
-	out := tds.ServerPreloginReply(s.f.version, reply).AppendPrelogin(nil)
-	s.conn.WriteToClient(tds.AppendPackets(nil, tds.PacketReply, 0, out, s.pktSize), false)
+	s.conn.WriteToClient(s.f.preloginReply(reply, s.pktSize), false)
 	switch result {
 	case tds.EncryptionNone:
 		if s.f.cfg.Listener.Encryption != tdspoolpb.EncryptionPolicy_OFF_ALLOWED {
@@ -298,11 +296,6 @@ func (s *session) onClientLogin7(msg tds.Message) {
 		// both legs keep one packet size and no message needs re-framing.
 		login.PacketSize, rewrite = max, true
 	}
-	if rewrite {
-		payload = login.AppendLogin7(nil)
-	}
-	// Same packet size on both legs: the backend's answers are already framed for the client.
-	s.login7 = tds.AppendPackets(nil, tds.PacketLogin7, 0, payload, s.pktSize)
 	facts := loginFacts{ServerName: serverNameOf(login.ServerName), Database: login.Database, User: login.UserName}
 	if sni := s.conn.RequestedServerName(); sni != "" {
 		facts.ServerName = sni
@@ -328,9 +321,26 @@ func (s *session) onClientLogin7(msg tds.Message) {
 		return
 	}
 	if s.prepareLogin(login) {
-		s.login7 = tds.AppendPackets(nil, tds.PacketLogin7, 0, login.AppendLogin7(nil), s.pktSize)
+		rewrite = true
 	}
-	if s.servedFromRecordedReply(login) || s.servedFromPool(login) || s.waitForKeysFirstLogin() || s.waitForReturn() {
+	// The LOGIN7 the backend gets, framed; a login answered from the pool needs none.
+	frame := func() {
+		if rewrite {
+			payload = login.AppendLogin7(nil)
+		}
+		// Same packet size on both legs: the backend's answers are already framed for the client.
+		s.login7 = tds.AppendPackets(nil, tds.PacketLogin7, 0, payload, s.pktSize)
+	}
+	if b.tx != nil {
+		frame()
+	}
+	if s.servedFromRecordedReply(login) || s.servedFromPool(login) {
+		return
+	}
+	if s.login7 == nil {
+		frame()
+	}
+	if s.waitForKeysFirstLogin() || s.waitForReturn() {
 		return
 	}
 	s.queueForSlot(login)

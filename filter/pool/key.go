@@ -6,9 +6,11 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
+	"hash"
 	"io"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/tdspool/tdspool/tds"
 )
@@ -64,6 +66,15 @@ func (c Credential) Format(f fmt.State, verb rune) { io.WriteString(f, "[REDACTE
 // key, and hashes are useless outside this process.
 type Hasher struct {
 	key [32]byte
+	// macs keeps keyed HMAC states (with a scratch buffer) for reuse: a new
+	// one per login is several allocations.
+	macs sync.Pool
+}
+
+// keyedMAC is a reusable HMAC state and the buffer its input is built in.
+type keyedMAC struct {
+	h   hash.Hash
+	buf []byte
 }
 
 // NewHasher draws a fresh random key.
@@ -78,15 +89,20 @@ func NewHasher() (*Hasher, error) {
 // Credential hashes user and password (length-prefixed, so no two pairs
 // share an input).
 func (h *Hasher) Credential(user string, password tds.Password) Credential {
-	m := hmac.New(sha256.New, h.key[:])
-	var n [4]byte
-	binary.BigEndian.PutUint32(n[:], uint32(len(user)))
-	m.Write(n[:])
-	io.WriteString(m, user)
-	io.WriteString(m, password.Reveal())
+	m, _ := h.macs.Get().(*keyedMAC)
+	if m == nil {
+		m = &keyedMAC{h: hmac.New(sha256.New, h.key[:])}
+	}
+	m.buf = binary.BigEndian.AppendUint32(m.buf[:0], uint32(len(user)))
+	m.buf = append(m.buf, user...)
+	m.buf = append(m.buf, password.Reveal()...)
+	m.h.Write(m.buf)
+	clear(m.buf) // the password does not stay in the pooled buffer
 	var c Credential
-	m.Sum(c.sum[:0])
+	m.h.Sum(c.sum[:0])
+	m.h.Reset()
 	c.set = true
+	h.macs.Put(m)
 	return c
 }
 

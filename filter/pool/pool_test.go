@@ -620,4 +620,16 @@ func TestWaitReturnWakesOnReturn(t *testing.T) {
 	if n := hs.p.Stats().ReturnWaits; n != 3 {
 		t.Fatalf("ReturnWaits = %d, want 3", n)
 	}
+	// Totals (what the filter reads at every session's end) agrees with Stats.
+	st, tot := hs.p.Stats(), hs.p.Totals()
+	closed := st.Discarded + st.Evictions
+	for _, m := range []map[string]uint64{st.ClosedIdle, st.ClosedOnReturn} {
+		for _, n := range m {
+			closed += n
+		}
+	}
+	if st.Closed != closed || tot.Closed != closed || closed != 2 || tot.ReturnWaits != st.ReturnWaits || tot.Idle != st.Idle ||
+		tot.Borrowed != st.Borrowed || tot.Misses != nil {
+		t.Fatalf("Totals %+v, Stats %+v: want the same totals (2 closed), no breakdowns", tot, st)
+	}
 }

@@ -47,6 +47,9 @@ type Stats struct {
 	Evictions     uint64 // idle backends closed to free a slot for a waiter
 	Discarded     uint64 // lent backends closed by the session instead of returned
 	RefusedKeys   uint64 // keys forgotten because the server refused their credential
+	// Closed counts every backend the pool closed, for any reason: Discarded,
+	// Evictions, ClosedIdle and ClosedOnReturn summed.
+	Closed uint64
 	// ReturnWaits counts clients that found every backend of their key lent
 	// out and waited for one to come back (WaitReturn).
 	ReturnWaits uint64
@@ -73,6 +76,24 @@ type KeyStats struct {
 func (p *Pool[C]) Stats() Stats {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	st := p.totals()
+	c := &p.stats
+	st.Misses, st.Tainted = slices.Clone(c.misses[:]), slices.Clone(c.tainted[:])
+	st.ClosedIdle, st.ClosedOnReturn = cloneMap(c.closedIdleBy), cloneMap(c.closedOnReturn)
+	st.BorrowWait = c.wait.clone()
+	return st
+}
+
+// Totals is Stats without the breakdowns by reason and the histogram (nil), and allocates
+// nothing: for a reader that runs at every session's end.
+func (p *Pool[C]) Totals() Stats {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.totals()
+}
+
+// totals is Totals with the lock held.
+func (p *Pool[C]) totals() Stats {
 	c := &p.stats
 	pooledKeys := 0
 	for _, kp := range p.keys {
@@ -80,14 +101,18 @@ func (p *Pool[C]) Stats() Stats {
 			pooledKeys++
 		}
 	}
+	closed := c.discarded + c.evictions
+	for _, n := range c.closedIdleBy {
+		closed += n
+	}
+	for _, n := range c.closedOnReturn {
+		closed += n
+	}
 	return Stats{
 		Idle: p.idle, Active: p.active, Pooled: p.idle + p.active, Keys: len(p.keys), PooledKeys: pooledKeys,
 		Borrowed: c.borrowed, Returned: c.returned, Created: c.created, Warmed: c.warmed,
 		LoginsSaved: c.loginsSaved, ResetFailures: c.resetFailures, Evictions: c.evictions,
-		Discarded: c.discarded, RefusedKeys: c.refusedKeys, ReturnWaits: c.returnWaits,
-		Misses: slices.Clone(c.misses[:]), Tainted: slices.Clone(c.tainted[:]),
-		ClosedIdle: cloneMap(c.closedIdleBy), ClosedOnReturn: cloneMap(c.closedOnReturn),
-		BorrowWait: c.wait.clone(),
+		Discarded: c.discarded, RefusedKeys: c.refusedKeys, ReturnWaits: c.returnWaits, Closed: closed,
 	}
 }
 
