@@ -170,6 +170,7 @@ func Main(args []string) error {
 	render := fs.String("render", "", "only re-render results.md and the charts from DIR/results.json")
 	workloads := fs.String("workloads", "", "comma-separated workloads to measure (default all): ping,login,stream,queue,idle")
 	pingConc := fs.String("ping-conc", "", "comma-separated ping concurrencies (default: the plan's)")
+	loginConc := fs.Int("login-conc", 0, "login workers (default: the plan's, 8)")
 	envoyEnv := fs.String("envoy-env", "", "comma-separated VAR=value for every Envoy (and its Go module)")
 	perfData := fs.Bool("perf-data", false, "keep the perf.data files in the results directory")
 	profiles := fs.String("profile", "", "perf profiles to take, target:ping|login:c,… (default: "+profileList(DefaultProfiles)+")")
@@ -210,6 +211,9 @@ func Main(args []string) error {
 	p.PerfData = *perfData
 	if *workloads != "" {
 		p.Workloads = strings.Split(*workloads, ",")
+	}
+	if *loginConc > 0 {
+		p.LoginConc = *loginConc
 	}
 	if *pingConc != "" {
 		p.PingConc = nil
