@@ -77,6 +77,14 @@ func (s *recordingSlots) lease(t *testing.T, i int) *fleetRecord {
 	return s.leases[i]
 }
 
+// held is how many slots of bucket p1 are taken.
+func (s *recordingSlots) held() int {
+	ls := s.Slots.(*localSlots)
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	return ls.buckets["p1"].held
+}
+
 func recordSlots(h *harness) *recordingSlots {
 	rs := &recordingSlots{Slots: h.f.slots}
 	h.f.slots = rs
@@ -219,5 +227,44 @@ func TestTransactionModeKillAnswersAWaitingRequest(t *testing.T) {
 	}
 	if a.conn.Closed {
 		t.Fatal("A was killed too")
+	}
+}
+
+// An operator's kill of an idle transaction-mode backend's lease closes that backend (and
+// frees its slot); the sessions go on, and the next request gets another backend.
+func TestTransactionModeKillOfAnIdleBackend(t *testing.T) {
+	h := newTxHarness(t)
+	rs := recordSlots(h.harness)
+	a := h.connect()
+	fb0, _ := a.pooledLogin(t, &h.dialed, "app", "pw")
+	ta := txOf(a)
+	// A request on a new backend grown by the pool (its lease is the grow's, not the login's).
+	a.fromClient(batch("select 1", 0))
+	fb0.h.Data(doneReply(tds.EnvChangeResetAck().AppendEnvChange(nil)))
+	runUntil(t, a, "released", func() bool { return ta.bind == nil })
+	for i, rec := range []*fleetRecord{rs.lease(t, 0)} {
+		if got := rec.get(); got.State != coordinator.HolderIdle {
+			t.Fatalf("lease %d not idle: %+v", i, got)
+		}
+		rec.kill()
+	}
+	runUntil(t, a, "the idle backend closed", func() bool { return fb0.closed && rs.held() == 0 })
+	if a.conn.Closed {
+		t.Fatal("the session was killed with the idle backend")
+	}
+	a.fromClient(batch("select 2", 0))
+	fb1 := h.waitDial(t, a, 2)
+	fb1.h.Ready(&tds.Prelogin{}, tds.EncryptionNone)
+	fb1.h.Data(loginAckReply())
+	runUntil(t, a, "bound to a new backend", func() bool { return ta.bind != nil && ta.bind.c == fb1 })
+	if got := rs.lease(t, 1).get(); got.Session != "p:c1" {
+		t.Fatalf("the grown backend's lease while bound: %+v", got)
+	}
+	fb1.h.Data(doneReply())
+	runUntil(t, a, "released again", func() bool { return ta.bind == nil })
+	rs.lease(t, 1).kill()
+	runUntil(t, a, "the grown idle backend closed", func() bool { return fb1.closed })
+	if a.conn.Closed {
+		t.Fatal("the session was killed with the grown idle backend")
 	}
 }
