@@ -211,6 +211,21 @@ func (s *Server) Session(spid int) (SessionInfo, bool) {
 	return SessionInfo{}, false
 }
 
+// dmExecSessionsTypes are the SQL Server types of sys.dm_exec_sessions' columns that their
+// values alone would type otherwise (a smallint read as int, a bit as int).
+var dmExecSessionsTypes = map[string]sqlType{
+	"session_id": {k: kSmallInt}, "login_time": {k: kDateTime}, "host_name": {k: kNVarChar, size: 128},
+	"program_name": {k: kNVarChar, size: 128}, "client_interface_name": {k: kNVarChar, size: 32},
+	"login_name": {k: kNVarChar, size: 128}, "original_login_name": {k: kNVarChar, size: 128},
+	"status": {k: kNVarChar, size: 30}, "context_info": {k: kVarBinary, size: 128},
+	"language": {k: kNVarChar, size: 128}, "date_format": {k: kNVarChar, size: 3}, "date_first": {k: kSmallInt},
+	"quoted_identifier": {k: kBit}, "arithabort": {k: kBit}, "ansi_null_dflt_on": {k: kBit}, "ansi_defaults": {k: kBit},
+	"ansi_warnings": {k: kBit}, "ansi_padding": {k: kBit}, "ansi_nulls": {k: kBit}, "concat_null_yields_null": {k: kBit},
+	"transaction_isolation_level": {k: kSmallInt}, "lock_timeout": {k: kInt}, "deadlock_priority": {k: kInt},
+	"text_size": {k: kInt}, "database_id": {k: kSmallInt}, "open_transaction_count": {k: kInt},
+	"is_user_process": {k: kBit},
+}
+
 // dmExecSessions renders sys.dm_exec_sessions as a SQLite subquery: one
 // SELECT of literals per session, the asking session live, the others as
 // last published.

@@ -18,6 +18,7 @@ import (
 func (s *session) catalogView(schema, name string) (string, bool) {
 	switch schema + "." + strings.ToUpper(name) {
 	case "SYS.DM_EXEC_SESSIONS":
+		s.catalogCols = dmExecSessionsTypes
 		return s.dmExecSessions(), true
 	case "SYS.DATABASES":
 		return s.sysDatabases(), true
@@ -208,12 +209,27 @@ func (c catalogColumn) maxLength() int64 {
 		return 8
 	case kDate:
 		return 3
+	case kTime:
+		return int64(timeBytes(c.typ.scale))
+	case kDateTimeOffset:
+		return int64(timeBytes(c.typ.scale) + 5)
 	case kGUID:
 		return 16
 	case kDecimal:
 		return 9
 	}
 	return 0
+}
+
+// timeBytes is the size of a time(scale) value: 3 bytes up to scale 2, 4 up to 4, else 5.
+func timeBytes(scale int) int {
+	switch {
+	case scale <= 2:
+		return 3
+	case scale <= 4:
+		return 4
+	}
+	return 5
 }
 
 func (c catalogColumn) numericPrecision() any {

@@ -387,6 +387,9 @@ func (c *conn) login(body []byte) (bool, error) {
 	b = c.infoToken(b, 5703, 1, "Changed language setting to us_english.")
 	b = tds.EnvChangePacketSize(size, tds.DefaultPacketSize).AppendEnvChange(b)
 	b = tds.LoginAck{Interface: 1, TDSVersion: tdsVer, ProgName: progName, ProgVersion: serverVersion}.AppendLoginAck(b)
+	if l.OptionFlags3&tds.Login7Extension != 0 || len(l.Features) > 0 {
+		b = tds.FeatureExtAck{Features: featureAcks(l.Features)}.AppendFeatureExtAck(b)
+	}
 	if host, port, ok := s.redirectTarget(); ok {
 		// Routing [MS-TDS §2.2.7.9, type 20]: after LOGINACK, as Azure SQL's
 		// redirect policy and read-only routing send it; the client
@@ -410,6 +413,25 @@ func (c *conn) login(body []byte) (bool, error) {
 	}
 	c.pktSize = size // both sides switch after the login response
 	return true, nil
+}
+
+// featureAcks are the FEATUREEXTACK entries SQL Server 2022 sends for the features a LOGIN7
+// asked for [MS-TDS §2.2.7.11], among those the stand-in has: SESSIONRECOVERY (connection
+// resiliency, with no initial session state: the stand-in sends no SESSIONSTATE tokens, so a
+// client recovering a session replays only its login) and UTF8_SUPPORT (UTF-8 collations
+// supported). The others (FEDAUTH, COLUMNENCRYPTION, DATACLASSIFICATION, JSON, vector, ...)
+// are not acknowledged, which tells the client the server lacks them.
+func featureAcks(asked []tds.Feature) []tds.Feature {
+	var acks []tds.Feature
+	for _, f := range asked {
+		switch f.ID {
+		case tds.FeatureSessionRecovery:
+			acks = append(acks, tds.Feature{ID: f.ID, Data: []byte{}})
+		case tds.FeatureUTF8Support:
+			acks = append(acks, tds.Feature{ID: f.ID, Data: []byte{1}})
+		}
+	}
+	return acks
 }
 
 // request is one client message handed from the reader to the executor.
@@ -508,6 +530,12 @@ func (c *conn) readRequests(rw io.ReadWriter, reqs chan<- request, primary bool)
 
 var attnAck = tds.Done{Token: tds.TokenDone, Status: tds.DoneAttn}.AppendDone(nil)
 
+// interrupted ends the response of a request an ATTENTION cut short, as SQL Server ends it:
+// DONE with the error bit and no ERROR token, in a message of its own before the
+// acknowledgement's. mssql-jdbc reads the acknowledgement as the message after the
+// interrupted response's end, so the two must not share a message.
+var interrupted = tds.Done{Token: tds.TokenDone, Status: tds.DoneError}.AppendDone(nil)
+
 func (c *conn) handle(req request) error {
 	if req.typ == tds.PacketAttention {
 		c.mu.Lock()
@@ -562,8 +590,11 @@ func (c *conn) handle(req request) error {
 		return err
 	}
 	if attn {
-		// Everything before the acknowledgement may be discarded
-		// [MS-TDS §2.2.1.7]; the reply is just DONE(ATTN).
+		// Everything before the acknowledgement may be discarded [MS-TDS §2.2.1.7]: the
+		// response is cut to its end, then the acknowledgement follows.
+		if err := c.sendTo(req.w, interrupted); err != nil {
+			return err
+		}
 		return c.sendTo(req.w, attnAck)
 	}
 	if err := c.sendTo(req.w, out); err != nil {

@@ -55,7 +55,8 @@
 //	            handshake and login, no SQLite; SELECT 1 and STREAM <bytes>
 //	            answered from prebuilt bytes by one goroutine per session.
 //	compat/     The driver compatibility workload (go-mssqldb, python-tds,
-//	            pymssql), written once with the target address as a parameter.
+//	            pymssql, tedious, mssql-jdbc), written once with the target
+//	            address as a parameter.
 //	cmd/standin  A command serving N buckets on consecutive ports.
 //
 // # Lifecycle of a connection
@@ -78,14 +79,17 @@
 //  4. The login response: ENVCHANGE database, INFO 5701, ENVCHANGE
 //     collation (SQL_Latin1_General_CP1_CI_AS), ENVCHANGE language, INFO
 //     5703, ENVCHANGE packet size, LOGINACK (TDS 7.4, "Microsoft SQL
-//     Server" 16.0.1000 = SQL Server 2022), DONE. The negotiated packet size
-//     applies from the next message on.
+//     Server" 16.0.1000 = SQL Server 2022), FEATUREEXTACK when the LOGIN7
+//     has a FeatureExt (SESSIONRECOVERY and UTF8_SUPPORT acknowledged if
+//     asked), DONE. The negotiated packet size applies from the next
+//     message on.
 //  5. A reader goroutine reads whole messages and hands them to the
 //     executor (the connection's goroutine), which runs them one at a time
 //     and writes every reply. ATTENTION is seen by the reader at once: it
 //     cancels the running request's context (WAITFOR and SQLite queries
-//     stop) and the executor answers DONE(ATTN) in place of the reply, or as
-//     a message of its own if the request had already been answered.
+//     stop) and the executor ends the reply there with DONE(ERROR), then
+//     sends DONE(ATTN) as a message of its own, as SQL Server does (only the
+//     acknowledgement if the request had already been answered).
 //  6. The connection ends on client close, a protocol error, DropAll/Kill,
 //     or Close. A panic anywhere in the connection's goroutines is
 //     recovered, logged and closes only that connection. The session's
@@ -187,10 +191,11 @@
 // exist, with their common columns (catalog.go), every table in dbo and
 // varchar/nchar columns reported as nvarchar; an expression over variables
 // is typed from its value (a lone bit or uniqueidentifier variable in a
-// FROM-less SELECT keeps its type, datetime and decimal ones do not);
+// FROM-less SELECT keeps its type, datetime and decimal ones do not; a
+// select-list item that is one CAST or CONVERT has the target type);
 // INSERT ... EXEC and OUTPUT ... INTO are refused; cursors are STATIC only
 // (no WHERE CURRENT OF, no ROWSTAT column on API cursor fetches);
-// datetimeoffset is datetime2(7) without the offset; one language
+// one language
 // (us_english); lock waits between sessions are SQLite's database locks,
 // not row locks; no Windows/Azure AD authentication, no DTC.
 //

@@ -656,6 +656,8 @@ func (s *session) evalCond(ctx context.Context, cond []token, vars map[string]an
 // set when it returns columns.
 func (s *session) runSQL(ctx context.Context, r *resp, st []token, vars map[string]any, inProc bool) *sqlError {
 	st = optionalKeywords(st)
+	s.catalogCols = nil // a catalog view the statement reads sets it in translate
+	defer func() { s.catalogCols = nil }()
 	if s.doomed && startsImplicitTran(st) && st[0].upper != "SELECT" {
 		return errDoomed()
 	}
@@ -694,7 +696,7 @@ func (s *session) runSQL(ctx context.Context, r *resp, st []token, vars map[stri
 		curcmd = cmdDelete
 	}
 	if curcmd == cmdSelect && !hasWord(st, "INTO") {
-		s.colHints = selectVarTypes(st, vars)
+		s.colHints = selectItemTypes(st, vars)
 		defer func() { s.colHints = nil }()
 		return s.query(ctx, r, q, args, inProc)
 	}
@@ -708,18 +710,25 @@ func (s *session) runSQL(ctx context.Context, r *resp, st []token, vars map[stri
 	return nil
 }
 
-// selectVarTypes types the select-list items of a FROM-less SELECT that are a lone variable
-// ("SELECT @b, @g AS id"), whose SQL Server type SQLite's result loses: a bit comes back as
-// an integer, a uniqueidentifier as text. Other items get kUnknown (typed from their values).
-func selectVarTypes(st []token, vars map[string]any) []sqlType {
-	if len(st) < 2 || st[0].upper != "SELECT" || hasWord(st, "FROM") {
+// selectItemTypes types the select-list items whose SQL Server type SQLite's result loses:
+// a lone variable in a FROM-less SELECT ("SELECT @b, @g AS id": a bit comes back as an
+// integer, a uniqueidentifier as text), and a CAST or CONVERT ("SELECT CAST(x AS
+// DECIMAL(18,4)) AS d": SQL Server types the column as the target type; SQLite has no
+// declared type for an expression). Other items get kUnknown (typed from their values); a
+// list with * gets no hints, its columns' positions being unknown.
+func selectItemTypes(st []token, vars map[string]any) []sqlType {
+	if len(st) < 2 || st[0].upper != "SELECT" {
 		return nil
 	}
+	fromless := !hasWord(st, "FROM")
 	var hints []sqlType
 	item := []token{}
+	star := false
 	flush := func() {
 		var t sqlType
-		if len(item) >= 1 && item[0].k == tkVar && (len(item) == 1 || len(item) == 2 && item[1].k != tkOp ||
+		if ct, ok := castItemType(item); ok {
+			t = ct
+		} else if fromless && len(item) >= 1 && item[0].k == tkVar && (len(item) == 1 || len(item) == 2 && item[1].k != tkOp ||
 			len(item) == 3 && item[1].upper == "AS") {
 			switch vars[strings.ToLower(item[0].text)].(type) {
 			case bool:
@@ -732,6 +741,7 @@ func selectVarTypes(st []token, vars map[string]any) []sqlType {
 		item = item[:0]
 	}
 	depth := 0
+loop:
 	for _, t := range st[1:] {
 		switch {
 		case t.k == tkSemi:
@@ -740,14 +750,63 @@ func selectVarTypes(st []token, vars map[string]any) []sqlType {
 			depth++
 		case t.text == ")":
 			depth--
-		case t.text == "," && depth == 0:
+		case depth == 0 && t.text == ",":
 			flush()
 			continue
+		case depth == 0 && t.text == "*" && (len(item) == 0 || item[len(item)-1].text == "."):
+			star = true
+		case depth == 0 && selectListEnd[t.upper]:
+			break loop
 		}
 		item = append(item, t)
 	}
 	flush()
+	if star {
+		return nil
+	}
 	return hints
+}
+
+// selectListEnd are the words that end a SELECT's list of items.
+var selectListEnd = map[string]bool{"FROM": true, "WHERE": true, "GROUP": true, "HAVING": true, "ORDER": true,
+	"UNION": true, "EXCEPT": true, "INTERSECT": true, "OPTION": true, "FOR": true}
+
+// castItemType is the target type of a select-list item that is one CAST, TRY_CAST, CONVERT
+// or TRY_CONVERT, with or without an alias.
+func castItemType(item []token) (sqlType, bool) {
+	if len(item) < 4 || item[1].text != "(" {
+		return sqlType{}, false
+	}
+	end := matchParen(item, 1)
+	if end < 0 {
+		return sqlType{}, false
+	}
+	switch rest := item[end+1:]; {
+	case len(rest) == 0, len(rest) == 1 && rest[0].upper != "AS", len(rest) == 2 && rest[0].upper == "AS":
+	default:
+		return sqlType{}, false
+	}
+	inner := item[2:end]
+	var ts []token
+	switch item[0].upper {
+	case "CAST", "TRY_CAST":
+		depth := 0
+		for k, t := range inner {
+			switch {
+			case t.text == "(":
+				depth++
+			case t.text == ")":
+				depth--
+			case depth == 0 && t.upper == "AS":
+				ts = inner[k+1:]
+			}
+		}
+	case "CONVERT", "TRY_CONVERT":
+		if args := splitArgs(inner); len(args) >= 2 {
+			ts = args[0]
+		}
+	}
+	return typeOfTokens(ts)
 }
 
 // optionalKeywords spells out what T-SQL lets a statement leave out and SQLite does not:
@@ -828,6 +887,9 @@ func (s *session) collect(ctx context.Context, q string, args []any) (*resultSet
 		t, ok := fromDecl(ct.DatabaseTypeName())
 		if !ok && j < len(s.colHints) && s.colHints[j].k != kUnknown {
 			t, ok = s.colHints[j], true
+		}
+		if !ok {
+			t, ok = s.catalogCols[strings.ToLower(ct.Name())]
 		}
 		if !ok {
 			colVals := make([]any, len(data))
@@ -1577,8 +1639,17 @@ func (s *session) function(ts []token, j int, vars map[string]any, args *[]any) 
 }
 
 func castTypeOf(ts []token) string {
-	if len(ts) == 0 {
+	t, ok := typeOfTokens(ts)
+	if !ok {
 		return "TEXT"
+	}
+	return t.castType()
+}
+
+// typeOfTokens parses a type name with its arguments ("DECIMAL ( 18 , 4 )").
+func typeOfTokens(ts []token) (sqlType, bool) {
+	if len(ts) == 0 {
+		return sqlType{}, false
 	}
 	name, _ := ts[0].name()
 	var args []string
@@ -1587,11 +1658,7 @@ func castTypeOf(ts []token) string {
 			args = append(args, joinTokens(a))
 		}
 	}
-	t, ok := parseSQLType(name, args)
-	if !ok {
-		return "TEXT"
-	}
-	return t.castType()
+	return parseSQLType(name, args)
 }
 
 // mapSQLiteErr turns SQLite's error text into the SQL Server error a

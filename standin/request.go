@@ -3,6 +3,7 @@ package standin
 import (
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/tdspool/tdspool/tds"
 )
@@ -27,8 +28,9 @@ type rpcParam struct {
 // Typed wrappers so parameter values keep what TYPE_INFO said about them
 // where a plain Go type would lose it.
 type (
-	decimalValue string // canonical decimal text, e.g. "-12.3400"
-	guidValue    string // canonical upper-case GUID text
+	decimalValue string    // canonical decimal text, e.g. "-12.3400"
+	guidValue    string    // canonical upper-case GUID text
+	timeOfDay    time.Time // a time parameter (the date part is not its value)
 )
 
 // rpcCalls converts a decoded RPC request into calls with Go values.
@@ -69,6 +71,10 @@ func paramValue(p *tds.RPCParam) (any, error) {
 		return decimalValue(x.String()), nil
 	case tds.GUID:
 		return guidValue(x.String()), nil
+	case time.Time:
+		if p.Type.Type == tds.TypeTimeN {
+			return timeOfDay(x), nil
+		}
 	case string:
 		switch p.Type.Type {
 		case tds.TypeBigVarChar, tds.TypeBigChar, tds.TypeVarChar, tds.TypeChar, tds.TypeText:

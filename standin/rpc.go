@@ -307,6 +307,10 @@ func coerceParam(v any, t sqlType) any {
 			y, mo, d := tm.Date()
 			return time.Date(y, mo, d, tm.Hour(), tm.Minute(), tm.Second(), tm.Nanosecond(), time.UTC)
 		}
+	case kTime:
+		if tm, ok := v.(time.Time); ok {
+			return timeOfDay(tm)
+		}
 	case kInt, kBigInt, kSmallInt, kTinyInt:
 		if f, ok := v.(float64); ok && f == math.Trunc(f) {
 			return int64(f)

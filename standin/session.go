@@ -16,12 +16,15 @@ import (
 // (the reader goroutine only cancels the request context).
 type session struct {
 	attached map[string]bool // other databases ATTACHed on sc (attach)
-	colHints []sqlType       // result column types the statement's text knows and SQLite loses (selectVarTypes)
-	c        *conn
-	login    string
-	loginDB  string
-	db       string
-	sc       *sql.Conn // dedicated SQLite connection to db
+	colHints []sqlType       // result column types the statement's text knows and SQLite loses (selectItemTypes)
+	// catalogCols types the columns of the catalog view the running statement reads, by
+	// name (a view is a subquery of literals, which SQLite types from their values).
+	catalogCols map[string]sqlType
+	c           *conn
+	login       string
+	loginDB     string
+	db          string
+	sc          *sql.Conn // dedicated SQLite connection to db
 
 	trancount  int
 	desc       uint64 // current transaction descriptor, 0 outside one

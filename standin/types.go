@@ -31,6 +31,8 @@ import (
 //	datetime / smalldatetime         DATETIME / SMALLDATETIME, same text;
 //	                                 sent as DATETIMN(8) / DATETIMN(4)
 //	date                             DATE_TEXT          text 'YYYY-MM-DD'
+//	time(s)                          TIME_TEXT(s)       text 'hh:mm:ss.fffffff'
+//	datetimeoffset(s)                DATETIMEOFFSET_TEXT(s)  text 'YYYY-MM-DD hh:mm:ss.fffffff +hh:mm'
 //	uniqueidentifier                 UNIQUEIDENTIFIER   canonical upper-case text
 //
 // Columns without a declared type (expressions, literals) are typed from
@@ -56,6 +58,8 @@ const (
 	kSmallDateTime // smalldatetime: whole minutes
 	kDate
 	kGUID
+	kTime           // time(s): time of day
+	kDateTimeOffset // datetimeoffset(s): local time and its offset from UTC
 )
 
 type sqlType struct {
@@ -137,10 +141,10 @@ func parseSQLType(name string, args []string) (sqlType, bool) {
 		return sqlType{k: kDateTime}, true
 	case "smalldatetime":
 		return sqlType{k: kSmallDateTime}, true
-	case "datetimeoffset":
-		// Stored and reported as datetime2(7) (local time kept, offset
-		// dropped): the stand-in keeps no time zones.
-		return sqlType{k: kDateTime2, scale: 7}, true
+	case "datetimeoffset", "datetimeoffset_text":
+		return sqlType{k: kDateTimeOffset, scale: min(max(arg(0, 7), 0), 7)}, true
+	case "time", "time_text":
+		return sqlType{k: kTime, scale: min(max(arg(0, 7), 0), 7)}, true
 	case "date", "date_text":
 		return sqlType{k: kDate}, true
 	case "uniqueidentifier":
@@ -182,6 +186,10 @@ func (t sqlType) sqliteDecl() string {
 		return "DATE_TEXT"
 	case kGUID:
 		return "UNIQUEIDENTIFIER"
+	case kTime:
+		return fmt.Sprintf("TIME_TEXT(%d)", t.scale)
+	case kDateTimeOffset:
+		return fmt.Sprintf("DATETIMEOFFSET_TEXT(%d)", t.scale)
 	}
 	return ""
 }
@@ -313,6 +321,10 @@ func (t sqlType) typeInfo() tds.TypeInfo {
 		return tds.DateNType()
 	case kGUID:
 		return tds.GUIDType()
+	case kTime:
+		return tds.TypeInfo{Type: tds.TypeTimeN, Scale: uint8(t.scale)}
+	case kDateTimeOffset:
+		return tds.TypeInfo{Type: tds.TypeDateTimeOffsetN, Scale: uint8(t.scale)}
 	}
 	return tds.NVarCharType(0)
 }
@@ -360,8 +372,12 @@ func typeFromInfo(ti *tds.TypeInfo) sqlType {
 			return sqlType{k: kVarBinary, size: -1}
 		}
 		return sqlType{k: kVarBinary, size: max(int(ti.MaxLen), 1)}
-	case tds.TypeDateTime2N, tds.TypeDateTimeOffsetN:
+	case tds.TypeDateTime2N:
 		return sqlType{k: kDateTime2, scale: int(ti.Scale)}
+	case tds.TypeDateTimeOffsetN:
+		return sqlType{k: kDateTimeOffset, scale: int(ti.Scale)}
+	case tds.TypeTimeN:
+		return sqlType{k: kTime, scale: int(ti.Scale)}
 	case tds.TypeDateTime:
 		return sqlType{k: kDateTime}
 	case tds.TypeDateTim4:
@@ -379,7 +395,11 @@ func typeFromInfo(ti *tds.TypeInfo) sqlType {
 	return sqlType{k: kNVarChar, size: -1}
 }
 
-const dt2Layout = "2006-01-02 15:04:05.9999999"
+const (
+	dt2Layout  = "2006-01-02 15:04:05.9999999"
+	dtoLayout  = "2006-01-02 15:04:05.9999999 -07:00"
+	timeLayout = "15:04:05.9999999"
+)
 
 // bindValue converts a decoded parameter or variable into what SQLite
 // stores (see the table at the top).
@@ -394,7 +414,12 @@ func bindValue(v any) any {
 		return string(x)
 	case guidValue:
 		return string(x)
+	case timeOfDay:
+		return time.Time(x).Format(timeLayout)
 	case time.Time:
+		if x.Location() != time.UTC { // a datetimeoffset keeps its offset
+			return x.Format(dtoLayout)
+		}
 		return x.Format(dt2Layout)
 	}
 	return v
@@ -402,7 +427,7 @@ func bindValue(v any) any {
 
 var timeLayouts = []string{
 	"2006-01-02 15:04:05.999999999", "2006-01-02T15:04:05.999999999", "2006-01-02 15:04:05.999999999Z07:00",
-	"2006-01-02T15:04:05.999999999Z07:00", "2006-01-02 15:04", "2006-01-02", "01/02/2006 15:04:05", "01/02/2006",
+	"2006-01-02T15:04:05.999999999Z07:00", "2006-01-02 15:04:05.999999999 -07:00", "2006-01-02 15:04", "2006-01-02", "01/02/2006 15:04:05", "01/02/2006",
 	"20060102 15:04:05", "20060102", "Jan _2 2006 3:04PM", "15:04:05.999999999",
 }
 
@@ -503,10 +528,12 @@ func wireValue(t sqlType, v any) (any, *sqlError) {
 			return []byte(strconv.FormatInt(x, 10)), nil
 		}
 		return nil, bad()
-	case kDateTime2, kDate, kDateTime, kSmallDateTime:
+	case kDateTime2, kDate, kDateTime, kSmallDateTime, kTime, kDateTimeOffset:
 		switch x := v.(type) {
 		case time.Time:
 			return x, nil
+		case timeOfDay:
+			return time.Time(x), nil
 		case string:
 			if tm, ok := parseTime(x); ok {
 				return tm, nil
@@ -598,6 +625,10 @@ func (t sqlType) String() string {
 		return "varbinary(" + n + ")"
 	case kDateTime2:
 		return fmt.Sprintf("datetime2(%d)", t.scale)
+	case kTime:
+		return fmt.Sprintf("time(%d)", t.scale)
+	case kDateTimeOffset:
+		return fmt.Sprintf("datetimeoffset(%d)", t.scale)
 	}
 	return map[kind]string{kDateTime: "datetime", kSmallDateTime: "smalldatetime",
 		kTinyInt: "tinyint", kSmallInt: "smallint", kInt: "int", kBigInt: "bigint", kBit: "bit",
