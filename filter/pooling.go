@@ -273,17 +273,28 @@ func (p *poolState) dropLogin7() {
 // maxLoginWire bounds the recorded login response with its packet headers.
 const maxLoginWire = tds.MaxLoginReplySize + 64*tds.HeaderSize
 
-// prepareLogin rewrites a pooled bucket's LOGIN7 for the backend: the listener's packet size
-// (so every backend fits every client) and no SESSIONRECOVERY. It keys the login unless it
-// must have a backend of its own. It reports whether the login was changed.
+// maxPooledPacketSize caps the packet size of pooled backends, and so of their clients, at
+// one TLS record: mssql-jdbc refuses a TDS 7 TLS session that negotiated more ("SSL
+// encryption cannot be used with a network packet size larger than 16384 bytes").
+const maxPooledPacketSize = 16384
+
+// pooledPacketSize is the packet size every backend login of a pooled bucket asks for (and
+// every client of the bucket is given): listener.max_packet_size, at most one TLS record.
+func (f *Factory) pooledPacketSize() uint32 {
+	return min(f.cfg.Listener.MaxPacketSize, maxPooledPacketSize)
+}
+
+// prepareLogin rewrites a pooled bucket's LOGIN7 for the backend: the pooled packet size (so
+// every backend fits every client) and no SESSIONRECOVERY. It keys the login unless it must
+// have a backend of its own. It reports whether the login was changed.
 func (s *session) prepareLogin(login *tds.Login7) bool {
 	b := s.bucket
 	if b.pool == nil {
 		return false
 	}
 	changed := tds.StripSessionRecovery(login)
-	if max := s.f.cfg.Listener.MaxPacketSize; login.PacketSize != max {
-		login.PacketSize, changed = max, true
+	if size := s.f.pooledPacketSize(); login.PacketSize != size {
+		login.PacketSize, changed = size, true
 	}
 	key, why := pool.KeyFromLogin7(b.cfg.Name, login, s.f.hasher)
 	if why != pool.Poolable {

@@ -156,7 +156,7 @@ func (w *warmer) login() ([]byte, pool.Key, error) {
 		shape = goMSSQLDBShape()
 	}
 	l := w.cfg.Login7(shape, password)
-	l.PacketSize = w.f.cfg.Listener.MaxPacketSize
+	l.PacketSize = w.f.pooledPacketSize()
 	key, why := pool.KeyFromLogin7(w.b.cfg.Name, l, w.f.hasher)
 	if why != pool.Poolable {
 		return nil, pool.Key{}, fmt.Errorf("the warm-up login cannot be pooled (%s)", why)

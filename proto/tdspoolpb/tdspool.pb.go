@@ -202,7 +202,8 @@ const (
 	PoolMode_POOL_MODE_NONE PoolMode = 1
 	// A client is answered from a pooled backend of its login (same user, password, database,
 	// language, app name, options), reset on reuse, returned when the client leaves. Needs
-	// backend_leg MODULE. Clients of the bucket are given listener.max_packet_size.
+	// backend_leg MODULE. Clients of the bucket are given listener.max_packet_size, at most
+	// 16384 (one TLS record: mssql-jdbc refuses more under TDS 7 TLS).
 	PoolMode_POOL_MODE_SESSION PoolMode = 2
 	// As SESSION for the login; then a client holds a backend only from a request's start until
 	// the end of a response that leaves nothing open (no transaction, no pin), and between
