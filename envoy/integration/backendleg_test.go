@@ -103,7 +103,7 @@ func TestDriversOverEveryBackendLeg(t *testing.T) {
 		t.Run(lc.name, func(t *testing.T) {
 			st := startTDSStack(t, tdsStackOptions{capacity: 4, tls: true, leg: lc.leg, backendEnc: lc.enc, standinEnc: lc.standin})
 			target := st.target()
-			runDriverWorkloads(t, target, python)
+			runDriverWorkloads(t, target, python, true)
 			st.waitIdle(t)
 			s := st.backend.Stats()
 			if s.Logins == 0 || lc.logins(s) != s.Logins {

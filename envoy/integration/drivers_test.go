@@ -41,9 +41,29 @@ func TestGoMssqldbThroughEnvoy(t *testing.T) {
 }
 
 // runDriverWorkloads runs the compatibility workload against target with go-mssqldb in each
-// of its encryption modes and, when python is set, with python-tds and pymssql in theirs, each
-// as a subtest.
-func runDriverWorkloads(t *testing.T, target compat.Target, python string) {
+// of its encryption modes, with mssql-jdbc in each of its (one JVM for all three) and, when
+// python is set, with python-tds and pymssql in theirs, each as a subtest. recoveryAcked is
+// whether mssql-jdbc's connection resiliency must be acknowledged: yes when the backend's
+// own login reply reaches the client, never from a pool.
+func runDriverWorkloads(t *testing.T, target compat.Target, python string, recoveryAcked bool) {
+	t.Run("mssql-jdbc", func(t *testing.T) {
+		j := requireJDBC(t)
+		ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+		defer cancel()
+		out, err := compat.RunJDBC(ctx, j, target, compat.JDBCModes...)
+		if err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+		got, err := compat.JDBCRecoveryNegotiated(out)
+		if err != nil || len(got) != len(compat.JDBCModes) {
+			t.Fatalf("session recovery per mode: %v (%v)", got, err)
+		}
+		for i, acked := range got {
+			if acked != recoveryAcked {
+				t.Errorf("mssql-jdbc encrypt=%s: SESSIONRECOVERY acknowledged %v, want %v", compat.JDBCModes[i], acked, recoveryAcked)
+			}
+		}
+	})
 	for _, mode := range compat.GoEncryptModes {
 		t.Run("go-mssqldb/"+mode, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -156,6 +176,53 @@ func TestTediousThroughEnvoy(t *testing.T) {
 			}
 			after, _ := st.envoy.Stats()
 			if after["tdspool."+stat] == before["tdspool."+stat] {
+				t.Errorf("tdspool.%s did not move: the %s mode was not used", stat, mode)
+			}
+		})
+	}
+	st.waitIdle(t)
+}
+
+// requireJDBC returns the installed mssql-jdbc; without it the test is skipped in a local run
+// and fails under make (which sets TDSPOOL_JAVA_DIR and installs it).
+func requireJDBC(t *testing.T) compat.JDBC {
+	t.Helper()
+	j, required, err := compat.FindJDBC()
+	if err != nil {
+		if required {
+			t.Fatal(err)
+		}
+		t.Skip(err)
+	}
+	return j
+}
+
+// jdbcStat is the tdspool stat that proves the client leg used a JDBC encrypt mode.
+var jdbcStat = map[string]string{"false": "tls_login_only_total", "true": "tls_full_total", "strict": "tls_strict_total"}
+
+// TestJDBCThroughEnvoy runs the compatibility workload with mssql-jdbc (Java) through Envoy +
+// tdspool in each of its encrypt settings (false: TLS for the login only; true; strict: TDS 8),
+// and checks the mode from tdspool's stats. The workload's query timeout and
+// Statement.cancel send ATTENTION through the proxy.
+func TestJDBCThroughEnvoy(t *testing.T) {
+	j := requireJDBC(t)
+	st := startTDSStack(t, tdsStackOptions{capacity: 4, tls: true})
+	for _, mode := range compat.JDBCModes {
+		t.Run("encrypt="+mode, func(t *testing.T) {
+			before, _ := st.envoy.Stats()
+			ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+			defer cancel()
+			out, err := compat.RunJDBC(ctx, j, st.target(), mode)
+			if err != nil {
+				t.Fatalf("%v\n%s", err, out)
+			}
+			// Not pooled: the backend's own login reply, its SESSIONRECOVERY acknowledgement
+			// included, reaches the driver.
+			if got, err := compat.JDBCRecoveryNegotiated(out); err != nil || len(got) != 1 || !got[0] {
+				t.Errorf("session recovery negotiated: %v (%v), want [true]", got, err)
+			}
+			after, _ := st.envoy.Stats()
+			if stat := jdbcStat[mode]; after["tdspool."+stat] == before["tdspool."+stat] {
 				t.Errorf("tdspool.%s did not move: the %s mode was not used", stat, mode)
 			}
 		})

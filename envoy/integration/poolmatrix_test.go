@@ -18,12 +18,13 @@ import (
 // TestSessionPoolConnectTwiceEveryDriverAndEncryption: every driver of the compatibility
 // tests in every client encryption mode it has (go-mssqldb: none, login-only, full TDS 7 and
 // TDS 8 strict; python-tds: none, login-only, full; pymssql/FreeTDS: none, request, require;
-// tedious: none, full, strict)
+// tedious: none, full, strict; mssql-jdbc: login-only, full, strict)
 // connects to a pooled bucket on the module leg, reads @@SPID, its database, its application
 // name and a table, closes, and connects again with the same DSN. The stand-in's audit log
 // is the oracle: the first connection is one backend login; the second is none, on the same
 // backend session, whose first request carries RESETCONNECTION; both read the same rows.
-// Each combination has its own application name, so its own pool key.
+// Each combination has its own application name, so its own pool key. mssql-jdbc asks for
+// connection resiliency: neither connection may have it acknowledged.
 func TestSessionPoolConnectTwiceEveryDriverAndEncryption(t *testing.T) {
 	python := compat.FindPython()
 	if python == "" {
@@ -57,6 +58,11 @@ func TestSessionPoolConnectTwiceEveryDriverAndEncryption(t *testing.T) {
 		rs, _, err := compat.RunTediousConnectTwice(ctx, node, modules, st.target(), mode, app, between)
 		return rs, err
 	}
+	jdbc, jdbcRequired, jdbcErr := compat.FindJDBC()
+	jdbcDriver := func(ctx context.Context, mode, app string, between func()) ([]compat.ConnectResult, error) {
+		rs, _, err := compat.RunJDBCConnectTwice(ctx, jdbc, st.target(), mode, app, between)
+		return rs, err
+	}
 	pyDriver := func(driver string) connectTwice {
 		return func(ctx context.Context, mode, app string, between func()) ([]compat.ConnectResult, error) {
 			rs, _, err := compat.RunConnectTwice(ctx, python, driver, st.target(), mode, app, between)
@@ -73,12 +79,19 @@ func TestSessionPoolConnectTwiceEveryDriverAndEncryption(t *testing.T) {
 		{"python-tds", "pytds", map[string]string{"off": "tls_none_total", "login-only": "tls_login_only_total", "full": "tls_full_total"}, pyDriver("pytds")},
 		{"pymssql", "pymssql", map[string]string{"off": "tls_none_total", "request": "tls_login_only_total", "require": "tls_full_total"}, pyDriver("pymssql")},
 		{"tedious", "", map[string]string{"false": "tls_none_total", "true": "tls_full_total", "strict": "tls_strict_total"}, tedious},
+		{"mssql-jdbc", "", jdbcStat, jdbcDriver},
 	} {
 		if drv.module != "" && !compat.HasPythonModule(python, drv.module) {
 			t.Fatalf("%s not installed in %s: run `make setup`", drv.name, python)
 		}
 		for mode, stat := range drv.modes {
 			t.Run(drv.name+"/"+mode, func(t *testing.T) {
+				if drv.name == "mssql-jdbc" && jdbcErr != nil {
+					if jdbcRequired {
+						t.Fatal(jdbcErr)
+					}
+					t.Skip(jdbcErr)
+				}
 				statsBefore, _ := st.envoy.Stats()
 				app := "pm-" + drv.name + "-" + mode
 				ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -114,6 +127,9 @@ func TestSessionPoolConnectTwiceEveryDriverAndEncryption(t *testing.T) {
 				for i, r := range rs {
 					if r.DB != "tenant_a" || r.App != app || !reflect.DeepEqual(r.Rows, want) {
 						t.Errorf("connection %d read db %q app %q rows %v; want tenant_a, %q, %v", i+1, r.DB, r.App, r.Rows, app, want)
+					}
+					if r.Recovery {
+						t.Errorf("connection %d: SESSIONRECOVERY acknowledged by a pooled bucket", i+1)
 					}
 				}
 				// The audit log: no login after the first close, and the second client's first

@@ -555,7 +555,7 @@ func TestTxPoolDriverWorkloads(t *testing.T) {
 	if python == "" {
 		t.Fatal("no Python with python-tds and pymssql (make setup installs them)")
 	}
-	runDriverWorkloads(t, target, python)
+	runDriverWorkloads(t, target, python, false)
 	// Not asserted here: with these workloads the stand-in has counted 5 sessions at once on
 	// cap 4 in session pooling too (a closed backend's slot handed on before the stand-in
 	// dropped the session); TestTxPoolManyClientsOnTwentyBackends holds the cap.

@@ -170,3 +170,42 @@ func TestTedious(t *testing.T) {
 		})
 	}
 }
+
+// requireJDBC returns the installed mssql-jdbc, or skips the test when it is not set up in a
+// local run; under make (TDSPOOL_JAVA_DIR set) a missing driver fails.
+func requireJDBC(t *testing.T) JDBC {
+	t.Helper()
+	j, required, err := FindJDBC()
+	if err != nil {
+		if required {
+			t.Fatal(err)
+		}
+		t.Skip(err)
+	}
+	return j
+}
+
+// TestJDBC runs the workload with mssql-jdbc (Java) in each of its encrypt settings.
+func TestJDBC(t *testing.T) {
+	t.Parallel()
+	j := requireJDBC(t)
+	srv, target := startServer(t, standin.EncryptionOptional)
+	target.HostInCert = "localhost"
+	for _, mode := range JDBCModes {
+		t.Run("encrypt="+mode, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+			defer cancel()
+			before := srv.Stats()
+			out, err := RunJDBC(ctx, j, target, mode)
+			defer expectTransport(t, before, srv.Stats(), JDBCTransport[mode])
+			if err != nil {
+				t.Fatal(err)
+			}
+			// The driver asks for connection resiliency and SQL Server acknowledges it.
+			if got, err := JDBCRecoveryNegotiated(out); err != nil || len(got) != 1 || !got[0] {
+				t.Errorf("session recovery negotiated: %v (%v), want [true]", got, err)
+			}
+			t.Log(out)
+		})
+	}
+}

@@ -3,8 +3,11 @@
 // pymssql (FreeTDS) as child processes running the embedded Python scripts (RunPytds,
 // RunPymssql), tedious (Node.js) as a node child process (RunTedious, a shorter workload:
 // parameters, transactions through the driver's API, a procedure with OUTPUT, a server
-// error). The same workload runs against the stand-in directly and through Envoy.
-// RunConnectTwice and RunTediousConnectTwice connect twice with one DSN (the pooling tests).
+// error), and mssql-jdbc (Java) as one JVM per run of jdbc/JdbcWorkload.java (RunJDBC: every
+// step batched in one run, including a query timeout and Statement.cancel, which send
+// ATTENTION; RunJDBCLoginError for the proxy's own login errors). The same workload runs
+// against the stand-in directly and through Envoy. RunConnectTwice, RunTediousConnectTwice
+// and RunJDBCConnectTwice connect twice with one DSN (the pooling tests).
 //
 // Each workload checks, with the driver's own APIs: every column type
 // round trip, a committed and a rolled-back transaction through the

@@ -85,6 +85,8 @@ type ConnectResult struct {
 	DB   string  `json:"db"`
 	App  string  `json:"app"`
 	Rows [][]any `json:"rows"`
+	// Recovery: the connection's resiliency was acknowledged (mssql-jdbc reports it).
+	Recovery bool `json:"recovery"`
 }
 
 // RunConnectTwice connects twice with one DSN (driver "pytds" or "pymssql", its encryption
