@@ -268,3 +268,18 @@ func TestTransactionModeKillOfAnIdleBackend(t *testing.T) {
 		t.Fatal("the session was killed with the grown idle backend")
 	}
 }
+
+// A warm-up backend's lease shows the warm-up app while its login runs and, once warm, an idle
+// backend of the warm-up login (the pool key it serves), so the fleet view counts it with that
+// login's other backends.
+func TestFleetRecordOfAWarmBackend(t *testing.T) {
+	wh := newWarmHarness(t, warmConfig)
+	rs := recordSlots(wh.harness)
+	wh.warm(t, time.Now(), 2, loginAckReply)
+	for i := range 2 {
+		got := rs.lease(t, i).get()
+		if got.State != coordinator.HolderIdle || got.User != "app" || got.App != "test" || got.Database != "db" || got.Client != "" {
+			t.Fatalf("warm backend %d: %+v", i, got)
+		}
+	}
+}

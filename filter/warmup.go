@@ -112,7 +112,9 @@ func (w *warmer) start(now time.Time) {
 			w.done(nil) // no free slot now: not a failure, no pause
 			return
 		}
-		kill.fleet.granted(r, holder)
+		// Once warm it shows as an idle backend of the warm-up login (its pool key), which
+		// the fleet view counts with the other backends of that login.
+		kill.fleet.granted(r, coordinator.Holder{User: w.cfg.User, App: w.cfg.AppName, Database: w.cfg.Database})
 		if cb := w.f.coordStats.bucket(b.cfg.Name); cb != nil {
 			cb.offSessionGranted.Add(1)
 		}

@@ -347,8 +347,8 @@ func (c *ctl) servers(ctx context.Context) error {
 // loginBackends counts the backend connections one login holds on one proxy, and how many of
 // them are idle in a pool and how many serve a client (in use). A lease's holder carries the
 // user, database and app name of the login it serves (a pooled backend only ever serves clients
-// of its pool key), and the proxy marks it idle while it waits in its pool. Warm-up backends
-// show the app "tdspool-warmup" until a client has borrowed them.
+// of its pool key), and the proxy marks it idle while it waits in its pool. A warm-up backend
+// shows the app "tdspool-warmup" while its login runs, then its warm-up login.
 type loginBackends struct {
 	Bucket   string `json:"bucket"`
 	Proxy    string `json:"proxy"`
