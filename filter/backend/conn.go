@@ -164,7 +164,11 @@ func (c *Conn) run(ctx context.Context) {
 		c.fail(err)
 		return
 	}
-	c.alive.Store(true)
+	c.mu.Lock()
+	if !c.closed { // a Close during the handshake has the last word
+		c.alive.Store(true)
+	}
+	c.mu.Unlock()
 	if h := c.currentHandler(); h != nil {
 		h.Ready(reply, c.enc)
 	}
@@ -466,8 +470,8 @@ func (c *Conn) Encryption() tds.EncryptionResult { return c.enc }
 
 // fail reports a connection failure once, unless the owner closed the connection first.
 func (c *Conn) fail(err error) {
-	c.alive.Store(false)
 	c.mu.Lock()
+	c.alive.Store(false)
 	h := c.handler
 	already := c.closed
 	c.closed = true
@@ -494,8 +498,8 @@ const closeWait = time.Second
 // the stream and ends its session, and the connection's goroutine reads until the server has
 // closed (at most closeWait) before it releases the socket and runs the AfterClose functions.
 func (c *Conn) Close() {
-	c.alive.Store(false)
 	c.mu.Lock()
+	c.alive.Store(false) // under mu: the handshake's end checks closed and sets alive under it
 	c.closed = true
 	c.handler = nil
 	c.cond.Broadcast()

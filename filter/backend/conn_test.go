@@ -426,3 +426,50 @@ func TestConnAfterCloseFollowsTheServersClose(t *testing.T) {
 		t.Fatal("AfterClose after the end did not run at once")
 	}
 }
+
+// A Close while the server has not yet answered PRELOGIN has the last word: the handshake
+// that completes afterwards must not mark the connection alive (a pool would lend it).
+func TestConnCloseDuringHandshakeStaysDead(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	gotPrelogin, answer := make(chan struct{}), make(chan struct{})
+	go func() {
+		nc, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer nc.Close()
+		buf := make([]byte, 4096)
+		if _, err := nc.Read(buf); err != nil {
+			return
+		}
+		close(gotPrelogin)
+		<-answer
+		reply := tds.ServerPreloginReply(0x10000000, tds.EncryptNotSup)
+		_, _ = nc.Write(tds.AppendPackets(nil, tds.PacketReply, 0, reply.AppendPrelogin(nil), 4096))
+		_, _ = nc.Read(buf) // hold the session open until the client ends it
+	}()
+	ev := newEvents()
+	c := Dial(Target{Addresses: []string{ln.Addr().String()}, ConnectTimeout: time.Second, PacketSize: 4096}, ev)
+	ev.c = c
+	select {
+	case <-gotPrelogin:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no PRELOGIN in 10s")
+	}
+	c.Close()
+	close(answer)
+	for end := time.Now().Add(500 * time.Millisecond); time.Now().Before(end); time.Sleep(5 * time.Millisecond) {
+		if c.Alive() {
+			t.Fatal("alive after a Close during the handshake")
+		}
+	}
+	select {
+	case r := <-ev.ready:
+		t.Fatalf("Ready(%v) after Close", r)
+	default:
+	}
+}
