@@ -287,7 +287,7 @@ func TestHostileInputPooled(t *testing.T) {
 	done := make(chan struct{})
 	var rw sync.WaitGroup
 	for i, b := range f.buckets {
-		db := dbFor(p, b)
+		db := f.dbFor(p, b)
 		defer db.Close()
 		base := map[bool]int64{}
 		direct, _ := sql.Open("sqlserver", fmt.Sprintf("sqlserver://%s:%s@127.0.0.1:%d?database=%s&encrypt=disable",

@@ -1,13 +1,17 @@
 package soak
 
 import (
+	"cmp"
 	"context"
+	"crypto/tls"
 	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net"
+	"net/url"
+	"os"
 	"sort"
 	"strings"
 	"sync"
@@ -21,6 +25,7 @@ import (
 
 	"github.com/tdspool/tdspool/deployments/envoyconfig"
 	"github.com/tdspool/tdspool/internal/stack"
+	"github.com/tdspool/tdspool/internal/testcert"
 	"github.com/tdspool/tdspool/tds"
 )
 
@@ -47,6 +52,51 @@ type pooledFleet struct {
 	redisMu sync.Mutex
 	buckets []*pooledBucket
 	proxies []*proxyProc
+	// certFile and keyFile: the listener's certificate when clients use TLS.
+	certFile, keyFile string
+}
+
+// The pooled soaks' TLS knobs (both legs plaintext without them):
+// TDSPOOL_SOAK_CLIENT_ENCRYPT is go-mssqldb's encrypt for the soak's clients ("true": TDS 7.x
+// TLS for the whole session; "strict": TDS 8), and TDSPOOL_SOAK_BACKEND_ENCRYPTION the
+// buckets' backend_encryption (TDS7_LOGIN_ONLY, TDS7_FULL, TDS8).
+func clientEncrypt() string { return cmp.Or(os.Getenv("TDSPOOL_SOAK_CLIENT_ENCRYPT"), "disable") }
+
+func backendEncryption() string {
+	return cmp.Or(os.Getenv("TDSPOOL_SOAK_BACKEND_ENCRYPTION"), "PLAINTEXT")
+}
+
+// listenerTLS gives the listener a certificate (TDS 7 in-band and TDS 8) when clients use TLS.
+func (f *pooledFleet) listenerTLS() {
+	if clientEncrypt() == "disable" || f.certFile != "" {
+		return
+	}
+	var err error
+	if f.certFile, f.keyFile, err = testcert.Write(f.t.TempDir()); err != nil {
+		f.t.Fatal(err)
+	}
+}
+
+// flushProbe opens and closes one connection per filter chain of the proxy at addr, which
+// carries measurements made off the worker into Envoy's stats. It sends a PRELOGIN (with a
+// TDS 8 chain, tls_inspector holds a silent connection back from every chain) and, with TLS
+// on the listener, also completes a TDS 8 handshake.
+func (f *pooledFleet) flushProbe(addr string) {
+	if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+		_ = c.SetDeadline(time.Now().Add(2 * time.Second))
+		rc := &rawConn{c: c}
+		if rc.send(tds.PacketPrelogin, preloginBytes()) == nil {
+			_ = rc.preloginReply()
+		}
+		c.Close()
+	}
+	if f.certFile == "" {
+		return
+	}
+	d := &net.Dialer{Timeout: time.Second}
+	if c, err := tls.DialWithDialer(d, "tcp", addr, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"tds/8.0"}}); err == nil {
+		c.Close()
+	}
 }
 
 func (f *pooledFleet) redisAddr() string {
@@ -131,12 +181,20 @@ func (f *pooledFleet) startProxy(id string) *proxyProc {
 		buckets = append(buckets, map[string]any{"name": b.name, "cluster": cluster, "max_connections": poolCapacity,
 			"queue_timeout": fmt.Sprintf("%gs", queueTimeout.Seconds()), "max_queue": 200,
 			"backend_leg": "MODULE", "backend_addresses": []string{fmt.Sprintf("127.0.0.1:%d", b.backend.port)},
-			"backend_encryption": "PLAINTEXT", "pool": pool})
+			"backend_encryption": backendEncryption(), "pool": pool})
+		if backendEncryption() != "PLAINTEXT" {
+			buckets[len(buckets)-1]["backend_tls"] = map[string]any{"trust_any_certificate": true}
+		}
 		clusters = append(clusters, envoyconfig.Bucket{Cluster: cluster, Port: b.backend.port})
+	}
+	f.listenerTLS()
+	listener := map[string]any{"encryption": "OFF_ALLOWED"}
+	if f.certFile != "" {
+		listener["tls_cert_file"], listener["tls_key_file"] = f.certFile, f.keyFile
 	}
 	cfg := map[string]any{
 		"proxy_id":       id,
-		"listener":       map[string]any{"encryption": "OFF_ALLOWED"},
+		"listener":       listener,
 		"buckets":        buckets,
 		"routes":         []map[string]any{{"database": txDatabase, "bucket": txBucket}},
 		"default_bucket": sesBucket,
@@ -147,7 +205,7 @@ func (f *pooledFleet) startProxy(id string) *proxyProc {
 	listen, _ := stack.FreePort()
 	admin, _ := stack.FreePort()
 	yaml, err := envoyconfig.Render(envoyconfig.Params{ListenerPort: listen, AdminPort: admin, FilterConfigJSON: string(js),
-		HealthCheckInterval: "1s", Buckets: clusters})
+		HealthCheckInterval: "1s", Buckets: clusters, TDS8CertFile: f.certFile, TDS8KeyFile: f.keyFile})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -164,10 +222,14 @@ func (f *pooledFleet) startProxy(id string) *proxyProc {
 
 // dbFor is a connection pool of one client to one bucket through p: every sql.Conn is a new
 // client session.
-func dbFor(p *proxyProc, b *pooledBucket) *sql.DB {
+func (f *pooledFleet) dbFor(p *proxyProc, b *pooledBucket) *sql.DB {
+	verify := ""
+	if f.certFile != "" {
+		verify = "&certificate=" + url.QueryEscape(f.certFile) + "&hostNameInCertificate=localhost"
+	}
 	connector, err := mssql.NewConnector(fmt.Sprintf(
-		"sqlserver://%s:%s@127.0.0.1:%d?database=%s&encrypt=disable&dial+timeout=3&connection+timeout=%d",
-		demoUser, demoPassword, p.port, b.database, int((queueTimeout + 5*time.Second).Seconds())))
+		"sqlserver://%s:%s@127.0.0.1:%d?database=%s&encrypt=%s%s&dial+timeout=3&connection+timeout=%d",
+		demoUser, demoPassword, p.port, b.database, clientEncrypt(), verify, int((queueTimeout + 5*time.Second).Seconds())))
 	if err != nil {
 		panic(err)
 	}
@@ -332,7 +394,7 @@ func TestPooledFleetChaos(t *testing.T) {
 	for _, p := range f.proxies {
 		dbs[p] = map[*pooledBucket]*sql.DB{}
 		for _, b := range f.buckets {
-			db := dbFor(p, b)
+			db := f.dbFor(p, b)
 			t.Cleanup(func() { db.Close() })
 			dbs[p][b] = db
 		}
@@ -514,9 +576,7 @@ func TestPooledFleetChaos(t *testing.T) {
 		s.leases, _ = f.leases(context.Background(), b.name)
 		s.open, s.sessions = b.backend.current().OpenConnections(), b.backend.current().Sessions()
 		for _, p := range f.live() {
-			if c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", p.port)); err == nil {
-				c.Close()
-			}
+			f.flushProbe(fmt.Sprintf("127.0.0.1:%d", p.port))
 			stats, _ := p.envoy.Stats()
 			s.granted += stats["tdspool.bucket."+b.name+".slot_granted_total"]
 			s.release += stats["tdspool.bucket."+b.name+".slot_released_total"]
