@@ -28,6 +28,8 @@
 //	control.go  BEGIN/END, IF/ELSE, WHILE, TRY/CATCH, THROW, ERROR_*(),
 //	            table variables, OUTPUT INSERTED/DELETED.
 //	procs.go    Stored procedures.
+//	catalogprocs.go  sp_tables and sp_pkeys (JDBC's getTables and
+//	            getPrimaryKeys) from the current database's schema.
 //	cursors.go  STATIC server cursors: DECLARE/OPEN/FETCH/CLOSE/DEALLOCATE
 //	            with @@FETCH_STATUS and CURSOR_STATUS, and the
 //	            sp_cursoropen/sp_cursorfetch/sp_cursorclose RPCs.
@@ -193,7 +195,9 @@
 // is typed from its value (a lone bit or uniqueidentifier variable in a
 // FROM-less SELECT keeps its type, datetime and decimal ones do not; a
 // select-list item that is one CAST or CONVERT has the target type);
-// INSERT ... EXEC and OUTPUT ... INTO are refused; cursors are STATIC only
+// INSERT ... EXEC (and so JDBC's getColumns, which reads sp_columns_100
+// that way) and OUTPUT ... INTO are refused; of the catalog procedures
+// only sp_tables and sp_pkeys exist; cursors are STATIC only
 // (no WHERE CURRENT OF, no ROWSTAT column on API cursor fetches);
 // one language
 // (us_english); lock waits between sessions are SQLite's database locks,

@@ -218,6 +218,10 @@ func (s *session) callProc(ctx context.Context, r *resp, call rpcCall, vars map[
 		return nil, s.cursorFetch(r, ps)
 	case "sp_cursorclose":
 		return nil, s.cursorClose(ps)
+	case "sp_tables":
+		return nil, s.spTables(ctx, r, ps)
+	case "sp_pkeys":
+		return nil, s.spPkeys(ctx, r, ps)
 	}
 	if outs, ok, e := s.userProc(ctx, r, call, vars); ok {
 		return outs, e

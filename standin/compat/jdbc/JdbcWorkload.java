@@ -234,6 +234,29 @@ public final class JdbcWorkload {
                 throw new AssertionError("@@VERSION " + r.get(2));
             }
         });
+        step("catalog metadata", () -> {
+            String table = "jdbc_meta_" + ProcessHandle.current().pid() + "_" + mode;
+            exec(c, "CREATE TABLE " + table + " (id INT NOT NULL PRIMARY KEY, s NVARCHAR(10))");
+            try {
+                DatabaseMetaData md = c.getMetaData();
+                List<String> names = new ArrayList<>();
+                try (ResultSet rs = md.getTables(null, null, table, new String[] {"TABLE"})) {
+                    while (rs.next()) {
+                        names.add(rs.getString("TABLE_CAT") + "." + rs.getString("TABLE_SCHEM") + "." + rs.getString("TABLE_NAME"));
+                    }
+                }
+                check(names, List.of(database + ".dbo." + table), "getTables");
+                List<String> keys = new ArrayList<>();
+                try (ResultSet rs = md.getPrimaryKeys(null, null, table)) {
+                    while (rs.next()) {
+                        keys.add(rs.getString("COLUMN_NAME") + "#" + rs.getShort("KEY_SEQ"));
+                    }
+                }
+                check(keys, List.of("id#1"), "getPrimaryKeys");
+            } finally {
+                exec(c, "DROP TABLE " + table);
+            }
+        });
         step("session recovery", () -> System.out.println(prefix + "session-recovery negotiated=" + recoveryNegotiated(c)));
         step("literal types", () -> {
             List<Object> r = rows(c, "SELECT CAST(12345.6789 AS DECIMAL(18,4)), CAST('2024-02-29' AS DATE),"
