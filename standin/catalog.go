@@ -216,6 +216,9 @@ func (c catalogColumn) maxLength() int64 {
 	case kGUID:
 		return 16
 	case kDecimal:
+		if c.typ.size > 0 { // money, smallmoney
+			return int64(c.typ.size)
+		}
 		return 9
 	}
 	return 0

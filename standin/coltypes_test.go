@@ -111,3 +111,29 @@ func TestDMExecSessionsColumnTypes(t *testing.T) {
 		t.Errorf("column types %v, want %s", names, want)
 	}
 }
+
+// money and smallmoney are reported as themselves (MONEYN 8 and 4), as SQL Server does;
+// before, as decimal(19,4) and decimal(10,4), which JDBC's ResultSetMetaData named "decimal".
+func TestMoneyColumns(t *testing.T) {
+	srv := start(t, standin.Config{Databases: []string{"tenant_a"}})
+	c := oneConn(t, srv)
+	if _, err := c.ExecContext(context.Background(), "CREATE TABLE m (a MONEY, b SMALLMONEY); "+
+		"INSERT INTO m VALUES (123456789.1234, -214748.3648)"); err != nil {
+		t.Fatal(err)
+	}
+	names, row := columnTypes(t, c, "SELECT a, b, CAST(1.5 AS MONEY), CAST(2 AS SMALLMONEY) FROM m")
+	if fmt.Sprint(names) != "[MONEY SMALLMONEY MONEY SMALLMONEY]" {
+		t.Errorf("column types %v", names)
+	}
+	var got []string
+	for _, v := range row {
+		got = append(got, fmt.Sprintf("%s", v))
+	}
+	if want := "[123456789.1234 -214748.3648 1.5000 2.0000]"; fmt.Sprint(got) != want {
+		t.Errorf("values %v, want %s", got, want)
+	}
+	var out string
+	if err := c.QueryRowContext(context.Background(), "DECLARE @x MONEY = 12.34; SELECT CAST(@x * 2 AS NVARCHAR(30))").Scan(&out); err != nil || out != "24.68" && out != "24.6800" {
+		t.Errorf("money arithmetic: %q %v", out, err)
+	}
+}

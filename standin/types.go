@@ -24,7 +24,8 @@ import (
 //
 //	int/bigint/smallint/tinyint/bit  INT, BIGINT, ...   INTEGER affinity
 //	float / real                     FLOAT / REAL       REAL
-//	decimal(p,s) / numeric / money   DECIMAL_TEXT(p,s)  TEXT (exact digits)
+//	decimal(p,s) / numeric           DECIMAL_TEXT(p,s)  TEXT (exact digits)
+//	money / smallmoney               MONEY_TEXT / SMALLMONEY_TEXT, the same; sent as MONEYN(8) / (4)
 //	nvarchar(n|max), varchar, nchar  NVARCHAR(n|-1)     TEXT
 //	varbinary(n|max), binary         VARBINARY(n|-1)    BLOB/NUMERIC
 //	datetime2(s)                     DATETIME2(s)       text 'YYYY-MM-DD hh:mm:ss.fffffff'
@@ -64,7 +65,7 @@ const (
 
 type sqlType struct {
 	k     kind
-	size  int // nvarchar chars / varbinary bytes; -1 = MAX
+	size  int // nvarchar chars / varbinary bytes; -1 = MAX; money 8, smallmoney 4 (kDecimal)
 	prec  int
 	scale int
 }
@@ -103,10 +104,10 @@ func parseSQLType(name string, args []string) (sqlType, bool) {
 	case "decimal", "numeric", "decimal_text", "dec":
 		p := arg(0, 18)
 		return sqlType{k: kDecimal, prec: min(max(p, 1), 38), scale: min(max(arg(1, 0), 0), p)}, true
-	case "money":
-		return sqlType{k: kDecimal, prec: 19, scale: 4}, true
-	case "smallmoney":
-		return sqlType{k: kDecimal, prec: 10, scale: 4}, true
+	case "money", "money_text":
+		return sqlType{k: kDecimal, prec: 19, scale: 4, size: 8}, true
+	case "smallmoney", "smallmoney_text":
+		return sqlType{k: kDecimal, prec: 10, scale: 4, size: 4}, true
 	case "nvarchar", "nchar", "varchar", "char", "sysname", "ntext", "text", "xml", "character", "nationalchar":
 		n := arg(0, 1)
 		switch strings.ToLower(name) {
@@ -171,6 +172,12 @@ func (t sqlType) sqliteDecl() string {
 	case kReal:
 		return "REAL"
 	case kDecimal:
+		switch t.size {
+		case 8:
+			return "MONEY_TEXT"
+		case 4:
+			return "SMALLMONEY_TEXT"
+		}
 		return fmt.Sprintf("DECIMAL_TEXT(%d,%d)", t.prec, t.scale)
 	case kNVarChar:
 		return fmt.Sprintf("NVARCHAR(%d)", t.size)
@@ -306,6 +313,9 @@ func (t sqlType) typeInfo() tds.TypeInfo {
 	case kReal:
 		return tds.FltNType(4)
 	case kDecimal:
+		if t.size > 0 { // money, smallmoney
+			return tds.TypeInfo{Type: tds.TypeMoneyN, MaxLen: uint32(t.size)}
+		}
 		return tds.DecimalNType(uint8(t.prec), uint8(t.scale))
 	case kNVarChar:
 		return tds.NVarCharType(max(t.size, 0))
@@ -356,8 +366,15 @@ func typeFromInfo(ti *tds.TypeInfo) sqlType {
 		return sqlType{k: kFloat}
 	case tds.TypeDecimalN, tds.TypeNumericN, tds.TypeDecimal, tds.TypeNumeric:
 		return sqlType{k: kDecimal, prec: int(ti.Precision), scale: int(ti.Scale)}
-	case tds.TypeMoney, tds.TypeMoney4, tds.TypeMoneyN:
-		return sqlType{k: kDecimal, prec: 19, scale: 4}
+	case tds.TypeMoney4:
+		return sqlType{k: kDecimal, prec: 10, scale: 4, size: 4}
+	case tds.TypeMoney:
+		return sqlType{k: kDecimal, prec: 19, scale: 4, size: 8}
+	case tds.TypeMoneyN:
+		if ti.MaxLen == 4 {
+			return sqlType{k: kDecimal, prec: 10, scale: 4, size: 4}
+		}
+		return sqlType{k: kDecimal, prec: 19, scale: 4, size: 8}
 	case tds.TypeNVarChar, tds.TypeNChar, tds.TypeBigVarChar, tds.TypeBigChar, tds.TypeText, tds.TypeNText, tds.TypeXML:
 		if ti.IsPLP() || ti.MaxLen > 8000 {
 			return sqlType{k: kNVarChar, size: -1}
@@ -613,6 +630,12 @@ func roundDecimal(s string, scale int) (string, *sqlError) {
 func (t sqlType) String() string {
 	switch t.k {
 	case kDecimal:
+		switch t.size {
+		case 8:
+			return "money"
+		case 4:
+			return "smallmoney"
+		}
 		return fmt.Sprintf("decimal(%d,%d)", t.prec, t.scale)
 	case kNVarChar, kVarBinary:
 		n := "max"
