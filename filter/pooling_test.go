@@ -555,3 +555,53 @@ func TestReplayCacheMatchesAFreshReplay(t *testing.T) {
 		prev = got
 	}
 }
+
+// A waiter woken by a return whose backend another login took first waits on for the next
+// return (it is served without a backend login), and a session that leaves while waiting is
+// no longer woken.
+func TestPooledWaiterWokenAfterItsBackendWasTaken(t *testing.T) {
+	h, dialed := newHarness(t, strings.Replace(pooledConfig, `"max_connections": 1`, `"max_connections": 3`, 1)), &[]*fakeBackend{}
+	h.f.dial = func(tg backend.Target, hd backend.Handler) backendConn {
+		fb := &fakeBackend{target: tg, h: hd}
+		*dialed = append(*dialed, fb)
+		return fb
+	}
+	a := h.connect()
+	a.pooledLogin(t, dialed, "app", "pw")
+	waitingLogin := func() *client {
+		c := h.connect()
+		c.fromClient(preloginMsg(tds.EncryptOff))
+		c.conn.ToClient = nil
+		c.fromClient(loginFor("app", "pw"))
+		return c
+	}
+	b := waitingLogin()
+	if len(b.conn.ToClient) != 0 {
+		t.Fatal("B was answered with the only backend lent")
+	}
+	a.gone(host.RemoteClose) // wakes B (posted to B's connection, not run yet)
+	c := h.connect()
+	if _, reused := c.pooledLogin(t, dialed, "app", "pw"); !reused {
+		t.Fatal("C did not get the returned backend")
+	}
+	b.conn.RunPosted() // B finds nothing idle, its key's backend lent to C: it waits on
+	if len(b.conn.ToClient) != 0 || len(*dialed) != 1 {
+		t.Fatalf("B answered %d bytes, %d dials: want it still waiting", len(b.conn.ToClient), len(*dialed))
+	}
+	c.gone(host.RemoteClose)
+	b.waitPosted(time.Second)
+	if len(b.conn.ToClient) == 0 || len(*dialed) != 1 {
+		t.Fatalf("B answered %d bytes with %d dials: want C's returned backend", len(b.conn.ToClient), len(*dialed))
+	}
+
+	// D waits for B's backend and leaves: B's return wakes nobody.
+	d := waitingLogin()
+	d.gone(host.RemoteClose)
+	b.gone(host.RemoteClose)
+	if n := d.conn.RunPosted(); n != 0 {
+		t.Fatalf("%d callbacks posted to a session that left while waiting", n)
+	}
+	if len(*dialed) != 1 || h.held() != 1 {
+		t.Fatalf("%d dials, %d slots held: want one backend, idle", len(*dialed), h.held())
+	}
+}
