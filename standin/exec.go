@@ -60,7 +60,12 @@ func (s *session) execText(ctx context.Context, r *resp, text string, vars map[s
 	if isProcDDL(toks) {
 		return s.createProc(ctx, r, text, toks, inProc)
 	}
-	nodes, e := parseNodes(splitStatements(toks))
+	stmts := splitStatements(toks)
+	if s.procCallFirst(ctx, stmts[0]) {
+		// A batch may begin with a procedure's name: EXEC is implied for its first statement.
+		stmts[0] = append([]token{{k: tkWord, text: "EXEC", upper: "EXEC"}}, stmts[0]...)
+	}
+	nodes, e := parseNodes(stmts)
 	if e != nil {
 		return e
 	}
@@ -1729,3 +1734,19 @@ func between(s, a, b string) string {
 }
 
 var _ = sql.ErrNoRows
+
+// procCallFirst reports whether a batch's first statement is a procedure call without EXEC
+// (SQL Server runs "name args" as EXEC when it opens the batch, as FreeTDS's ODBC driver
+// sends its catalog calls): the statement starts with a name that is no statement keyword,
+// of a system procedure (sp_…) or of a procedure that exists.
+func (s *session) procCallFirst(ctx context.Context, st []token) bool {
+	if len(st) == 0 || st[0].k != tkWord || statementStarts[st[0].upper] {
+		return false
+	}
+	parts, j := qualifiedName(st, 0)
+	if len(parts) == 0 || (j < len(st) && st[j].k == tkOp && st[j].text != "-") {
+		return false // "name = …", "name(…)", "name.…": not a call
+	}
+	name := strings.ToLower(parts[len(parts)-1])
+	return strings.HasPrefix(name, "sp_") || s.procExists(ctx, name)
+}

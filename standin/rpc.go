@@ -222,6 +222,8 @@ func (s *session) callProc(ctx context.Context, r *resp, call rpcCall, vars map[
 		return nil, s.spTables(ctx, r, ps)
 	case "sp_pkeys":
 		return nil, s.spPkeys(ctx, r, ps)
+	case "sp_datatype_info", "sp_datatype_info_100":
+		return nil, s.datatypeInfo(ctx, r, ps, vars)
 	}
 	if outs, ok, e := s.userProc(ctx, r, call, vars); ok {
 		return outs, e
