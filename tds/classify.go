@@ -102,13 +102,17 @@ func ClassifyRequest(m *Message) (RequestFacts, error) {
 		f.TransactionDescriptor = q.Headers.TransactionDescriptor
 		ClassifySQL(q.Text, &f)
 	case PacketRPC:
-		r, err := DecodeRPC(m.Payload)
+		// A truncated payload (a long request's prefix) still classifies the calls it names:
+		// a large sp_prepexec's handle pins its backend all the same.
+		r, err := decodeRPCPrefix(m.Payload)
+		if r != nil {
+			f.TransactionDescriptor = r.Headers.TransactionDescriptor
+			for i := range r.Calls {
+				classifyCall(&r.Calls[i], &f)
+			}
+		}
 		if err != nil {
 			return f, err
-		}
-		f.TransactionDescriptor = r.Headers.TransactionDescriptor
-		for i := range r.Calls {
-			classifyCall(&r.Calls[i], &f)
 		}
 	case PacketTransMgr:
 		t, err := DecodeTransMgr(m.Payload)

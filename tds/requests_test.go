@@ -3,6 +3,7 @@ package tds
 import (
 	"bytes"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 )
@@ -280,4 +281,48 @@ func FuzzTransMgr(f *testing.F) {
 			t.Fatal(err)
 		}
 	})
+}
+
+// A request longer than the kept prefix is classified on its first bytes. FreeTDS's ODBC
+// driver sends a statement with large parameters as one sp_prepexec whose values run past the
+// prefix: before, the truncated parameter failed the whole decode, the handle it creates went
+// unnoticed and a transaction-pooled client's sp_execute / sp_unprepare reached a backend
+// without it (error 8179). The calls named before the cut are still classified.
+func TestClassifyRequestTruncatedRPC(t *testing.T) {
+	decl, _ := NewRPCParam("", 0, NVarCharType(4000), "@P1 NVARCHAR(MAX)")
+	stmt, _ := NewRPCParam("", 0, NVarCharType(4000), "INSERT INTO t (s) VALUES (@P1)")
+	handle, _ := NewRPCParam("", ParamByRef, IntNType(4), nil)
+	big, _ := NewRPCParam("", 0, NVarCharType(0), strings.Repeat("x", 20000))
+	for _, tc := range []struct {
+		name string
+		call RPCCall
+		want func(f RequestFacts) bool
+	}{
+		{"sp_prepexec by id", RPCCall{ProcID: ProcPrepExec, Params: []RPCParam{handle, decl, stmt, big}},
+			func(f RequestFacts) bool { return f.Prepare && f.Pins() }},
+		{"sp_executesql by name, BEGIN TRAN", RPCCall{ProcName: "sp_executesql", Params: []RPCParam{
+			mustParam(t, "BEGIN TRAN; INSERT INTO t (s) VALUES (@P1)"), decl, big}},
+			func(f RequestFacts) bool { return f.BeginTran }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			payload := (&RPCRequest{Headers: AllHeaders{OutstandingRequests: 1}, Calls: []RPCCall{tc.call}}).AppendRPC(nil)
+			prefix := payload[:DefaultMaxKept]
+			f, err := ClassifyRequest(&Message{Type: PacketRPC, Payload: prefix})
+			if err == nil {
+				t.Error("a truncated RPC classified without an error")
+			}
+			if !tc.want(f) {
+				t.Errorf("facts of the truncated request: %+v", f)
+			}
+		})
+	}
+}
+
+func mustParam(t *testing.T, s string) RPCParam {
+	t.Helper()
+	p, err := NewRPCParam("", 0, NVarCharType(4000), s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
 }

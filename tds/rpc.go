@@ -123,6 +123,17 @@ type RPCRequest struct {
 // DecodeRPC parses an RPC payload (TDS 7.2+). Parameter values alias b.
 // TVP and encrypted parameters are reported as *UnsupportedError.
 func DecodeRPC(b []byte) (*RPCRequest, error) {
+	r, err := decodeRPCPrefix(b)
+	if err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// decodeRPCPrefix is DecodeRPC that also returns, with its error, what it decoded before it:
+// the calls whose name or id it read, the last one with the parameters read so far. A
+// request classified on its first bytes (a long one's kept prefix) still names its procedures.
+func decodeRPCPrefix(b []byte) (*RPCRequest, error) {
 	const name = "RPC"
 	h, i, err := DecodeAllHeaders(b)
 	if err != nil {
@@ -132,26 +143,27 @@ func DecodeRPC(b []byte) (*RPCRequest, error) {
 	noExec := false
 	for {
 		if i+2 > len(b) {
-			return nil, protoErr(name, i, "truncated procedure name")
+			return r, protoErr(name, i, "truncated procedure name")
 		}
 		var c RPCCall
 		c.NoExec = noExec
+		partial := func(c RPCCall) *RPCRequest { r.Calls = append(r.Calls, c); return r }
 		if l := binary.LittleEndian.Uint16(b[i:]); l == 0xFFFF {
 			if i+4 > len(b) {
-				return nil, protoErr(name, i, "truncated ProcID")
+				return r, protoErr(name, i, "truncated ProcID")
 			}
 			c.ProcID = ProcID(binary.LittleEndian.Uint16(b[i+2:]))
 			i += 4
 		} else {
 			s, n, err := readUSVarchar(b[i:])
 			if err != nil {
-				return nil, protoErr(name, i, "truncated ProcName")
+				return r, protoErr(name, i, "truncated ProcName")
 			}
 			c.ProcName = s
 			i += n
 		}
 		if i+2 > len(b) {
-			return nil, protoErr(name, i, "truncated OptionFlags")
+			return partial(c), protoErr(name, i, "truncated OptionFlags")
 		}
 		c.Options = binary.LittleEndian.Uint16(b[i:])
 		i += 2
@@ -164,7 +176,7 @@ func DecodeRPC(b []byte) (*RPCRequest, error) {
 				if pe, ok := err.(*ProtocolError); ok {
 					pe.Offset += i
 				}
-				return nil, err
+				return partial(c), err
 			}
 			c.Params = append(c.Params, p)
 			i += n
