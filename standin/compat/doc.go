@@ -6,7 +6,9 @@
 // error), and mssql-jdbc (Java) as one JVM per run of jdbc/JdbcWorkload.java (RunJDBC: every
 // step batched in one run, including a query timeout and Statement.cancel, which send
 // ATTENTION; RunJDBCLoginError for the proxy's own login errors). The same workload runs
-// against the stand-in directly and through Envoy. RunConnectTwice, RunTediousConnectTwice
+// against the stand-in directly and through Envoy. pyodbc on FreeTDS's ODBC driver runs
+// odbc_workload.py, every mode in one process (RunODBC; RunODBCConnectTwice,
+// RunODBCIsolation and RunODBCLoginError for the pooling and refusal tests). RunConnectTwice, RunTediousConnectTwice
 // and RunJDBCConnectTwice connect twice with one DSN (the pooling tests).
 //
 // Each workload checks, with the driver's own APIs: every column type
