@@ -53,8 +53,8 @@ func TestODBCThroughEnvoy(t *testing.T) {
 // The proxy's own login errors reach pyodbc with their numbers in the message: 10928 when
 // the bucket's only slot is held past queue_timeout, 40613 when the backend is down. FreeTDS
 // does not retry a login. On the module-owned backend leg: on the tcp_proxy leg a backend
-// that refuses the connection closes FreeTDS's client connection with no 40613 (Envoy's
-// tcp_proxy ends the downstream itself; seen, not fixed here).
+// that refuses the connection before its health check notices makes tcp_proxy close the
+// client without an error (go-mssqldb sees the same EOF), as the README's backend-leg rules say.
 func TestODBCProxyLoginErrors(t *testing.T) {
 	o := requireODBC(t)
 	for _, tc := range []struct {
@@ -251,7 +251,10 @@ func TestODBCThroughTransactionPool(t *testing.T) {
 	if err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
-	t.Logf("pool backends peak %d (cap %d); stand-in logins %d", peak, capacity, st.backend.Stats().Logins)
+	stats, _ := st.envoy.Stats()
+	pool := func(k string) uint64 { return stats["tdspool.bucket.bucket-001.pool_"+k+"_total"] }
+	t.Logf("pool backends peak %d (cap %d); stand-in logins %d; pool created %d, borrowed %d, closed %d",
+		peak, capacity, st.backend.Stats().Logins, pool("created"), pool("borrowed"), pool("closed"))
 	if peak == 0 || peak > capacity {
 		t.Errorf("pool backends peaked at %d, want 1..%d", peak, capacity)
 	}
