@@ -17,6 +17,14 @@ func rpcByID(id tds.ProcID) []byte {
 	return tds.AppendPackets(nil, tds.PacketRPC, 0, r.AppendRPC(nil), 512)
 }
 
+func rpcByName(name string) []byte {
+	key, _ := tds.NewRPCParam("@key", 0, tds.NVarCharType(0), "TenantId")
+	val, _ := tds.NewRPCParam("@value", 0, tds.NVarCharType(0), "acme")
+	r := tds.RPCRequest{Headers: tds.AllHeaders{HasTransaction: true, OutstandingRequests: 1},
+		Calls: []tds.RPCCall{{ProcName: name, Params: []tds.RPCParam{key, val}}}}
+	return tds.AppendPackets(nil, tds.PacketRPC, 0, r.AppendRPC(nil), 512)
+}
+
 func TestPinReasonsFromRequests(t *testing.T) {
 	tests := []struct {
 		name    string
@@ -27,6 +35,9 @@ func TestPinReasonsFromRequests(t *testing.T) {
 		{"prepare", rpcByID(tds.ProcPrepare), "prepared"},
 		{"set option", sqlBatch("SET NOCOUNT ON; select 1", 0), "set_option"},
 		{"cursor", rpcByID(tds.ProcCursorOpen), "cursor"},
+		{"session context by RPC", rpcByName("sys.sp_set_session_context"), "session_context"},
+		{"session context in a batch", sqlBatch("EXEC sp_set_session_context @key = N'TenantId', @value = 1, @read_only = 1", 0), "session_context"},
+		{"context info", sqlBatch("SET CONTEXT_INFO 0x01", 0), "session_context"},
 		// A long batch split over several 512-byte packets is classified as one message.
 		{"multi-packet", sqlBatch("/*"+string(make([]byte, 900))+"*/ select 1 into #x", 0), "temp_table"},
 	}

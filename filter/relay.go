@@ -14,21 +14,22 @@ import (
 type pinReason uint8
 
 const (
-	pinTransaction pinReason = iota // ENVCHANGE begin tran .. commit/rollback
-	pinPrepared                     // sp_prepare family: handles live in the backend session
-	pinTempTable                    // #temp tables or procs
-	pinSetOption                    // SET statements changed session options
-	pinCursor                       // server cursors
-	pinBulkLoad                     // BULK_LOAD / INSERT BULK
-	pinAppRole                      // sp_setapprole: not undone by a reset
-	pinUnparsed                     // the response stream could not be followed
-	pinMARS                         // several requests in flight on one connection (transaction pooling)
-	pinAppLock                      // sp_getapplock held (transaction pooling)
+	pinTransaction    pinReason = iota // ENVCHANGE begin tran .. commit/rollback
+	pinPrepared                        // sp_prepare family: handles live in the backend session
+	pinTempTable                       // #temp tables or procs
+	pinSetOption                       // SET statements changed session options
+	pinCursor                          // server cursors
+	pinBulkLoad                        // BULK_LOAD / INSERT BULK
+	pinAppRole                         // sp_setapprole: not undone by a reset
+	pinUnparsed                        // the response stream could not be followed
+	pinMARS                            // several requests in flight on one connection (transaction pooling)
+	pinAppLock                         // sp_getapplock held (transaction pooling)
+	pinSessionContext                  // sp_set_session_context or SET CONTEXT_INFO: until a reset
 	numPinReasons
 )
 
 var pinReasonNames = [numPinReasons]string{"transaction", "prepared", "temp_table", "set_option", "cursor",
-	"bulk_load", "app_role", "unparsed", "mars", "applock"}
+	"bulk_load", "app_role", "unparsed", "mars", "applock", "session_context"}
 
 // relayState follows a logged-in session: client messages by their packet headers, server
 // responses with the token scanner. It reads Envoy's buffers in place and copies nothing
@@ -122,8 +123,8 @@ func (q *requestSink) OnMessage(m *tds.Message, complete bool) {
 	s := (*session)(q)
 	if m.ResetConnection() {
 		// The backend resets the session before running the request: temp tables,
-		// prepared handles, cursors and SET options are gone.
-		for _, reason := range [...]pinReason{pinPrepared, pinTempTable, pinSetOption, pinCursor, pinBulkLoad} {
+		// prepared handles, cursors, SET options and session context are gone.
+		for _, reason := range [...]pinReason{pinPrepared, pinTempTable, pinSetOption, pinCursor, pinBulkLoad, pinSessionContext} {
 			s.setPin(reason, false)
 		}
 	}
@@ -157,6 +158,9 @@ func (s *session) applyRequestFacts(f *tds.RequestFacts) {
 	}
 	if f.AppRole {
 		s.setPin(pinAppRole, true)
+	}
+	if f.SessionContext {
+		s.setPin(pinSessionContext, true)
 	}
 }
 

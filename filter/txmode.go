@@ -148,7 +148,7 @@ var txPinReasons = [txpool.NumPins]pinReason{
 	txpool.PinTransaction: pinTransaction, txpool.PinPrepared: pinPrepared, txpool.PinTempTable: pinTempTable,
 	txpool.PinSetOption: pinSetOption, txpool.PinCursor: pinCursor, txpool.PinBulkLoad: pinBulkLoad,
 	txpool.PinAppRole: pinAppRole, txpool.PinUnparsed: pinUnparsed, txpool.PinMARS: pinMARS,
-	txpool.PinAppLock: pinAppLock,
+	txpool.PinAppLock: pinAppLock, txpool.PinSessionContext: pinSessionContext,
 }
 
 // maxHeldRequest bounds the client bytes held while a request waits for a backend; above it

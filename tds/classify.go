@@ -39,18 +39,23 @@ type RequestFacts struct {
 	TempTable       bool // CREATE TABLE #t, SELECT ... INTO #t, CREATE PROC #p
 	BulkLoad        bool // BULK_LOAD message, INSERT BULK, BULK INSERT
 	AppRole         bool // sp_setapprole: cannot be undone by a reset
-	UseDatabase     string
-	SetOptions      []SetOption
+	// SessionContext: sp_set_session_context or SET CONTEXT_INFO, per-session values a
+	// reset clears and nothing can read back to re-apply elsewhere (read-only keys cannot
+	// even be set twice). Also set when either appears inside a literal (dynamic SQL).
+	SessionContext bool
+	UseDatabase    string
+	SetOptions     []SetOption
 	// Procs lists procedures called (RPC by name, or EXEC in text).
 	Procs []string
 }
 
 // Pins reports the facts that make a session unsafe to share until they
 // are undone (prepared handles, cursors, temp tables, SET options that
-// are not tracked, app roles, bulk load, DTC). Transactions are left to
-// ENVCHANGE tracking and not included here.
+// are not tracked, app roles, session context, bulk load, DTC). Transactions
+// are left to ENVCHANGE tracking and not included here.
 func (f *RequestFacts) Pins() bool {
-	return f.Prepare || f.Cursor || f.TempTable || f.BulkLoad || f.AppRole || f.Distributed || len(f.SetOptions) > 0
+	return f.Prepare || f.Cursor || f.TempTable || f.BulkLoad || f.AppRole || f.SessionContext || f.Distributed ||
+		len(f.SetOptions) > 0
 }
 
 func (f RequestFacts) String() string {
@@ -74,6 +79,7 @@ func (f RequestFacts) String() string {
 	add(f.TempTable, "temp-table")
 	add(f.BulkLoad, "bulk")
 	add(f.AppRole, "approle")
+	add(f.SessionContext, "session-context")
 	if f.UseDatabase != "" {
 		parts = append(parts, "use="+f.UseDatabase)
 	}
@@ -180,15 +186,21 @@ func classifyCall(c *RPCCall, f *RequestFacts) {
 	}
 }
 
-// classifyProcName handles procedures called by name (RPC or EXEC).
+// classifyProcName handles procedures called by name (RPC or EXEC): the last part of the
+// name, any case, without a schema or database (sys.sp_x, master..sp_x) or brackets.
 func classifyProcName(name string, f *RequestFacts) {
 	n := strings.ToLower(name)
 	if i := strings.LastIndexByte(n, '.'); i >= 0 {
 		n = n[i+1:]
 	}
+	if len(n) > 2 && n[0] == '[' && n[len(n)-1] == ']' {
+		n = n[1 : len(n)-1]
+	}
 	switch n {
 	case "sp_setapprole":
 		f.AppRole = true
+	case "sp_set_session_context":
+		f.SessionContext = true
 	case "sp_xml_preparedocument":
 		f.Prepare = true
 	}
@@ -223,6 +235,11 @@ func ClassifySQL(text string, f *RequestFacts) {
 		return i < len(toks) && (toks[i].kind == sqlWord || toks[i].kind == sqlQuoted) && strings.HasPrefix(toks[i].text, "#")
 	}
 	for i := 0; i < len(toks); i++ {
+		if toks[i].kind == sqlString && !f.SessionContext && setsSessionContext(toks[i].text) {
+			// EXEC('...'), sp_executesql N'...': the statement runs in this session. Any
+			// literal naming it counts; a false positive only keeps a backend.
+			f.SessionContext = true
+		}
 		w := word(i)
 		if w == "" {
 			continue
@@ -348,6 +365,10 @@ func classifySet(toks []sqlTok, i int, f *RequestFacts) {
 	if len(names) == 0 {
 		return
 	}
+	if names[0] == "CONTEXT_INFO" {
+		f.SessionContext = true // a binary value, not an option to re-apply
+		return
+	}
 	// Value: words up to ';' or the next statement keyword; at most a few.
 	var val []string
 	for k := 0; j < len(toks) && k < 6; j, k = j+1, k+1 {
@@ -381,8 +402,52 @@ func classifySet(toks []sqlTok, i int, f *RequestFacts) {
 	}
 }
 
+// setsSessionContext reports whether text (a literal's content) may set session context:
+// it names sp_set_session_context, or has SET followed by CONTEXT_INFO, in any case.
+func setsSessionContext(text string) bool {
+	if indexFold(text, "sp_set_session_context", 0) >= 0 {
+		return true
+	}
+	for from := 0; ; {
+		i := indexFold(text, "context_info", from)
+		if i < 0 {
+			return false
+		}
+		j := i
+		for j > 0 && strings.IndexByte(" \t\r\n", text[j-1]) >= 0 {
+			j--
+		}
+		if j < i && j >= 3 && strings.EqualFold(text[j-3:j], "set") {
+			return true
+		}
+		from = i + 1
+	}
+}
+
+// indexFold is strings.Index for an ASCII lower-case sub, ignoring ASCII case in s, from
+// byte offset from on; it allocates nothing.
+func indexFold(s, sub string, from int) int {
+	for i := from; i+len(sub) <= len(s); i++ {
+		k := 0
+		for k < len(sub) && lowerASCII(s[i+k]) == sub[k] {
+			k++
+		}
+		if k == len(sub) {
+			return i
+		}
+	}
+	return -1
+}
+
+func lowerASCII(c byte) byte {
+	if c >= 'A' && c <= 'Z' {
+		return c + 'a' - 'A'
+	}
+	return c
+}
+
 // pinWords are the ASCII fragments without which a batch cannot create pinning state: '#' for
-// temp objects, and SET (options, sp_setapprole), PREP (sp_prepare*, sp_xml_preparedocument),
+// temp objects, and SET (options, CONTEXT_INFO, sp_setapprole, sp_set_session_context), PREP (sp_prepare*, sp_xml_preparedocument),
 // CURSOR, BULK, DISTRIButed transactions and APPLOCK (sp_getapplock/sp_releaseapplock, which
 // transaction pooling counts). Local transactions are not among them: a proxy tracks those
 // from the server's ENVCHANGEs, not from text.

@@ -21,6 +21,8 @@ func TestBatchMayPin(t *testing.T) {
 		"insert bulk t (a int)":                         true,
 		"begin distributed tran":                        true,
 		"exec sp_releaseapplock 'r'":                    true,
+		"EXEC sp_set_session_context N'k', 1":           true,
+		"SET CONTEXT_INFO 0x01":                         true,
 		"begin tran; insert into t values (1); commit":  false,
 		"select N'préparé', N'日本語' from t where a < 10": false,
 		"": false,
@@ -36,7 +38,9 @@ func TestBatchMayPin(t *testing.T) {
 func FuzzBatchMayPinNeverHidesAPin(f *testing.F) {
 	for _, s := range []string{"create table #x(a int)", "SET ANSI_NULLS ON", "exec sp_setapprole 'r','p'",
 		"select 1", "declare c cursor for select 1", "EXEC sp_prepare @h OUTPUT, N'', N'select 1'",
-		"declare @r int; exec @r = sp_getapplock 'r', 'Exclusive', 'Session'"} {
+		"declare @r int; exec @r = sp_getapplock 'r', 'Exclusive', 'Session'",
+		"EXEC sys.sp_set_session_context @key = N'k', @value = 1", "SET CONTEXT_INFO 0x01",
+		"exec('sEt\tcontext_info 0x01')"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, text string) {

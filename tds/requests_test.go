@@ -165,6 +165,20 @@ func TestClassifySQL(t *testing.T) {
 		{"SET STATISTICS IO ON", RequestFacts{SetOptions: []SetOption{{"STATISTICS IO", "ON"}}}},
 		{"SET IDENTITY_INSERT dbo.t ON", RequestFacts{SetOptions: []SetOption{{"IDENTITY_INSERT", "DBO.T ON"}}}},
 		{"SET @x = 1", RequestFacts{}},
+		// Session context: by EXEC in any spelling, SET CONTEXT_INFO, and in dynamic SQL.
+		{"EXEC sp_set_session_context @key = N'TenantId', @value = 42, @read_only = 1",
+			RequestFacts{SessionContext: true, Procs: []string{"sp_set_session_context"}}},
+		{"exec SYS.Sp_Set_Session_Context N'TenantId', 42", RequestFacts{SessionContext: true, Procs: []string{"SYS.Sp_Set_Session_Context"}}},
+		{"EXEC [sys].[sp_set_session_context] 'k', 1", RequestFacts{SessionContext: true, Procs: []string{"sys.sp_set_session_context"}}},
+		{"EXECUTE dbo.sp_set_session_context 'k', 1", RequestFacts{SessionContext: true, Procs: []string{"dbo.sp_set_session_context"}}},
+		{"declare @t int = 7; exec @rc = sp_set_session_context 'k', @t", RequestFacts{SessionContext: true, Procs: []string{"sp_set_session_context"}}},
+		{"SET CONTEXT_INFO 0x0102", RequestFacts{SessionContext: true}},
+		{"declare @b varbinary(128) = 0x01; set context_info @b", RequestFacts{SessionContext: true}},
+		{"EXEC('EXEC sp_set_session_context N''k'', 1')", RequestFacts{SessionContext: true}},
+		{"exec sp_executesql N'SET   CONTEXT_INFO 0x01'", RequestFacts{SessionContext: true, Procs: []string{"sp_executesql"}}},
+		{"SELECT SESSION_CONTEXT(N'TenantId'), CONTEXT_INFO()", RequestFacts{}},
+		{"select 'context_info', 'set'", RequestFacts{}},
+		{"exec sp_set_session_contexts 'k', 1", RequestFacts{Procs: []string{"sp_set_session_contexts"}}},
 		{"UPDATE t SET nocount = 1", RequestFacts{}},
 		{"update t set a = 1", RequestFacts{}},
 		// tedious's initial batch (newline separated).
@@ -196,6 +210,11 @@ func TestClassifyRequest(t *testing.T) {
 	execsql := (&RPCRequest{Headers: hdr, Calls: []RPCCall{{ProcID: ProcExecuteSQL, Params: []RPCParam{stmt}}}}).AppendRPC(nil)
 	prep := (&RPCRequest{Headers: hdr, Calls: []RPCCall{{ProcID: ProcPrepExec}}}).AppendRPC(nil)
 	cur := (&RPCRequest{Headers: hdr, Calls: []RPCCall{{ProcName: "sp_cursoropen"}}}).AppendRPC(nil)
+	key, _ := NewRPCParam("@key", 0, NVarCharType(0), "TenantId")
+	ctxRPC := func(name string) []byte {
+		return (&RPCRequest{Headers: hdr, Calls: []RPCCall{{ProcName: name, Params: []RPCParam{key}}}}).AppendRPC(nil)
+	}
+	ctxStmt, _ := NewRPCParam("@stmt", 0, NVarCharType(0), "EXEC sys.sp_set_session_context @key = N'k', @value = @p1")
 	tm := (&TransMgrRequest{Headers: hdr, Type: TMCommitXact, Flags: TMBeginXactFlag}).AppendTransMgr(nil)
 	tests := []struct {
 		m    *Message
@@ -207,6 +226,13 @@ func TestClassifyRequest(t *testing.T) {
 		{msg(PacketRPC, StatusResetConnectionSkipTran, execsql), func(f RequestFacts) bool { return f.ResetSkipTran && f.BeginTran && !f.Pins() }},
 		{msg(PacketRPC, 0, prep), func(f RequestFacts) bool { return f.Prepare && f.Pins() }},
 		{msg(PacketRPC, 0, cur), func(f RequestFacts) bool { return f.Cursor }},
+		{msg(PacketRPC, 0, ctxRPC("sp_set_session_context")), func(f RequestFacts) bool { return f.SessionContext && f.Pins() }},
+		{msg(PacketRPC, 0, ctxRPC("SYS.SP_SET_SESSION_CONTEXT")), func(f RequestFacts) bool { return f.SessionContext }},
+		{msg(PacketRPC, 0, ctxRPC("[sys].[sp_set_session_context]")), func(f RequestFacts) bool { return f.SessionContext }},
+		{msg(PacketRPC, 0, ctxRPC("dbo.sp_set_session_context")), func(f RequestFacts) bool { return f.SessionContext }},
+		{msg(PacketRPC, 0, ctxRPC("sp_session_context_reader")), func(f RequestFacts) bool { return !f.SessionContext && !f.Pins() }},
+		{msg(PacketRPC, 0, (&RPCRequest{Headers: hdr, Calls: []RPCCall{{ProcID: ProcExecuteSQL, Params: []RPCParam{ctxStmt}}}}).AppendRPC(nil)),
+			func(f RequestFacts) bool { return f.SessionContext }},
 		{msg(PacketTransMgr, 0, tm), func(f RequestFacts) bool { return f.CommitTran && f.BeginTran }},
 		{msg(PacketBulkLoad, 0, []byte{1}), func(f RequestFacts) bool { return f.BulkLoad }},
 		{msg(PacketAttention, 0, nil), func(f RequestFacts) bool { return f.Type == PacketAttention }},

@@ -33,7 +33,7 @@ const (
 )
 
 var (
-	pinReasons  = []string{"transaction", "prepared", "temp_table", "set_option", "cursor", "bulk_load", "app_role", "unparsed", "mars", "applock"}
+	pinReasons  = []string{"transaction", "prepared", "temp_table", "set_option", "cursor", "bulk_load", "app_role", "unparsed", "mars", "applock", "session_context"}
 	requestKind = []string{"sql_batch", "rpc", "attention", "transaction_manager", "bulk_load", "other", "unclassified"}
 	errorKinds  = []string{"pool_exhausted", "no_route", "backend_unavailable", "policy", "protocol",
 		"bucket_paused", "bucket_draining", "bucket_disabled", "killed"}

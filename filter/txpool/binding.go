@@ -21,11 +21,15 @@ const (
 	PinUnparsed               // the response stream could not be followed; never released
 	PinMARS                   // several requests may be in flight on one connection
 	PinAppLock                // sp_getapplock held (until as many sp_releaseapplock)
+	// PinSessionContext: sp_set_session_context or SET CONTEXT_INFO. Neither can be read back
+	// and re-applied on another backend (a read-only key cannot even be set again), so the
+	// session keeps the backend that holds them until it leaves or resets its own session.
+	PinSessionContext
 	NumPins
 )
 
 var pinNames = [NumPins]string{"transaction", "prepared", "temp_table", "set_option", "cursor", "bulk_load",
-	"app_role", "unparsed", "mars", "applock"}
+	"app_role", "unparsed", "mars", "applock", "session_context"}
 
 func (p Pin) String() string {
 	if p < NumPins {
@@ -202,7 +206,7 @@ func (b *Binding) noteRequest(f *tds.RequestFacts, batch string) {
 	if f.ResetConnection {
 		// The client resets its own session (a driver pool's reuse): temp tables, handles,
 		// cursors and options go, on whichever backend runs it.
-		for _, p := range [...]Pin{PinPrepared, PinTempTable, PinSetOption, PinCursor, PinBulkLoad, PinAppLock} {
+		for _, p := range [...]Pin{PinPrepared, PinTempTable, PinSetOption, PinCursor, PinBulkLoad, PinAppLock, PinSessionContext} {
 			b.pins[p] = false
 		}
 		b.applocks, b.prepared = 0, 0
@@ -227,6 +231,9 @@ func (b *Binding) noteRequest(f *tds.RequestFacts, batch string) {
 	}
 	if f.AppRole {
 		b.pins[PinAppRole] = true
+	}
+	if f.SessionContext {
+		b.pins[PinSessionContext] = true
 	}
 	if f.Distributed {
 		b.pins[PinTransaction] = true

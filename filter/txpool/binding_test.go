@@ -319,7 +319,7 @@ func TestBinding(t *testing.T) {
 			{do: "eom", phase: Bound},
 		}},
 		{"untracked SET pins", []step{
-			{do: "req", arg: "SET CONTEXT_INFO 0x01", want: Borrow, phase: Borrowing},
+			{do: "req", arg: "SET STATISTICS IO ON", want: Borrow, phase: Borrowing},
 			{do: "borrow", want: ForwardHeld, phase: Bound},
 			{do: "eom", phase: Bound},
 		}},
@@ -339,6 +339,114 @@ func TestBinding(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			runScript(t, NewBinding(LoginState("app", "us_english")), tc.steps)
+		})
+	}
+}
+
+// wireRequest is a client request as the filter gets it: packets reassembled into a message,
+// classified, with a SQL batch's text.
+func wireRequest(t *testing.T, typ tds.PacketType, status tds.PacketStatus, payload []byte) (*tds.RequestFacts, string) {
+	t.Helper()
+	var r tds.Reassembler
+	r.Feed(tds.AppendPackets(nil, typ, status, payload, 512))
+	m, err := r.Next()
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := tds.ClassifyRequest(&m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := ""
+	if typ == tds.PacketSQLBatch {
+		q, err := tds.DecodeSQLBatch(m.Payload)
+		if err != nil {
+			t.Fatal(err)
+		}
+		text = q.Text
+	}
+	return &f, text
+}
+
+// Setting session context pins the session to its backend until the client resets its own
+// session; reading it does not. Each request is built as wire bytes and classified as the
+// filter does.
+func TestBindingSessionContextPins(t *testing.T) {
+	hdr := tds.AllHeaders{OutstandingRequests: 1}
+	batch := func(text string) []byte { return (&tds.SQLBatch{Headers: hdr, Text: text}).AppendSQLBatch(nil) }
+	param := func(name string, v any) tds.RPCParam {
+		p, err := tds.NewRPCParam(name, 0, tds.NVarCharType(0), v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	rpc := func(proc string, params ...tds.RPCParam) []byte {
+		return (&tds.RPCRequest{Headers: hdr, Calls: []tds.RPCCall{{ProcName: proc, Params: params}}}).AppendRPC(nil)
+	}
+	execSQL := func(stmt string) []byte {
+		return (&tds.RPCRequest{Headers: hdr, Calls: []tds.RPCCall{{ProcID: tds.ProcExecuteSQL,
+			Params: []tds.RPCParam{param("@stmt", stmt)}}}}).AppendRPC(nil)
+	}
+	key, val := param("@key", "TenantId"), param("@value", "acme")
+	for _, tc := range []struct {
+		name    string
+		typ     tds.PacketType
+		payload []byte
+		pins    bool
+	}{
+		{"RPC by name", tds.PacketRPC, rpc("sp_set_session_context", key, val), true},
+		{"RPC with sys. prefix, any case", tds.PacketRPC, rpc("SYS.SP_SET_SESSION_CONTEXT", key, val), true},
+		{"RPC with dbo. prefix", tds.PacketRPC, rpc("dbo.sp_set_session_context", key, val), true},
+		{"RPC bracketed", tds.PacketRPC, rpc("[sys].[sp_set_session_context]", key, val), true},
+		{"RPC sp_executesql", tds.PacketRPC, execSQL("EXEC sp_set_session_context @key = N'TenantId', @value = @p1, @read_only = 1"), true},
+		{"batch EXEC read-only", tds.PacketSQLBatch, batch("EXEC sp_set_session_context @key = N'TenantId', @value = 42, @read_only = 1;"), true},
+		{"batch EXEC with others", tds.PacketSQLBatch, batch("SELECT 1; exec sys.sp_set_session_context N'TenantId', 42; SELECT 2"), true},
+		{"batch SET CONTEXT_INFO", tds.PacketSQLBatch, batch("SET CONTEXT_INFO 0x0102"), true},
+		{"batch dynamic SQL", tds.PacketSQLBatch, batch("EXEC('EXEC sp_set_session_context N''TenantId'', 42')"), true},
+		{"batch reads session context", tds.PacketSQLBatch, batch("SELECT SESSION_CONTEXT(N'TenantId'), CONTEXT_INFO()"), false},
+		{"RPC reads session context", tds.PacketRPC, execSQL("SELECT SESSION_CONTEXT(@k)"), false},
+		{"RPC of another procedure", tds.PacketRPC, rpc("app.set_session_context_for", key), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := NewBinding(LoginState("app", "us_english"))
+			now := time.Unix(1000, 0)
+			f, text := wireRequest(t, tc.typ, 0, tc.payload)
+			if a := b.Request(now, f, text, queueTimeout); a != Borrow {
+				t.Fatalf("request: %s", a)
+			}
+			if _, _, a := b.Borrowed(b.login.Clone()); a != ForwardHeld {
+				t.Fatalf("borrowed: %s", a)
+			}
+			end := b.ServerEvent(&tds.Event{Token: tds.TokenEndOfMessage})
+			if got := b.PinnedBy(PinSessionContext); got != tc.pins {
+				t.Fatalf("pinned by session context = %v, want %v (pins %q, facts %v)", got, tc.pins, b.Pins(), f)
+			}
+			if !tc.pins {
+				if end != Release {
+					t.Fatalf("end of response: %s, want release", end)
+				}
+				return
+			}
+			if end != None || b.Phase() != Bound || b.Pins() != "session_context" {
+				t.Fatalf("end of response: %s phase %s pins %q, want the backend kept for session_context", end, b.Phase(), b.Pins())
+			}
+			// Later requests stay on the backend.
+			f, text = wireRequest(t, tds.PacketSQLBatch, 0, batch("SELECT SESSION_CONTEXT(N'TenantId')"))
+			if a := b.Request(now, f, text, queueTimeout); a != Forward {
+				t.Fatalf("next request: %s", a)
+			}
+			if a := b.ServerEvent(&tds.Event{Token: tds.TokenEndOfMessage}); a != None {
+				t.Fatalf("next response: %s", a)
+			}
+			// The client's own reset clears the context on its backend: the session may move.
+			f, text = wireRequest(t, tds.PacketSQLBatch, tds.StatusResetConnection, batch("SELECT 1"))
+			if a := b.Request(now, f, text, queueTimeout); a != Forward {
+				t.Fatalf("reset request: %s", a)
+			}
+			if a := b.ServerEvent(&tds.Event{Token: tds.TokenEndOfMessage}); a != Release || b.Pinned() {
+				t.Fatalf("after the client's reset: %s pins %q, want release", a, b.Pins())
+			}
 		})
 	}
 }

@@ -28,8 +28,10 @@
 //
 // Pinned, the session keeps its backend: an open transaction (ENVCHANGE 8 until 9, 10 or 17),
 // temp tables, server cursors, bulk load, prepared handles, application locks, an
-// application role or a stream that could not be followed (these two for good), MARS, and
-// any untracked SET. Prepared statements pin rather than being virtualised: the handle a
+// application role or a stream that could not be followed (these two for good), MARS,
+// session context (sp_set_session_context, SET CONTEXT_INFO: values that cannot be read back
+// to re-apply, and read-only keys that cannot be set twice; until the client resets its own
+// session), and any untracked SET. Prepared statements pin rather than being virtualised: the handle a
 // client holds names a plan in one backend session, and pinning keeps that true without the
 // proxy rewriting RPCs. The pin lasts while handles are open: prepares are counted against
 // unprepares (an unprepare answered with an ERROR does not count), so a driver that

@@ -75,7 +75,8 @@ const (
 
 // trackedOptions are the SET options that move with a client: the ones SQL Server keeps per
 // session and a reset puts back to the login's values. Anything else a client SETs
-// (CONTEXT_INFO, IDENTITY_INSERT, STATISTICS, SHOWPLAN, FMTONLY, ...) pins the session.
+// (IDENTITY_INSERT, STATISTICS, SHOWPLAN, FMTONLY, ...) pins the session (SET CONTEXT_INFO
+// too, as session context: the classifier does not list it among the options).
 var trackedOptions = map[string]optionKind{
 	"ANSI_DEFAULTS": onOff, "ANSI_NULLS": onOff, "ANSI_NULL_DFLT_ON": onOff, "ANSI_NULL_DFLT_OFF": onOff,
 	"ANSI_PADDING": onOff, "ANSI_WARNINGS": onOff, "ARITHABORT": onOff, "ARITHIGNORE": onOff,
