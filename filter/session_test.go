@@ -90,6 +90,7 @@ func (c *client) fromBackend(b []byte) []byte {
 // closed the backend leg) the filter's destroy.
 func (c *client) gone(ev host.ConnectionEvent) {
 	c.s.OnEvent(ev)
+	c.conn.Destroy() // as Envoy: what was posted and has not run is dropped
 	c.s.OnDestroy()
 }
 

@@ -77,6 +77,10 @@ type txWaiter struct {
 	// give hands the waiter a lease (posted to its worker); false: its connection is gone.
 	give func(*pool.Lease[*pooledBackend]) bool
 	el   *list.Element
+	// handed is the lease given to the waiter and not taken yet (txBucket.mu). Envoy drops a
+	// post that has not run when it destroys the connection, so the post cannot own the
+	// lease: whichever comes first, the post (take) or the waiter's leaving (withdraw), does.
+	handed *pool.Lease[*pooledBackend]
 }
 
 // borrowOrWait lends an idle backend of key, or queues w (unless another waiter of the key is
@@ -104,15 +108,29 @@ func (q *txBucket) hasWaiterLocked(id pool.Identity) bool {
 	return false
 }
 
-// remove takes w out of the queue; false: it was not queued any more (a lease is on its way).
-func (q *txBucket) remove(w *txWaiter) bool {
+// withdraw takes w out of the queue, and takes back a lease handed to it whose post has not
+// run (nil if none): the caller gives it back.
+func (q *txBucket) withdraw(w *txWaiter) *pool.Lease[*pooledBackend] {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if w.el == nil {
+	if w.el != nil {
+		q.waiters.Remove(w.el)
+		w.el = nil
+	}
+	l := w.handed
+	w.handed = nil
+	return l
+}
+
+// take is the handoff's post running: the lease handed to w, or nil when w's leaving took it
+// back first.
+func (q *txBucket) take(w *txWaiter, l *pool.Lease[*pooledBackend]) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if w.handed != l {
 		return false
 	}
-	q.waiters.Remove(w.el)
-	w.el = nil
+	w.handed = nil
 	return true
 }
 
@@ -126,10 +144,11 @@ func (q *txBucket) giveBack(lease *pool.Lease[*pooledBackend], id pool.Identity,
 		next := e.Next()
 		if w.id == id && !lease.Tainted() && lease.Conn().Alive() {
 			q.waiters.Remove(e)
-			w.el = nil
+			w.el, w.handed = nil, lease
 			if w.give(lease) {
 				return
 			}
+			w.handed = nil
 		}
 		e = next
 	}
@@ -485,6 +504,9 @@ func (t *txLeg) growIfStillWaiting(w *txWaiter, miss pool.Miss) {
 
 // given runs on the worker when a released backend was handed to this session's waiter.
 func (t *txLeg) given(w *txWaiter, lease *pool.Lease[*pooledBackend]) {
+	if !t.q.take(w, lease) {
+		return // the waiter left first and gave it back
+	}
 	if t.waiter != w || t.closed || t.binding.Phase() != txpool.Borrowing {
 		// Refused, cancelled or gone meanwhile: the next waiter may have it.
 		t.q.giveBack(lease, t.key.Identity, t.s.f.now())
@@ -500,12 +522,20 @@ func (t *txLeg) endWait() {
 		return
 	}
 	s := t.s
-	t.q.remove(t.waiter)
+	t.leaveQueue(t.waiter)
 	t.waiter = nil
 	s.stopTimer()
 	if !t.closed {
 		s.conn.DecGauge(s.bucket.stats.sessionsQueued, 1)
 		s.conn.RecordHistogram(s.bucket.stats.queueWaitMs, uint64(s.f.now().Sub(t.waitStart).Milliseconds()))
+	}
+}
+
+// leaveQueue takes w out of the queue; a backend already handed to it (its post not run yet)
+// goes on to the next waiter or to the pool.
+func (t *txLeg) leaveQueue(w *txWaiter) {
+	if l := t.q.withdraw(w); l != nil {
+		t.q.giveBack(l, t.key.Identity, t.s.f.now())
 	}
 }
 
@@ -901,7 +931,7 @@ func (t *txLeg) close() {
 	t.closed = true
 	t.endFleet()
 	if t.waiter != nil {
-		t.q.remove(t.waiter)
+		t.leaveQueue(t.waiter)
 		t.waiter = nil
 		t.s.stopTimer()
 	}

@@ -215,9 +215,10 @@ func TestTransactionModeBindsPerRequest(t *testing.T) {
 }
 
 // FuzzTxSessionBytes drives a transaction-pooled session, after its login, with arbitrary
-// client bytes and arbitrary backend answers, cut into arbitrary chunks: it must never panic,
-// and once the client has left and the pool is drained, every slot is back (the session's,
-// the pool's and any hidden login's).
+// client bytes and arbitrary backend answers, cut into arbitrary chunks: it must never panic;
+// once the client has left every backend is idle in the pool or closed, the slots held are
+// the idle ones', and once the pool is drained every slot is back (the session's, the pool's
+// and any hidden login's).
 func FuzzTxSessionBytes(f *testing.F) {
 	ack := tds.EnvChangeResetAck().AppendEnvChange(nil)
 	attn := tds.AppendPackets(nil, tds.PacketAttention, 0, nil, 8192)
@@ -257,6 +258,18 @@ func FuzzTxSessionBytes(f *testing.F) {
 		deadline := time.Now().Add(2 * time.Second)
 		for h.f.buckets["p1"].tx.creatingNow() > 0 && time.Now().Before(deadline) {
 			time.Sleep(5 * time.Millisecond)
+		}
+		// At rest every backend is idle in the pool or closed, and the slots held are the
+		// idle backends' (granted = released + idle).
+		st, open := h.f.buckets["p1"].pool.Stats(), 0
+		for _, fb := range h.dials() {
+			if !fb.closed {
+				open++
+			}
+		}
+		if st.Active != 0 || open != st.Idle || h.held() != st.Idle {
+			t.Fatalf("at rest: pool active %d idle %d, %d backends open, %d slots held; want 0 active, open = held = idle",
+				st.Active, st.Idle, open, h.held())
 		}
 		h.f.drainPools()
 		if n := h.held(); n != 0 {

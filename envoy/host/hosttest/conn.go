@@ -91,8 +91,9 @@ type Conn struct {
 	RefuseCluster     bool // SetFilterStateTyped returns false
 	Logs              []string
 
-	mu     sync.Mutex
-	posted []func()
+	mu        sync.Mutex
+	posted    []func()
+	destroyed bool
 }
 
 func NewConn(m *Metrics) *Conn {
@@ -182,12 +183,24 @@ func (c *Conn) ClusterHosts(cluster string) (int, int, bool) {
 func (c *Conn) IsTLS() bool                         { return c.TLS }
 func (c *Conn) Log(level host.LogLevel, msg string) { c.Logs = append(c.Logs, msg) }
 
-// Post queues fn; RunPosted runs the queue on the test's goroutine (the "worker").
+// Post queues fn; RunPosted runs the queue on the test's goroutine (the "worker"). After
+// Destroy it refuses fn (false), as Envoy's binding does once the connection is gone.
 func (c *Conn) Post(fn func()) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.destroyed {
+		return false
+	}
 	c.posted = append(c.posted, fn)
 	return true
+}
+
+// Destroy is what Envoy's destroy of the connection does to posted functions: those queued
+// and not run yet are dropped without running, and later posts are refused.
+func (c *Conn) Destroy() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.destroyed, c.posted = true, nil
 }
 
 // RunPosted runs everything posted so far and returns how many ran.
