@@ -234,6 +234,13 @@ func ClassifySQL(text string, f *RequestFacts) {
 	isTemp := func(i int) bool {
 		return i < len(toks) && (toks[i].kind == sqlWord || toks[i].kind == sqlQuoted) && strings.HasPrefix(toks[i].text, "#")
 	}
+	// A batch may begin with a procedure's name, EXEC implied (sp_set_session_context N'k', 1).
+	// Only system procedures' names are taken: any other first word is a statement keyword or
+	// a procedure of the application's, which has nothing to pin.
+	if name := procNameAt(toks, 0); isSystemProc(name) {
+		f.Procs = append(f.Procs, name)
+		classifyProcName(name, f)
+	}
 	for i := 0; i < len(toks); i++ {
 		if toks[i].kind == sqlString && !f.SessionContext && setsSessionContext(toks[i].text) {
 			// EXEC('...'), sp_executesql N'...': the statement runs in this session. Any
@@ -298,28 +305,7 @@ func ClassifySQL(text string, f *RequestFacts) {
 				j+1 < len(toks) && toks[j+1].text == "=" {
 				j += 2 // EXEC @rc = proc
 			}
-			var parts []string
-			for j < len(toks) {
-				t := toks[j]
-				switch {
-				case t.kind == sqlWord || t.kind == sqlQuoted:
-					parts = append(parts, t.text)
-				case t.kind == sqlSymbol && t.text == "." && len(parts) > 0:
-					parts = append(parts, ".")
-					j++
-					continue
-				}
-				if t.kind == sqlSymbol {
-					break
-				}
-				j++
-				if j < len(toks) && toks[j].text == "." {
-					continue
-				}
-				break
-			}
-			name := strings.Join(parts, "")
-			if name != "" && !strings.HasPrefix(name, "@") {
+			if name := procNameAt(toks, j); name != "" && !strings.HasPrefix(name, "@") {
 				f.Procs = append(f.Procs, name)
 				classifyProcName(name, f)
 			}
@@ -327,6 +313,40 @@ func ClassifySQL(text string, f *RequestFacts) {
 			classifySet(toks, i, f)
 		}
 	}
+}
+
+// procNameAt returns the (possibly dotted) name that starts at toks[j], as written: "p",
+// "dbo.p", "master..sp_who"; "" when toks[j] is not a name.
+func procNameAt(toks []sqlTok, j int) string {
+	var parts []string
+	for j < len(toks) {
+		t := toks[j]
+		switch {
+		case t.kind == sqlWord || t.kind == sqlQuoted:
+			parts = append(parts, t.text)
+		case t.kind == sqlSymbol && t.text == "." && len(parts) > 0:
+			parts = append(parts, ".")
+			j++
+			continue
+		}
+		if t.kind == sqlSymbol {
+			break
+		}
+		j++
+		if j < len(toks) && toks[j].text == "." {
+			continue
+		}
+		break
+	}
+	return strings.Join(parts, "")
+}
+
+// isSystemProc reports whether a name's last part is a system procedure's (sp_...).
+func isSystemProc(name string) bool {
+	if i := strings.LastIndexByte(name, '.'); i >= 0 {
+		name = name[i+1:]
+	}
+	return len(name) > 3 && strings.EqualFold(name[:3], "sp_")
 }
 
 // classifySet records SET option statements, ignoring variable

@@ -173,6 +173,13 @@ func TestClassifySQL(t *testing.T) {
 		{"EXECUTE dbo.sp_set_session_context 'k', 1", RequestFacts{SessionContext: true, Procs: []string{"dbo.sp_set_session_context"}}},
 		{"declare @t int = 7; exec @rc = sp_set_session_context 'k', @t", RequestFacts{SessionContext: true, Procs: []string{"sp_set_session_context"}}},
 		{"SET CONTEXT_INFO 0x0102", RequestFacts{SessionContext: true}},
+		// A batch beginning with a procedure's name runs it (EXEC implied).
+		{"sp_set_session_context N'TenantId', 42", RequestFacts{SessionContext: true, Procs: []string{"sp_set_session_context"}}},
+		{"  sys.sp_set_session_context @key = N'k', @value = 1", RequestFacts{SessionContext: true, Procs: []string{"sys.sp_set_session_context"}}},
+		{"sp_getapplock 'r', 'Exclusive', 'Session'", RequestFacts{Procs: []string{"sp_getapplock"}}},
+		{"sp_prepare @h output, N'', N'select 1'", RequestFacts{Prepare: true, Procs: []string{"sp_prepare"}}},
+		{"app_proc 1", RequestFacts{}},
+		{"select sp_set_session_context from t", RequestFacts{}},
 		{"declare @b varbinary(128) = 0x01; set context_info @b", RequestFacts{SessionContext: true}},
 		{"EXEC('EXEC sp_set_session_context N''k'', 1')", RequestFacts{SessionContext: true}},
 		{"exec sp_executesql N'SET   CONTEXT_INFO 0x01'", RequestFacts{SessionContext: true, Procs: []string{"sp_executesql"}}},

@@ -402,6 +402,7 @@ func TestBindingSessionContextPins(t *testing.T) {
 		{"RPC sp_executesql", tds.PacketRPC, execSQL("EXEC sp_set_session_context @key = N'TenantId', @value = @p1, @read_only = 1"), true},
 		{"batch EXEC read-only", tds.PacketSQLBatch, batch("EXEC sp_set_session_context @key = N'TenantId', @value = 42, @read_only = 1;"), true},
 		{"batch EXEC with others", tds.PacketSQLBatch, batch("SELECT 1; exec sys.sp_set_session_context N'TenantId', 42; SELECT 2"), true},
+		{"batch beginning with the procedure's name", tds.PacketSQLBatch, batch("sp_set_session_context N'TenantId', 42"), true},
 		{"batch SET CONTEXT_INFO", tds.PacketSQLBatch, batch("SET CONTEXT_INFO 0x0102"), true},
 		{"batch dynamic SQL", tds.PacketSQLBatch, batch("EXEC('EXEC sp_set_session_context N''TenantId'', 42')"), true},
 		{"batch reads session context", tds.PacketSQLBatch, batch("SELECT SESSION_CONTEXT(N'TenantId'), CONTEXT_INFO()"), false},
