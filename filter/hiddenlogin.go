@@ -85,6 +85,10 @@ type hiddenLogin struct {
 	head  []byte // the response's first packet header (its SPID)
 	timer *time.Timer
 	ended bool
+	// undelivered: a login's backend and slot posted to Done and not taken yet. Envoy drops a
+	// post that has not run when it destroys the connection, so a cancel (the session's end)
+	// takes them back and closes them.
+	undelivered *hiddenLoginResult
 }
 
 // startHiddenLogin dials the bucket's backend and logs req.Login7 in (see above). It returns a
@@ -201,7 +205,14 @@ func (h *hiddenLogin) Closed(err error) {
 func (h *hiddenLogin) end(res hiddenLoginResult) {
 	h.mu.Lock()
 	if h.ended {
+		var u *hiddenLoginResult
+		if errors.Is(res.Err, errHiddenLoginCancelled) {
+			u, h.undelivered = h.undelivered, nil
+		}
 		h.mu.Unlock()
+		if u != nil {
+			closeReleasing(u.Conn, u.Release)
+		}
 		return
 	}
 	h.ended = true
@@ -224,9 +235,29 @@ func (h *hiddenLogin) end(res hiddenLoginResult) {
 		}
 		return
 	}
-	if !h.req.Deliver(func() { done(res) }) && res.Err == nil {
+	if res.Err == nil {
+		h.mu.Lock()
+		h.undelivered = &res
+		h.mu.Unlock()
+	}
+	delivered := h.req.Deliver(func() {
+		if res.Err == nil && !h.takeUndelivered() {
+			return // cancelled first: closed and released there
+		}
+		done(res)
+	})
+	if !delivered && res.Err == nil && h.takeUndelivered() {
 		closeReleasing(c, release)
 	}
+}
+
+// takeUndelivered: true when the result posted to Done was still there (and is taken now).
+func (h *hiddenLogin) takeUndelivered() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	ok := h.undelivered != nil
+	h.undelivered = nil
+	return ok
 }
 
 // closeReleasing closes c (if any) and releases its slot (if any) once it is gone.

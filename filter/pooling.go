@@ -694,9 +694,15 @@ func (s *session) reloginAfterFailedReset(failed *pool.Lease[*pooledBackend]) bo
 	pb.c.Close()
 	conn := s.conn
 	// The failed connection's goroutine runs this once it is gone; the login starts on the
-	// worker. A refused post means the client is gone: the slot goes back.
+	// worker. A refused post means the client is gone: the slot goes back; so does the
+	// leg's close when Envoy dropped the post unrun (rl.slot).
 	pb.c.AfterClose(func() {
-		if !conn.Post(func() { rl.start(login7, slot) }) {
+		rl.slot.put(slot)
+		if !conn.Post(func() {
+			if slot := rl.slot.take(); slot != nil {
+				rl.start(login7, slot)
+			}
+		}) && rl.slot.take() != nil {
 			clear(login7)
 			slot()
 		}
@@ -710,7 +716,8 @@ func (s *session) reloginAfterFailedReset(failed *pool.Lease[*pooledBackend]) bo
 type reloginLeg struct {
 	s          *session
 	lastActive time.Time
-	kill       *slotKill // the slot's kill route, passed on to the new backend
+	kill       *slotKill     // the slot's kill route, passed on to the new backend
+	slot       grantInFlight // the failed backend's slot until start takes it
 	cancel     func()
 	closed     bool
 }
@@ -781,6 +788,9 @@ func (r *reloginLeg) close() {
 	r.s.pool.dropLogin7()
 	if r.cancel != nil {
 		r.cancel()
+	}
+	if slot := r.slot.take(); slot != nil {
+		slot() // the post that would have started the login did not run
 	}
 }
 

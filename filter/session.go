@@ -6,6 +6,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/tdspool/tdspool/coordinator"
@@ -65,6 +66,7 @@ type session struct {
 	gotFirstByte bool
 
 	cancelAcquire func() bool
+	grantInFlight *grantInFlight // a slot granted to the session whose post has not run yet
 	release       func()
 	// releaseAtDestroy: the session is finished and its slot, counted as released, goes back
 	// when Envoy destroys the filter (after tcp_proxy has closed the backend connection).
@@ -358,10 +360,16 @@ func (s *session) queueForSlot(login *tds.Login7) {
 	req := SlotRequest{Bucket: b.cfg.Name, Deadline: deadline, Holder: coordinator.Holder{
 		Client: s.clientAddress(), User: login.UserName, App: login.AppName, Database: login.Database},
 		OnKill: s.pool.slotKill.kill}
+	inFlight := &grantInFlight{}
+	s.grantInFlight = inFlight
 	s.cancelAcquire = s.f.slots.Acquire(req, func(r SlotResult) {
 		// Coordinator goroutine: hop onto the worker. If the connection is gone, the
-		// slot must not leak.
-		if !conn.Post(func() { s.onSlot(r) }) && r.Granted() {
+		// slot must not leak: neither when the post is refused, nor when Envoy drops it
+		// unrun at the connection's destroy (OnDestroy releases it then).
+		if r.Granted() {
+			inFlight.put(r.Release)
+		}
+		if !conn.Post(func() { inFlight.take(); s.onSlot(r) }) && r.Granted() {
 			r.Release()
 		}
 	})
@@ -597,6 +605,9 @@ func (s *session) OnDestroy() {
 		s.cancelAcquire()
 		s.cancelAcquire = nil
 	}
+	if release := s.grantInFlight.take(); release != nil {
+		release() // granted, and the post that would have taken it was dropped
+	}
 	if s.release != nil {
 		s.releaseSlot(s.release)
 		s.release = nil
@@ -611,6 +622,36 @@ func (s *session) OnDestroy() {
 	if t, ok := s.leg.(*txLeg); ok {
 		t.destroyed() // a borrowed backend or a queue place must not outlive the session
 	}
+	if r, ok := s.leg.(*reloginLeg); ok && !r.closed {
+		r.close() // its login's backend and slot must not outlive the session either
+	}
+}
+
+// grantInFlight holds a granted slot's release from the coordinator's answer until the
+// session's worker takes it (the posted onSlot) or the session is destroyed first: Envoy drops
+// a connection's posts that have not run when it destroys it. Safe for concurrent use; nil
+// holds nothing.
+type grantInFlight struct {
+	mu      sync.Mutex
+	release func()
+}
+
+func (g *grantInFlight) put(release func()) {
+	g.mu.Lock()
+	g.release = release
+	g.mu.Unlock()
+}
+
+// take returns the release not taken yet (nil if none) and forgets it.
+func (g *grantInFlight) take() func() {
+	if g == nil {
+		return nil
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	r := g.release
+	g.release = nil
+	return r
 }
 
 // refuse sends a client-visible error and closes.
