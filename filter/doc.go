@@ -73,7 +73,10 @@
 // Envoy calls a session's methods on the connection's worker thread, one at a time; the
 // session is never touched anywhere else. Slot answers, TLS handshake steps and timers run on
 // other goroutines and hop back with host.Conn.Post; a post that fails (the connection is
-// gone) releases what it carried. The Factory is built on Envoy's main thread and then only
+// gone) releases what it carried. A post that was accepted can still be dropped unrun (Envoy
+// destroys the connection first), so a slot or backend it carries is also kept where the
+// session's end takes it back (a waiter's handed lease, a grant or a re-login in flight).
+// The Factory is built on Envoy's main thread and then only
 // read.
 //
 // # Invariants the tests hold

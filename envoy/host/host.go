@@ -137,7 +137,8 @@ type Conn interface {
 	IsTLS() bool
 
 	// Post runs fn on this connection's worker thread, inside a later Envoy callback. Safe from
-	// any goroutine. Returns false (and drops fn) once the connection is gone.
+	// any goroutine. Returns false (and drops fn) once the connection is gone; fn queued and
+	// not run yet when the connection is destroyed is dropped too.
 	Post(fn func()) bool
 
 	Log(level LogLevel, msg string)
