@@ -193,6 +193,9 @@ type txLeg struct {
 	// preludeReset: the prelude carried the reset; its acknowledgement must come back.
 	preludeReset, preludeAcked bool
 	attnSent                   bool // an ATTENTION went to this backend
+	// resetUnknown: an ATTENTION cut the reset-marked request's response before its
+	// acknowledgement, so whether the reset ran is unknown (see onData).
+	resetUnknown bool
 
 	// The client's stream, cut into packets.
 	in      []byte
@@ -592,7 +595,7 @@ func (t *txLeg) bound(lease *pool.Lease[*pooledBackend], reset bool) {
 	t.lease = lease
 	t.bind = &txBind{t: t, c: pb.c}
 	t.scan = tds.ResponseScanner{MaxPacketSize: tds.MaxPacketSize}
-	t.ack, t.preludeReset, t.preludeAcked, t.attnSent = nil, false, false, false
+	t.ack, t.preludeReset, t.preludeAcked, t.attnSent, t.resetUnknown = nil, false, false, false, false
 	pb.c.SetHandler(t.bind)
 	pb.c.PauseReads(t.clientAbove)
 	t.fleetBound(pb)
@@ -719,10 +722,13 @@ func (t *txLeg) onData(b *txBind, p []byte) {
 		}
 		switch {
 		case err == nil && !t.ack.Acked() && t.attnSent:
-			// Cancelled before the server said anything: the response is the ATTENTION's
-			// acknowledgement, without the reset's. Whether the reset ran is unknown, so the
-			// client gets its answer and the backend is not lent again.
-			t.lease.Taint(pool.TaintRequestInFlight)
+			// Cancelled: a server may drop what the request produced, the reset's
+			// acknowledgement with it (SQL Server ends such a response in DONE(ERROR)), so
+			// whether the reset ran is unknown. The backend still goes back to the pool once
+			// the DONE(ATTN) has come (every borrow resets it again, and an unacknowledged
+			// reset then closes it), unless the server reported an error here (serverEvent):
+			// the reset itself may have failed.
+			t.resetUnknown = true
 		case err != nil || !t.ack.Acked():
 			t.resetFailed(err)
 			return
@@ -757,6 +763,13 @@ func (t *txLeg) serverEvent(ev *tds.Event) {
 	switch ev.Token {
 	case tds.TokenError:
 		s.conn.IncCounter(s.bucket.stats.serverErrors, 1)
+		if t.resetUnknown {
+			t.lease.Taint(pool.TaintRequestInFlight)
+		}
+	case tds.TokenDone, tds.TokenDoneProc:
+		if ev.Done.Status&tds.DoneAttn != 0 {
+			t.resetUnknown = false // what follows answers later requests
+		}
 	case tds.TokenEndOfMessage:
 		s.relay.batch.responses++
 		if s.relay.pending > 0 {
@@ -946,7 +959,8 @@ func (t *txLeg) close() {
 	if bd.PinnedBy(txpool.PinUnparsed) {
 		lease.Taint(pool.TaintUnparsed)
 	}
-	if t.partial || t.ack != nil || bd.ConsumingPrelude() || t.s.relay.pending > 0 || t.msg.requested && t.msg.started {
+	// An ATTENTION not yet acknowledged: its DONE(ATTN) would reach the next borrower.
+	if t.partial || t.ack != nil || bd.ConsumingPrelude() || bd.AttentionPending() || t.s.relay.pending > 0 || t.msg.requested && t.msg.started {
 		lease.Taint(pool.TaintRequestInFlight)
 	}
 	if bd.Pinned() {

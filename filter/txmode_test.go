@@ -332,3 +332,127 @@ func TestTransactionModeRefusesNonRequests(t *testing.T) {
 	}
 	h.f.drainPools()
 }
+
+// interruptedReply is how SQL Server ends a response an ATTENTION cut short: DONE(ERROR) as
+// a message of its own (what the request had produced, the reset's acknowledgement among it,
+// may be dropped); the DONE(ATTN) (attnReply) follows as the next message.
+func interruptedReply() []byte {
+	return tds.AppendPacketsSPID(nil, tds.PacketReply, 0, 57, tds.Done{Token: tds.TokenDone, Status: tds.DoneError}.AppendDone(nil), 8192)
+}
+
+// A client cancels the first request of a borrow (a query timeout) and the server drops the
+// response, reset acknowledgement included. The session stays bound until the DONE(ATTN), so
+// the acknowledgement can reach no other client; then the backend goes back to the pool (its
+// next borrower resets it again) instead of being closed, and the client's next request and
+// its leaving do not close it either.
+func TestTransactionModeCancelledFirstRequestKeepsBackend(t *testing.T) {
+	h := newTxHarness(t)
+	h.f.loginTimeout = 50 * time.Millisecond // B's hidden login, never answered, ends soon
+	a := h.connect()
+	fb, _ := a.pooledLogin(t, &h.dialed, "app", "pw")
+	ta := txOf(a)
+	b := h.connect()
+	b.fromClient(preloginMsg(tds.EncryptOff))
+	b.fromClient(loginFor("app", "pw"))
+	tb := txOf(b)
+
+	a.conn.ToClient = nil
+	a.fromClient(batch("waitfor delay '00:00:10'", 0))
+	if ta.bind == nil || ta.bind.c != fb || tds.PacketStatus(fb.written[1])&tds.StatusResetConnection == 0 {
+		t.Fatal("A's request did not borrow the pooled backend with a reset")
+	}
+	a.fromClient(tds.AppendPackets(nil, tds.PacketAttention, 0, nil, 8192))
+	fb.h.Data(interruptedReply())
+	runUntil(t, a, "A's interrupted response", func() bool { return len(a.conn.ToClient) > 0 })
+	a.conn.RunPosted()
+	if ta.bind == nil || fb.h != ta.bind {
+		t.Fatal("A released its backend before the ATTENTION's acknowledgement")
+	}
+
+	// B asks meanwhile: the backend is A's until the DONE(ATTN); B waits (a new backend is
+	// dialed for it, never answered here).
+	b.fromClient(batch("select 2", 0))
+	if tb.bind != nil {
+		t.Fatal("B was given A's backend with A's DONE(ATTN) still to come")
+	}
+	fb.h.Data(attnReply())
+	runUntil(t, a, "A released", func() bool { return ta.bind == nil })
+	for _, ev := range replyEvents(t, a.conn.ToClient) {
+		if ev.Token == tds.TokenEnvChange && ev.EnvChange.Type == tds.EnvResetAck {
+			t.Fatal("the proxy's reset acknowledgement reached the client")
+		}
+	}
+	var attnAcked bool
+	for _, ev := range replyEvents(t, a.conn.ToClient) {
+		attnAcked = attnAcked || ev.Token == tds.TokenDone && ev.Done.Status&tds.DoneAttn != 0
+	}
+	if !attnAcked || fb.closed {
+		t.Fatalf("A: DONE(ATTN) relayed=%v, backend closed=%v; want relayed, backend kept", attnAcked, fb.closed)
+	}
+
+	// The backend went to B, the waiter, and is reset again on the way.
+	runUntil(t, b, "B bound to the backend", func() bool { return tb.bind != nil })
+	if tb.bind.c != fb {
+		t.Fatal("B was not given the released backend")
+	}
+	n := len(fb.written) - len(batch("select 2", 0))
+	if tds.PacketStatus(fb.written[n+1])&tds.StatusResetConnection == 0 {
+		t.Fatal("the backend whose reset was cancelled was lent without a new reset")
+	}
+	fb.h.Data(doneReply(tds.EnvChangeResetAck().AppendEnvChange(nil)))
+	runUntil(t, b, "B released", func() bool { return tb.bind == nil })
+
+	a.gone(host.RemoteClose)
+	b.gone(host.RemoteClose)
+	st := h.f.buckets["p1"].pool.Stats()
+	if fb.closed || st.Discarded != 0 || st.ResetFailures != 0 {
+		t.Fatalf("backend closed=%v, pool discarded %d, reset failures %d, tainted %v; want it kept", fb.closed, st.Discarded, st.ResetFailures, st.Tainted)
+	}
+	for _, n := range st.Tainted {
+		if n != 0 {
+			t.Fatalf("tainted %v; want none", st.Tainted)
+		}
+	}
+	for deadline := time.Now().Add(2 * time.Second); h.f.buckets["p1"].tx.creatingNow() > 0 && time.Now().Before(deadline); {
+		time.Sleep(5 * time.Millisecond)
+	}
+	h.f.drainPools()
+}
+
+// The cancelled first request's backend is closed when the reset's outcome stays unknown in a
+// way that matters: the server answered with an ERROR where the acknowledgement should be (the
+// reset itself may have failed), or the client left before the DONE(ATTN) came (it would
+// reach the next borrower).
+func TestTransactionModeCancelledFirstRequestDiscards(t *testing.T) {
+	errReply := tds.AppendPacketsSPID(nil, tds.PacketReply, 0, 57, tds.Done{Token: tds.TokenDone, Status: tds.DoneError}.AppendDone(
+		tds.ServerMessage{Token: tds.TokenError, Number: 18056, State: 29, Class: 20, Text: "reset failed"}.AppendMessage(nil)), 8192)
+	for _, tc := range []struct {
+		name       string
+		replies    [][]byte
+		leaveEarly bool
+	}{
+		{"error instead of the acknowledgement", [][]byte{errReply, attnReply()}, false},
+		{"client gone before the DONE(ATTN)", [][]byte{interruptedReply()}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newTxHarness(t)
+			a := h.connect()
+			fb, _ := a.pooledLogin(t, &h.dialed, "app", "pw")
+			ta := txOf(a)
+			a.fromClient(batch("waitfor delay '00:00:10'", 0))
+			a.fromClient(tds.AppendPackets(nil, tds.PacketAttention, 0, nil, 8192))
+			for _, r := range tc.replies {
+				fb.h.Data(r)
+				a.conn.RunPosted()
+			}
+			if !tc.leaveEarly && ta.bind != nil {
+				t.Fatal("A still bound after the DONE(ATTN)")
+			}
+			a.gone(host.RemoteClose)
+			if !fb.closed {
+				t.Fatal("the backend went back to the pool")
+			}
+			h.f.drainPools()
+		})
+	}
+}

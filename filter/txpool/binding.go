@@ -351,6 +351,10 @@ func (b *Binding) Attention() Action {
 	return AnswerAttention
 }
 
+// AttentionPending reports that an ATTENTION went to the bound backend and its DONE(ATTN)
+// has not come back yet.
+func (b *Binding) AttentionPending() bool { return b.attention }
+
 // ConsumingPrelude reports that the bound backend's response belongs to the prelude: the
 // filter passes the events to ServerEvent but not the bytes to the client.
 func (b *Binding) ConsumingPrelude() bool { return b.prelude }
