@@ -147,8 +147,9 @@
 // RESETCONNECTIONSKIPTRAN; announced with ENVCHANGE 10 ahead of the ack),
 // drops temp tables and prepared handles, clears
 // CONTEXT_INFO and SESSION_CONTEXT, deallocates cursors, releases
-// session-owned application locks, restores every option and the login
-// database (ENVCHANGE database/language when they differ) and
+// session-owned application locks, restores every option but the
+// transaction isolation level (sp_reset_connection keeps it, by design)
+// and the login database (ENVCHANGE database/language when they differ) and
 // acknowledges with ENVCHANGE 18. Under an application role set without a
 // cookie being unset, the reset is refused with 18059 and the connection
 // dropped, as SQL Server does.

@@ -295,7 +295,10 @@ func (s *session) execute(ctx context.Context, req request) ([]byte, error) {
 }
 
 // reset implements RESETCONNECTION [MS-TDS §2.2.3.1.2]: as if the client
-// logged out and in again, except that skipTran keeps the transaction. An
+// logged out and in again, except that skipTran keeps the transaction and
+// the transaction isolation level stays as the session left it: SQL
+// Server's sp_reset_connection does not reset it (by design; SQL Server
+// 2014 briefly did and a cumulative update reverted that). An
 // active application role (sp_setapprole without sp_unsetapprole) makes
 // SQL Server refuse the reset with 18059 and drop the connection.
 func (s *session) reset(r *resp, skipTran bool) *sqlError {
@@ -322,7 +325,9 @@ func (s *session) reset(r *resp, skipTran bool) *sqlError {
 	if s.opts.language != s.loginOpts.language {
 		r.env(tds.EnvChangeLanguage(s.loginOpts.language, s.opts.language))
 	}
+	isolation := s.opts.isolation
 	s.opts = s.loginOpts.clone()
+	s.opts.isolation = isolation
 	s.rowcount = 0
 	s.contextInfo, s.sessCtx = nil, nil
 	s.cursors, s.apiCursors, s.fetchStatus = nil, nil, -1

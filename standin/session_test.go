@@ -40,7 +40,8 @@ func readState(ctx context.Context, c *sql.Conn) (string, error) {
 // Everything a client can change in its session is back at the login's
 // value after RESETCONNECTION (go-mssqldb sets the flag on the first
 // request of a connection taken back from database/sql's pool), and the
-// temp table and the open transaction are gone.
+// temp table and the open transaction are gone. The isolation level is
+// the exception (TestResetConnectionKeepsIsolationLevel).
 func TestResetConnectionRestoresLoginState(t *testing.T) {
 	srv := start(t, standin.Config{Databases: []string{"tenant_a", "tenant_b"}})
 	db, _ := sql.Open("sqlserver", dsn(srv, "demo", "Demo-Passw0rd", "tenant_a")+"&app+name=resetapp&workstation+id=wsid1")
@@ -67,7 +68,6 @@ func TestResetConnectionRestoresLoginState(t *testing.T) {
 		"INSERT INTO keep VALUES (1)",
 		"SET ANSI_NULLS OFF; SET QUOTED_IDENTIFIER OFF; SET ARITHABORT ON; SET NOCOUNT ON; SET XACT_ABORT ON",
 		"SET DATEFIRST 1; SET DATEFORMAT dmy; SET LOCK_TIMEOUT 500; SET TEXTSIZE 1000; SET DEADLOCK_PRIORITY LOW",
-		"SET TRANSACTION ISOLATION LEVEL SERIALIZABLE",
 		"SET ANSI_WARNINGS OFF; SET ANSI_PADDING OFF; SET CONCAT_NULL_YIELDS_NULL OFF; SET CURSOR_CLOSE_ON_COMMIT ON",
 		"SET ROWCOUNT 1",
 		"SET CONTEXT_INFO 0x0102",
@@ -124,6 +124,67 @@ func TestResetConnectionRestoresLoginState(t *testing.T) {
 	if !ok || len(in.TempTables) != 0 || in.OpenTransactionCount != 0 || in.DatabaseName != "tenant_b" || in.ProgramName != "resetapp" ||
 		in.OpenCursors != 0 || in.AppLocks != 0 {
 		t.Errorf("SessionInfo after reset: %+v", in)
+	}
+}
+
+// RESETCONNECTION keeps the session's transaction isolation level, as SQL
+// Server's sp_reset_connection does, whether a SET or a TM BEGIN_XACT's
+// isolation byte set it; the other SET options go back to the login's.
+func TestResetConnectionKeepsIsolationLevel(t *testing.T) {
+	srv := start(t, standin.Config{Databases: []string{"tenant_a"}})
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name  string
+		dirty func(c *sql.Conn) error
+		want  int
+	}{
+		{"set serializable", func(c *sql.Conn) error {
+			_, err := c.ExecContext(ctx, "SET TRANSACTION ISOLATION LEVEL SERIALIZABLE; SET LOCK_TIMEOUT 500")
+			return err
+		}, 4},
+		{"set read uncommitted", func(c *sql.Conn) error {
+			_, err := c.ExecContext(ctx, "SET TRANSACTION ISOLATION LEVEL READ UNCOMMITTED; SET LOCK_TIMEOUT 500")
+			return err
+		}, 1},
+		{"tm begin repeatable read", func(c *sql.Conn) error {
+			tx, err := c.BeginTx(ctx, &sql.TxOptions{Isolation: sql.LevelRepeatableRead})
+			if err != nil {
+				return err
+			}
+			if _, err := tx.ExecContext(ctx, "SET LOCK_TIMEOUT 500"); err != nil {
+				return err
+			}
+			return tx.Commit()
+		}, 3},
+		{"back to read committed", func(c *sql.Conn) error {
+			_, err := c.ExecContext(ctx, "SET TRANSACTION ISOLATION LEVEL SNAPSHOT; SET TRANSACTION ISOLATION LEVEL READ COMMITTED; SET LOCK_TIMEOUT 500")
+			return err
+		}, 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			db, _ := sql.Open("sqlserver", dsn(srv, "demo", "Demo-Passw0rd", "tenant_a"))
+			defer db.Close()
+			db.SetMaxOpenConns(1)
+			c, err := db.Conn(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := tc.dirty(c); err != nil {
+				t.Fatal(err)
+			}
+			c.Close() // back to the pool; the next request carries RESETCONNECTION
+			before := srv.Stats().Resets
+			var iso, lockTimeout int
+			if err := db.QueryRowContext(ctx, "SELECT transaction_isolation_level, @@LOCK_TIMEOUT FROM sys.dm_exec_sessions WHERE session_id = @@SPID").Scan(&iso, &lockTimeout); err != nil {
+				t.Fatal(err)
+			}
+			if srv.Stats().Resets != before+1 {
+				t.Fatalf("resets %d → %d, want one", before, srv.Stats().Resets)
+			}
+			if iso != tc.want || lockTimeout != -1 {
+				t.Errorf("after reset: isolation %d lock timeout %d, want %d (kept) and -1 (the login's)", iso, lockTimeout, tc.want)
+			}
+		})
 	}
 }
 
