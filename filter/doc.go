@@ -51,6 +51,8 @@
 //	               when they are taken and given back, whichever session is gone by then
 //	relay.go       the relay phase: client messages classified, the response stream scanned,
 //	               pin reasons, counters batched and flushed about once a second
+//	isolation.go   a session-pooled session's transaction isolation level, followed from its
+//	               requests: a reset keeps it, so a backend left at another level is closed
 //	router.go      the routing rules (server name or SNI → database → user → default)
 //	slots.go       Slots: the coordinator adapter and localSlots (caps in this process only)
 //	fleet.go       the fleet view of pooled backends: a slot's holder record travels with it

@@ -38,6 +38,11 @@ type pooledBackend struct {
 	// clients of a backend share its key, so the next one almost always gets the same bytes.
 	// Only the session the backend is lent to touches it.
 	replay replayCache
+
+	// isolation is the session's transaction isolation level as the last transaction-mode
+	// binding knew it ("" the login's, txpool.UnknownIsolation); a reset keeps it, so the
+	// next borrower's prelude sets its own level when they may differ.
+	isolation string
 }
 
 // replayCache is a framed replayed login reply and what it was built from.
@@ -657,6 +662,7 @@ func (s *session) returnBackend() bool {
 	if !r.inspect || s.ph != phRelay && s.ph != phClosed {
 		p.lease.Taint(pool.TaintUnparsed)
 	}
+	s.isolationTaint(p.lease)
 	if r.pending > 0 || p.ack != nil || p.resetPending && p.marker.Done() || r.client.MidMessage() {
 		p.lease.Taint(pool.TaintRequestInFlight)
 	}

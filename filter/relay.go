@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/tdspool/tdspool/envoy/host"
+	"github.com/tdspool/tdspool/filter/txpool"
 	"github.com/tdspool/tdspool/tds"
 )
 
@@ -47,6 +48,12 @@ type relayState struct {
 	// otherwise pay five of them.
 	batch     counterBatch
 	lastFlush time.Time
+
+	// isolation is the session's transaction isolation level as its requests set it (""
+	// the login's; see isolation.go); isolationPending: a request in flight changed it, so
+	// an ERROR in its response makes it unknown.
+	isolation        string
+	isolationPending bool
 }
 
 // counterBatch holds counter deltas not yet given to Envoy.
@@ -136,6 +143,7 @@ func (q *requestSink) OnMessage(m *tds.Message, complete bool) {
 		s.conn.IncCounter(s.bucket.stats.requestsUnclassified, 1)
 	}
 	s.applyRequestFacts(&facts)
+	s.noteIsolation(m, &facts, complete, err)
 }
 
 // applyRequestFacts turns what a request does into pin reasons. Transactions are left to the
@@ -200,10 +208,16 @@ func (s *session) onServerEvent(ev *tds.Event) {
 			s.conn.RecordHistogram(b.stats.requestUs, uint64(now.Sub(r.reqStart).Microseconds()))
 			r.reqStart = now
 		}
+		if r.pending == 0 {
+			r.isolationPending = false
+		}
 		s.flushRelayStats(now, false)
 		s.drainOnReplyEnd()
 	case tds.TokenError:
 		s.conn.IncCounter(b.stats.serverErrors, 1)
+		if r.isolationPending {
+			r.isolation = txpool.UnknownIsolation // which SET ran is not known now
+		}
 	case tds.TokenEnvChange:
 		switch ev.EnvChange.Type {
 		case tds.EnvBeginTran:

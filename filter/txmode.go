@@ -603,7 +603,12 @@ func (t *txLeg) bound(lease *pool.Lease[*pooledBackend], reset bool) {
 	t.pool.ObserveBorrowWait(wait)
 	s.conn.RecordHistogram(s.bucket.stats.tx.borrowWaitUs, uint64(wait.Microseconds()))
 	s.conn.IncGauge(s.bucket.stats.tx.bound, 1)
-	prelude, _, a := t.binding.Borrowed(t.loginState)
+	backendState := t.loginState
+	if reset {
+		// The reset keeps the session's isolation level (as the last binding left it).
+		backendState = txpool.AfterReset(t.loginState, pb.isolation)
+	}
+	prelude, _, a := t.binding.Borrowed(backendState)
 	if prelude != "" {
 		status := tds.PacketStatus(0)
 		if reset {
@@ -906,6 +911,7 @@ func (t *txLeg) release() {
 // unbind detaches the leg from its backend connection (the lease is settled by the caller).
 func (t *txLeg) unbind() {
 	if t.lease != nil {
+		t.lease.Conn().isolation = t.binding.BackendIsolation()
 		t.fleetUnbound(t.lease.Conn())
 	}
 	if t.bind != nil {

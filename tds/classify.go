@@ -31,6 +31,9 @@ type RequestFacts struct {
 	RollbackTran bool
 	SaveTran     bool
 	Distributed  bool // BEGIN DISTRIBUTED TRAN, TM propagate/promote/DTC address
+	// Isolation is a transaction-manager begin's isolation level byte (0: unchanged); it
+	// sets the session's level, which outlasts the transaction.
+	Isolation IsolationLevel
 
 	Prepare         bool // sp_prepare, sp_prepexec, sp_prepexecrpc, sp_cursorprepare, sp_cursorprepexec
 	ExecutePrepared bool // sp_execute, sp_cursorexecute
@@ -139,7 +142,7 @@ func ClassifyRequest(m *Message) (RequestFacts, error) {
 			f.Distributed = true
 		}
 		if t.BeginsTransaction() {
-			f.BeginTran = true
+			f.BeginTran, f.Isolation = true, t.Isolation
 		}
 	case PacketBulkLoad:
 		f.BulkLoad = true

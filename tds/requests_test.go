@@ -240,7 +240,9 @@ func TestClassifyRequest(t *testing.T) {
 		{msg(PacketRPC, 0, ctxRPC("sp_session_context_reader")), func(f RequestFacts) bool { return !f.SessionContext && !f.Pins() }},
 		{msg(PacketRPC, 0, (&RPCRequest{Headers: hdr, Calls: []RPCCall{{ProcID: ProcExecuteSQL, Params: []RPCParam{ctxStmt}}}}).AppendRPC(nil)),
 			func(f RequestFacts) bool { return f.SessionContext }},
-		{msg(PacketTransMgr, 0, tm), func(f RequestFacts) bool { return f.CommitTran && f.BeginTran }},
+		{msg(PacketTransMgr, 0, tm), func(f RequestFacts) bool { return f.CommitTran && f.BeginTran && f.Isolation == IsolationUnchanged }},
+		{msg(PacketTransMgr, 0, (&TransMgrRequest{Headers: hdr, Type: TMBeginXact, Isolation: IsolationSerializable}).AppendTransMgr(nil)),
+			func(f RequestFacts) bool { return f.BeginTran && f.Isolation == IsolationSerializable }},
 		{msg(PacketBulkLoad, 0, []byte{1}), func(f RequestFacts) bool { return f.BulkLoad }},
 		{msg(PacketAttention, 0, nil), func(f RequestFacts) bool { return f.Type == PacketAttention }},
 	}

@@ -255,10 +255,15 @@ const (
 	// (the server rolls back); kept idle, it would hold its locks until the
 	// next borrower's reset.
 	TaintOpenState
+	// TaintIsolationLevel: the client left its session at a transaction
+	// isolation level other than READ COMMITTED (or one the proxy could not
+	// follow). A reset keeps the level (sp_reset_connection does not restore
+	// it), so pooled, the backend would run the next client at it.
+	TaintIsolationLevel
 	taintCount
 )
 
-var taintNames = [taintCount]string{"app_role", "unparsed", "request_in_flight", "killed", "open_state"}
+var taintNames = [taintCount]string{"app_role", "unparsed", "request_in_flight", "killed", "open_state", "isolation_level"}
 
 func (t Taint) String() string {
 	if t < taintCount {

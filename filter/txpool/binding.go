@@ -110,6 +110,10 @@ type Binding struct {
 	prelude     bool // the prelude's response is being consumed
 	preludeErr  bool // it carried an ERROR
 	setsPending bool // a forwarded request changed tracked SET options; an ERROR makes them uncertain
+	// isolationUnknown: the bound backend's isolation level may differ from Backend's (a SET
+	// the proxy could not follow). A reset keeps the level, so the next borrower must set
+	// its own.
+	isolationUnknown bool
 
 	// heldRequests counts the held requests: the first, and any the client sent before it
 	// went out (not TDS without MARS, but a server answers each in turn, so each is pending).
@@ -171,6 +175,7 @@ func (b *Binding) SetPin(p Pin, on bool) {
 func (b *Binding) Request(now time.Time, f *tds.RequestFacts, batch string, queueTimeout time.Duration) Action {
 	if b.phase == Unbound {
 		b.beforeHeld = b.Client.Clone()
+		b.isolationUnknown = false // a new backend: what it does is known again
 	}
 	b.noteRequest(f, batch)
 	switch b.phase {
@@ -210,13 +215,23 @@ func (b *Binding) noteRequest(f *tds.RequestFacts, batch string) {
 			b.pins[p] = false
 		}
 		b.applocks, b.prepared = 0, 0
-		b.Client = b.login.Clone()
+		b.Client = AfterReset(b.login, b.Client.Isolation()) // the reset keeps the level
 	}
 	if len(f.SetOptions) > 0 {
 		if b.Client.ApplyRequest(f, StraightLine(batch)) {
 			b.setsPending = true
 		} else {
 			b.pins[PinSetOption] = true
+			b.isolationUnknown = true
+		}
+	}
+	if f.Isolation != tds.IsolationUnchanged {
+		// A transaction-manager begin's isolation byte sets the session's level for good.
+		if name := IsolationName(f.Isolation); name != UnknownIsolation &&
+			b.Client.ApplySet(tds.SetOption{Name: isolationOption, Value: name}) {
+			b.setsPending = true
+		} else {
+			b.pins[PinSetOption], b.isolationUnknown = true, true
 		}
 	}
 	b.notePrepared(f)
@@ -282,8 +297,8 @@ func procBase(name string) string {
 	return n
 }
 
-// Borrowed: the pool lent a backend whose session is in state backend (the login state after
-// a reset). It returns the prelude batch to send before the held request (empty: send the
+// Borrowed: the pool lent a backend whose session is in state backend (after a reset: the
+// login state with the backend's isolation level, see AfterReset). It returns the prelude batch to send before the held request (empty: send the
 // request now, Action ForwardHeld) and whether the backend must be reset first.
 func (b *Binding) Borrowed(backend State) (prelude string, reset bool, a Action) {
 	login := b.login
@@ -294,7 +309,7 @@ func (b *Binding) Borrowed(backend State) (prelude string, reset bool, a Action)
 	prelude, reset = Reapply(backend, login, b.beforeHeld)
 	b.Backend = backend.Clone()
 	if reset {
-		b.Backend = login.Clone()
+		b.Backend = AfterReset(login, backend.Isolation())
 	}
 	if prelude == "" {
 		b.Backend = b.beforeHeld.Clone()
@@ -383,6 +398,7 @@ func (b *Binding) ServerEvent(ev *tds.Event) Action {
 			b.preludeErr = true
 		} else if b.setsPending {
 			b.pins[PinSetOption] = true // which SET ran is unknown now
+			b.isolationUnknown = true
 		}
 	case tds.TokenDone, tds.TokenDoneProc:
 		if ev.Done.Status&tds.DoneAttn != 0 {
@@ -445,6 +461,16 @@ func (b *Binding) BackendLost() (statefulLoss bool) {
 	statefulLoss = b.phase == Bound && (b.Pinned() || b.pending > 0 || b.attention)
 	b.phase, b.pending, b.attention, b.held, b.heldRequests, b.prelude = Unbound, 0, false, false, 0, false
 	return statefulLoss
+}
+
+// BackendIsolation is the bound (or last bound) backend's transaction isolation level as
+// far as the proxy knows it, UnknownIsolation when it does not: what AfterReset needs when
+// the backend is lent again.
+func (b *Binding) BackendIsolation() string {
+	if b.isolationUnknown || b.setsPending {
+		return UnknownIsolation
+	}
+	return b.Backend.Isolation()
 }
 
 // PinnedBy reports whether pin p holds the backend.

@@ -272,7 +272,9 @@ func identByte(c byte) bool {
 // the client's state, and whether the backend must be reset first. A backend whose settings
 // are a prefix of the client's needs only the rest; any other difference in settings needs a
 // reset (what an option was before a client changed it is not known here), after which the
-// backend is in the login state. An empty batch means nothing to send.
+// backend is in the login state but for its isolation level, which a reset keeps: the batch
+// then sets the client's level when the backend's may differ, READ COMMITTED included. An
+// empty batch means nothing to send.
 //
 // The batch re-applies, in order: the database (USE), the language, then the settings in the
 // order the client last changed them. Names are quoted, so a database or language name
@@ -283,6 +285,11 @@ func Reapply(backend, login, client State) (batch string, reset bool) {
 		reset, from = true, login
 	}
 	var b strings.Builder
+	if reset && backend.Isolation() != LoginIsolation &&
+		!slices.ContainsFunc(client.settings, func(st Setting) bool { return st.Name == isolationOption }) {
+		// The reset keeps the backend's level and the client's settings do not set one.
+		b.WriteString("SET " + isolationOption + " " + LoginIsolation + ";")
+	}
 	if client.Database != from.Database {
 		b.WriteString("USE " + QuoteName(client.Database) + ";")
 	}
@@ -298,6 +305,80 @@ func Reapply(backend, login, client State) (batch string, reset bool) {
 		b.WriteString("SET " + st.Name + " " + st.Value + ";")
 	}
 	return b.String(), reset
+}
+
+// isolationOption is the tracked option a reset does not put back: SQL Server's
+// sp_reset_connection (the RESETCONNECTION flag) keeps the session's transaction isolation
+// level, by design.
+const isolationOption = "TRANSACTION ISOLATION LEVEL"
+
+// LoginIsolation is the isolation level every login starts at.
+const LoginIsolation = "READ COMMITTED"
+
+// Isolation returns the transaction isolation level the state's settings leave the session
+// at: the last SET TRANSACTION ISOLATION LEVEL, or the login's.
+func (s *State) Isolation() string {
+	for i := len(s.settings) - 1; i >= 0; i-- {
+		if s.settings[i].Name == isolationOption {
+			return s.settings[i].Value
+		}
+	}
+	return LoginIsolation
+}
+
+// UnknownIsolation stands for a level the proxy could not follow; it equals no level a
+// client sets, so the next client's level is always set.
+const UnknownIsolation = "?"
+
+// AfterReset is the state a reset leaves a session in whose isolation level was isolation
+// ("" the login's, UnknownIsolation when not known): the login's, except that the isolation
+// level stays.
+func AfterReset(login State, isolation string) State {
+	s := login.Clone()
+	if isolation != "" && isolation != LoginIsolation {
+		s.settings = append(s.settings, Setting{Name: isolationOption, Value: isolation})
+	}
+	return s
+}
+
+// IsolationAfterRequest returns the session's isolation level after a request, from
+// current (LoginIsolation, a level, or UnknownIsolation): the last SET TRANSACTION ISOLATION
+// LEVEL of a straight-line SQL batch (see StraightLine), UnknownIsolation for one the proxy
+// cannot follow (a variable, behind IF, in dynamic SQL or a procedure), or the level a
+// transaction-manager BEGIN's isolation byte sets.
+func IsolationAfterRequest(current string, f *tds.RequestFacts, straightLine bool) string {
+	for _, o := range f.SetOptions {
+		if o.Name != isolationOption {
+			continue
+		}
+		v, ok := canonicalValue(isolationLevel, o.Value)
+		if !ok || f.Type != tds.PacketSQLBatch || !straightLine {
+			return UnknownIsolation
+		}
+		current = v
+	}
+	if f.Isolation != tds.IsolationUnchanged {
+		current = IsolationName(f.Isolation)
+	}
+	return current
+}
+
+// IsolationName is the level a transaction-manager isolation byte names, as SET spells it
+// (UnknownIsolation for a byte outside MS-TDS's 1..5).
+func IsolationName(l tds.IsolationLevel) string {
+	switch l {
+	case tds.IsolationReadUncommitted:
+		return "READ UNCOMMITTED"
+	case tds.IsolationReadCommitted:
+		return LoginIsolation
+	case tds.IsolationRepeatableRead:
+		return "REPEATABLE READ"
+	case tds.IsolationSerializable:
+		return "SERIALIZABLE"
+	case tds.IsolationSnapshot:
+		return "SNAPSHOT"
+	}
+	return UnknownIsolation
 }
 
 // QuoteName quotes an identifier as T-SQL's QUOTENAME does with brackets.

@@ -2,6 +2,7 @@ package txpool
 
 import (
 	"testing"
+	"time"
 
 	"github.com/tdspool/tdspool/tds"
 )
@@ -152,5 +153,128 @@ func TestDefinesModule(t *testing.T) {
 		if d, tmp := DefinesModule(tc.text); d != tc.defines || tmp != tc.temp {
 			t.Errorf("DefinesModule(%q) = %v, %v; want %v, %v", tc.text, d, tmp, tc.defines, tc.temp)
 		}
+	}
+}
+
+// A reset keeps a session's isolation level (SQL Server's sp_reset_connection does not
+// restore it): the prelude on a reused backend sets the client's level whenever the
+// backend's may differ, READ COMMITTED included, and the backend's level as a binding
+// last saw it says when that is.
+func TestReapplyAfterResetKeepsIsolation(t *testing.T) {
+	login := LoginState("app", "us_english")
+	client := func(batches ...string) State {
+		s := login.Clone()
+		for _, b := range batches {
+			s.ApplyRequest(classified(t, b), true)
+		}
+		return s
+	}
+	for _, tc := range []struct {
+		name             string
+		backendIsolation string // as the last binding left it
+		client           State
+		want             string
+	}{
+		{"serializable backend, client at the login's", "SERIALIZABLE", client(),
+			"SET TRANSACTION ISOLATION LEVEL READ COMMITTED;"},
+		{"read uncommitted backend, client sets other options", "READ UNCOMMITTED", client("SET NOCOUNT ON"),
+			"SET TRANSACTION ISOLATION LEVEL READ COMMITTED;SET NOCOUNT ON;"},
+		{"unknown backend level, client at the login's", UnknownIsolation, client(),
+			"SET TRANSACTION ISOLATION LEVEL READ COMMITTED;"},
+		{"unknown backend level, client serializable", UnknownIsolation, client("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE"),
+			"SET TRANSACTION ISOLATION LEVEL SERIALIZABLE;"},
+		{"backend at another level than the client's", "SERIALIZABLE", client("SET TRANSACTION ISOLATION LEVEL SNAPSHOT"),
+			"SET TRANSACTION ISOLATION LEVEL SNAPSHOT;"},
+		{"client set read committed back explicitly", "REPEATABLE READ",
+			client("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE", "SET TRANSACTION ISOLATION LEVEL READ COMMITTED"),
+			"SET TRANSACTION ISOLATION LEVEL READ COMMITTED;"},
+		{"same level: nothing to send", "SERIALIZABLE", client("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE"), ""},
+		{"same level, then the rest", "SERIALIZABLE", client("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE", "SET NOCOUNT ON"),
+			"SET NOCOUNT ON;"},
+		{"read committed backend, client at the login's", "READ COMMITTED", client(), ""},
+		{"fresh backend (the login's level)", "", client(), ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			backend := AfterReset(login, tc.backendIsolation)
+			got, _ := Reapply(backend, login, tc.client)
+			if got != tc.want {
+				t.Errorf("Reapply = %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
+
+// What a binding reports as its backend's isolation level for the next borrower.
+func TestBindingBackendIsolation(t *testing.T) {
+	login := LoginState("app", "us_english")
+	batch := func(text string) *tds.RequestFacts { return classified(t, text) }
+	for _, tc := range []struct {
+		name string
+		reqs []*tds.RequestFacts
+		text []string
+		want string
+	}{
+		{"untouched", nil, nil, "READ COMMITTED"},
+		{"a SET it follows", []*tds.RequestFacts{batch("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE")},
+			[]string{"SET TRANSACTION ISOLATION LEVEL SERIALIZABLE"}, "SERIALIZABLE"},
+		{"a SET behind IF is not known", []*tds.RequestFacts{batch("IF 1 = 1 SET TRANSACTION ISOLATION LEVEL SERIALIZABLE")},
+			[]string{"IF 1 = 1 SET TRANSACTION ISOLATION LEVEL SERIALIZABLE"}, UnknownIsolation},
+		{"a TM begin's level", []*tds.RequestFacts{{Type: tds.PacketTransMgr, BeginTran: true, Isolation: tds.IsolationSerializable}},
+			[]string{""}, "SERIALIZABLE"},
+		{"a TM begin that keeps the level", []*tds.RequestFacts{batch("SET TRANSACTION ISOLATION LEVEL SNAPSHOT"),
+			{Type: tds.PacketTransMgr, BeginTran: true}}, []string{"SET TRANSACTION ISOLATION LEVEL SNAPSHOT", ""}, "SNAPSHOT"},
+		{"a TM begin's level byte out of range", []*tds.RequestFacts{{Type: tds.PacketTransMgr, BeginTran: true, Isolation: 9}},
+			[]string{""}, UnknownIsolation},
+		{"the client's own reset keeps the level",
+			[]*tds.RequestFacts{batch("SET TRANSACTION ISOLATION LEVEL SNAPSHOT"), {Type: tds.PacketSQLBatch, ResetConnection: true}},
+			[]string{"SET TRANSACTION ISOLATION LEVEL SNAPSHOT", "SELECT 1"}, "SNAPSHOT"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := NewBinding(login)
+			now := time.Unix(0, 0)
+			for i, f := range tc.reqs {
+				a := b.Request(now, f, tc.text[i], time.Second)
+				if a == Borrow {
+					b.Borrowed(login)
+					if b.ConsumingPrelude() {
+						b.ServerEvent(&tds.Event{Token: tds.TokenEndOfMessage})
+					}
+				}
+				b.ServerEvent(&tds.Event{Token: tds.TokenEndOfMessage})
+			}
+			if got := b.BackendIsolation(); got != tc.want {
+				t.Errorf("BackendIsolation = %q, want %q (client %q)", got, tc.want, b.Client.Isolation())
+			}
+		})
+	}
+}
+
+// The level a session-pooled client leaves its session at, followed request by request.
+func TestIsolationAfterRequest(t *testing.T) {
+	for _, tc := range []struct {
+		name, current, batch string
+		straight             bool
+		facts                *tds.RequestFacts // instead of batch
+		want                 string
+	}{
+		{"plain query keeps it", "SERIALIZABLE", "SELECT 1", true, nil, "SERIALIZABLE"},
+		{"SET", LoginIsolation, "SET TRANSACTION ISOLATION LEVEL SNAPSHOT", true, nil, "SNAPSHOT"},
+		{"the last SET wins", LoginIsolation, "SET TRANSACTION ISOLATION LEVEL SERIALIZABLE; SET TRANSACTION ISOLATION LEVEL READ COMMITTED", true, nil, LoginIsolation},
+		{"behind IF: unknown", LoginIsolation, "IF 1 = 1 SET TRANSACTION ISOLATION LEVEL SERIALIZABLE", false, nil, UnknownIsolation},
+		{"a known SET after an unknown one", UnknownIsolation, "SET TRANSACTION ISOLATION LEVEL READ COMMITTED", true, nil, LoginIsolation},
+		{"TM begin", LoginIsolation, "", true, &tds.RequestFacts{Type: tds.PacketTransMgr, BeginTran: true, Isolation: tds.IsolationReadUncommitted}, "READ UNCOMMITTED"},
+		{"TM begin without a level", "SERIALIZABLE", "", true, &tds.RequestFacts{Type: tds.PacketTransMgr, BeginTran: true}, "SERIALIZABLE"},
+		{"SET in an RPC: unknown", LoginIsolation, "", true, &tds.RequestFacts{Type: tds.PacketRPC,
+			SetOptions: []tds.SetOption{{Name: "TRANSACTION ISOLATION LEVEL", Value: "SERIALIZABLE"}}}, UnknownIsolation},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := tc.facts
+			if f == nil {
+				f = classified(t, tc.batch)
+			}
+			if got := IsolationAfterRequest(tc.current, f, tc.straight); got != tc.want {
+				t.Errorf("IsolationAfterRequest = %q, want %q", got, tc.want)
+			}
+		})
 	}
 }
