@@ -16,29 +16,7 @@ import (
 // refusals counted by the proxy, depending on timing) before the application sees the error.
 func TestJDBCProxyLoginErrors(t *testing.T) {
 	j := requireJDBC(t)
-	for _, tc := range []struct {
-		name, stat, text string
-		code             int
-		setup            func(t *testing.T, st *tdsStack) func()
-	}{
-		{"pool exhausted", "slot_timed_out_total", "pool exhausted for bucket 'bucket-001'", 10928,
-			func(t *testing.T, st *tdsStack) func() {
-				// The only slot is held by another client for the length of the test.
-				conn, err := st.db(t, 1).Conn(context.Background())
-				if err != nil {
-					t.Fatal(err)
-				}
-				if _, err := conn.ExecContext(context.Background(), "SELECT 1"); err != nil {
-					t.Fatal(err)
-				}
-				return func() { conn.Close() }
-			}},
-		{"backend unavailable", "backend_unavailable_total", "is not currently available", 40613,
-			func(t *testing.T, st *tdsStack) func() {
-				st.backend.Close()
-				return func() {}
-			}},
-	} {
+	for _, tc := range proxyLoginErrorCases {
 		t.Run(tc.name, func(t *testing.T) {
 			st := startTDSStack(t, tdsStackOptions{capacity: 1, tls: true, bucket: map[string]any{"queue_timeout": "1s"}})
 			done := tc.setup(t, st)

@@ -15,6 +15,32 @@ import (
 	"github.com/tdspool/tdspool/standin/compat"
 )
 
+// proxyLoginErrorCases are the proxy's own login errors a driver test provokes on a stack of
+// capacity 1: the pool exhausted (10928, the only slot held by another client for the length
+// of the test) and the backend gone (40613). setup returns what undoes it.
+var proxyLoginErrorCases = []struct {
+	name, stat, text string
+	code             int
+	setup            func(t *testing.T, st *tdsStack) func()
+}{
+	{"pool exhausted", "slot_timed_out_total", "pool exhausted for bucket 'bucket-001'", 10928,
+		func(t *testing.T, st *tdsStack) func() {
+			conn, err := st.db(t, 1).Conn(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := conn.ExecContext(context.Background(), "SELECT 1"); err != nil {
+				t.Fatal(err)
+			}
+			return func() { conn.Close() }
+		}},
+	{"backend unavailable", "backend_unavailable_total", "is not currently available", 40613,
+		func(t *testing.T, st *tdsStack) func() {
+			st.backend.Close()
+			return func() {}
+		}},
+}
+
 // loginFailures are logins the backend itself refuses, with the messages SQL Server (and the
 // stand-in) sends for them. They must reach the client unchanged, through every chain.
 var loginFailures = []struct {

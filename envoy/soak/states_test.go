@@ -148,6 +148,18 @@ func loggedIn(c net.Conn, database string, pktSize uint32) (*tds.Reassembler, se
 	return asm, watchUntil(c, asm, 8*time.Second, func(s seen) bool { return s.loginAck || len(s.errs) > 0 })
 }
 
+// afterLogin makes a case that logs in with a packet size and, once the login is
+// acknowledged, goes on with fn; a refused login is the case's result.
+func afterLogin(pktSize uint32, fn func(c net.Conn, database string, asm *tds.Reassembler) seen) func(c net.Conn, database string) seen {
+	return func(c net.Conn, database string) seen {
+		asm, s := loggedIn(c, database, pktSize)
+		if !s.loginAck {
+			return s
+		}
+		return fn(c, database, asm)
+	}
+}
+
 // watchUntil is watch that returns as soon as done says so (after each read).
 func watchUntil(c net.Conn, asm *tds.Reassembler, d time.Duration, done func(seen) bool) seen {
 	start := time.Now()
@@ -393,28 +405,16 @@ var hostileStates = []hostileState{
 		send(c, tds.PacketLogin7, 0, l, 4096)
 		return watch(c, asm, 6*time.Second)
 	}, want: wantClosedWithin(atOnce)},
-	{name: "LOGIN7 then a second LOGIN7", run: func(c net.Conn, database string) seen {
-		asm, s := loggedIn(c, database, 4096)
-		if !s.loginAck {
-			return s
-		}
+	{name: "LOGIN7 then a second LOGIN7", run: afterLogin(4096, func(c net.Conn, database string, asm *tds.Reassembler) seen {
 		send(c, tds.PacketLogin7, 0, loginWithSize(database, 4096), 4096)
 		return watch(c, asm, 6*time.Second)
-	}, want: wantErrorOrClose},
-	{name: "packet size 512: a big result in 512-byte packets", run: func(c net.Conn, database string) seen {
-		asm, s := loggedIn(c, database, 512)
-		if !s.loginAck {
-			return s
-		}
+	}), want: wantErrorOrClose},
+	{name: "packet size 512: a big result in 512-byte packets", run: afterLogin(512, func(c net.Conn, database string, asm *tds.Reassembler) seen {
 		return query(c, asm, "SELECT id, pad FROM big", 512)
-	}, want: wantServed},
-	{name: "packet size 32767: a big result in one packet", run: func(c net.Conn, database string) seen {
-		asm, s := loggedIn(c, database, 32767)
-		if !s.loginAck {
-			return s
-		}
+	}), want: wantServed},
+	{name: "packet size 32767: a big result in one packet", run: afterLogin(32767, func(c net.Conn, database string, asm *tds.Reassembler) seen {
 		return query(c, asm, "SELECT id, pad FROM big", 32767)
-	}, want: wantServed},
+	}), want: wantServed},
 	{name: "request packets with a wrong SPID and packet ids", run: func(c net.Conn, database string) seen {
 		asm, s := loggedIn(c, database, 4096)
 		if !s.loginAck {
@@ -426,16 +426,12 @@ var hostileStates = []hostileState{
 		_, _ = c.Write(p)
 		return watchUntil(c, asm, 8*time.Second, func(s seen) bool { return s.doneOK > 0 || len(s.errs) > 0 })
 	}, want: wantServed},
-	{name: "a batch sent right after an ATTENTION", run: func(c net.Conn, database string) seen {
-		asm, s := loggedIn(c, database, 4096)
-		if !s.loginAck {
-			return s
-		}
+	{name: "a batch sent right after an ATTENTION", run: afterLogin(4096, func(c net.Conn, database string, asm *tds.Reassembler) seen {
 		send(c, tds.PacketSQLBatch, 0, batch("SELECT 1"), 4096)
 		send(c, tds.PacketAttention, 0, nil, 4096)
 		send(c, tds.PacketSQLBatch, 0, batch("SELECT 2"), 4096)
 		return watchUntil(c, asm, 8*time.Second, func(s seen) bool { return s.attnAck && s.doneOK > 0 })
-	}, want: func(s seen) string {
+	}), want: func(s seen) string {
 		if !s.attnAck || s.closed {
 			return "want the ATTENTION acknowledged and the session kept"
 		}
@@ -458,59 +454,39 @@ var hostileStates = []hostileState{
 		watch(c, asm, 300*time.Millisecond) // the rest of the acknowledgements
 		return query(c, asm, "SELECT 1", 4096)
 	}, want: wantServed},
-	{name: "a MARS SMP header on a session without MARS", run: func(c net.Conn, database string) seen {
-		asm, s := loggedIn(c, database, 4096)
-		if !s.loginAck {
-			return s
-		}
+	{name: "a MARS SMP header on a session without MARS", run: afterLogin(4096, func(c net.Conn, database string, asm *tds.Reassembler) seen {
 		smp := []byte{0x53, 0x01, 0, 0, 0x10, 0, 0, 0, 0, 0, 0, 0, 4, 0, 0, 0} // SMP SYN
 		_, _ = c.Write(smp)
 		return watch(c, asm, 6*time.Second)
-	}, want: wantClosedWithin(3 * time.Second)},
-	{name: "SQLBatch with ALL_HEADERS longer than the batch", run: func(c net.Conn, database string) seen {
-		asm, s := loggedIn(c, database, 4096)
-		if !s.loginAck {
-			return s
-		}
+	}), want: wantClosedWithin(3 * time.Second)},
+	{name: "SQLBatch with ALL_HEADERS longer than the batch", run: afterLogin(4096, func(c net.Conn, database string, asm *tds.Reassembler) seen {
 		b := batch("SELECT 1")
 		binary.LittleEndian.PutUint32(b[0:4], 0xffff)
 		send(c, tds.PacketSQLBatch, 0, b, 4096)
 		return watchUntil(c, asm, 6*time.Second, func(s seen) bool { return len(s.errs) > 0 })
-	}, want: wantErrorOrClose},
-	{name: "SQLBatch with a header whose length lies", run: func(c net.Conn, database string) seen {
-		asm, s := loggedIn(c, database, 4096)
-		if !s.loginAck {
-			return s
-		}
+	}), want: wantErrorOrClose},
+	{name: "SQLBatch with a header whose length lies", run: afterLogin(4096, func(c net.Conn, database string, asm *tds.Reassembler) seen {
 		b := batch("SELECT 1")
 		binary.LittleEndian.PutUint32(b[4:8], 3)
 		send(c, tds.PacketSQLBatch, 0, b, 4096)
 		return watchUntil(c, asm, 6*time.Second, func(s seen) bool { return len(s.errs) > 0 })
-	}, want: wantErrorOrClose},
-	{name: "RPC with a parameter cut short", run: func(c net.Conn, database string) seen {
-		asm, s := loggedIn(c, database, 4096)
-		if !s.loginAck {
-			return s
-		}
+	}), want: wantErrorOrClose},
+	{name: "RPC with a parameter cut short", run: afterLogin(4096, func(c net.Conn, database string, asm *tds.Reassembler) seen {
 		stmt, _ := tds.NewRPCParam("", 0, tds.NVarCharType(4000), "SELECT 1")
 		r := tds.RPCRequest{Headers: tds.AllHeaders{HasTransaction: true, OutstandingRequests: 1},
 			Calls: []tds.RPCCall{{ProcID: tds.ProcExecuteSQL, Params: []tds.RPCParam{stmt}}}}
 		p := r.AppendRPC(nil)
 		send(c, tds.PacketRPC, 0, p[:len(p)-5], 4096)
 		return watchUntil(c, asm, 6*time.Second, func(s seen) bool { return len(s.errs) > 0 })
-	}, want: wantErrorOrClose},
-	{name: "RPC with an unknown type", run: func(c net.Conn, database string) seen {
-		asm, s := loggedIn(c, database, 4096)
-		if !s.loginAck {
-			return s
-		}
+	}), want: wantErrorOrClose},
+	{name: "RPC with an unknown type", run: afterLogin(4096, func(c net.Conn, database string, asm *tds.Reassembler) seen {
 		h := tds.AllHeaders{HasTransaction: true, OutstandingRequests: 1}
 		p := h.AppendAllHeaders(nil)
 		p = append(p, 0xff, 0xff, 10, 0, 0, 0) // ProcIDSwitch sp_executesql, flags
 		p = append(p, 0, 0, 0x01, 0xfe)        // param: no name, flags, type 0x01 (no such type)
 		send(c, tds.PacketRPC, 0, p, 4096)
 		return watchUntil(c, asm, 6*time.Second, func(s seen) bool { return len(s.errs) > 0 })
-	}, want: wantErrorOrClose},
+	}), want: wantErrorOrClose},
 	{name: "pipelined small requests", run: func(c net.Conn, database string) seen {
 		// Another client of the key first, so this one's requests wait for a backend in
 		// transaction mode.
@@ -532,17 +508,13 @@ var hostileStates = []hostileState{
 		}
 		return ""
 	}},
-	{name: "never reads a big result", run: func(c net.Conn, database string) seen {
-		asm, s := loggedIn(c, database, 4096)
-		if !s.loginAck {
-			return s
-		}
+	{name: "never reads a big result", run: afterLogin(4096, func(c net.Conn, database string, asm *tds.Reassembler) seen {
 		for i := 0; i < 20; i++ {
 			send(c, tds.PacketSQLBatch, 0, batch("SELECT id, pad FROM big"), 4096)
 		}
 		time.Sleep(3 * time.Second)
 		return watchUntil(c, asm, 10*time.Second, func(s seen) bool { return s.doneOK >= 20 })
-	}, want: func(s seen) string {
+	}), want: func(s seen) string {
 		if s.doneOK < 20 || len(s.errs) > 0 {
 			return "want all 20 answers once the client reads"
 		}
