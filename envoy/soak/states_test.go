@@ -118,9 +118,13 @@ func send(c net.Conn, typ tds.PacketType, status tds.PacketStatus, payload []byt
 }
 
 // prelogged runs a valid PRELOGIN and returns the reassembler past its answer.
-func prelogged(c net.Conn) *tds.Reassembler {
+func prelogged(c net.Conn) *tds.Reassembler { return preloggedWith(c, preloginBytes()) }
+
+// preloggedWith sends a PRELOGIN and returns the reassembler past its answer (or where the
+// read failed).
+func preloggedWith(c net.Conn, prelogin []byte) *tds.Reassembler {
 	var asm tds.Reassembler
-	send(c, tds.PacketPrelogin, 0, preloginBytes(), 4096)
+	send(c, tds.PacketPrelogin, 0, prelogin, 4096)
 	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	buf := make([]byte, 4096)
 	for {
@@ -227,21 +231,8 @@ func wantServed(s seen) string {
 
 // preloggedTLS runs a PRELOGIN asking for full encryption and reads its answer.
 func preloggedTLS(c net.Conn) *tds.Reassembler {
-	var asm tds.Reassembler
 	pre := tds.Prelogin{HasVersion: true, Version: 0x0C000000, HasEncryption: true, Encryption: tds.EncryptOn}
-	send(c, tds.PacketPrelogin, 0, pre.AppendPrelogin(nil), 4096)
-	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
-	buf := make([]byte, 4096)
-	for {
-		if _, err := asm.Next(); err == nil {
-			return &asm
-		}
-		n, err := c.Read(buf)
-		asm.Feed(buf[:n])
-		if err != nil {
-			return &asm
-		}
-	}
+	return preloggedWith(c, pre.AppendPrelogin(nil))
 }
 
 // tds8ClientHello is the first flight of a TDS 8 client (a TLS ClientHello, ALPN tds/8.0).
