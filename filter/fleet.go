@@ -79,10 +79,8 @@ func fleetOf(pb *pooledBackend) *fleetLease {
 
 // loginHolder is what the fleet view shows of a client session: its address and login.
 func (s *session) loginHolder(login *tds.Login7) coordinator.Holder {
-	h := coordinator.Holder{Client: s.clientAddress()}
-	if login != nil {
-		h.User, h.App, h.Database = login.UserName, login.AppName, login.Database
-	}
+	h := loginOnly(login)
+	h.Client = s.clientAddress()
 	return h
 }
 

@@ -357,9 +357,7 @@ func (s *session) queueForSlot(login *tds.Login7) {
 	deadline := s.acquiredAt.Add(b.cfg.QueueTimeout.AsDuration())
 	conn := s.conn
 	s.pool.slotKill = &slotKill{session: func() bool { return conn.Post(s.onKill) }}
-	req := SlotRequest{Bucket: b.cfg.Name, Deadline: deadline, Holder: coordinator.Holder{
-		Client: s.clientAddress(), User: login.UserName, App: login.AppName, Database: login.Database},
-		OnKill: s.pool.slotKill.kill}
+	req := SlotRequest{Bucket: b.cfg.Name, Deadline: deadline, Holder: s.loginHolder(login), OnKill: s.pool.slotKill.kill}
 	inFlight := &grantInFlight{}
 	s.grantInFlight = inFlight
 	s.cancelAcquire = s.f.slots.Acquire(req, func(r SlotResult) {
