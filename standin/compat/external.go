@@ -107,44 +107,57 @@ func RunConnectTwice(ctx context.Context, python, driver string, t Target, mode,
 // connectTwice runs a connect-twice script (one JSON result per line, a line on its stdin
 // between the two connections) and collects its results.
 func connectTwice(cmd *exec.Cmd, what string, between func()) ([]ConnectResult, string, error) {
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		return nil, "", err
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		return nil, "", err
-	}
-	if err := cmd.Start(); err != nil {
-		return nil, "", err
-	}
 	var rs []ConnectResult
-	var out strings.Builder
-	lines := bufio.NewScanner(stdout)
-	for lines.Scan() {
-		out.WriteString(lines.Text() + "\n")
+	out, err := runStepped(cmd, func(line []byte) bool {
 		var r ConnectResult
-		if err := json.Unmarshal(lines.Bytes(), &r); err != nil {
-			continue // a diagnostic line; it stays in the output
+		if json.Unmarshal(line, &r) != nil {
+			return false // a diagnostic line; it stays in the output
 		}
 		rs = append(rs, r)
 		if len(rs) == 1 {
 			between()
+			return true
+		}
+		return false
+	})
+	if err == nil && len(rs) != 2 {
+		err = fmt.Errorf("%d results, want 2", len(rs))
+	}
+	if err != nil {
+		return rs, out, fmt.Errorf("%s: %w\n%s", what, err, out)
+	}
+	return rs, out, nil
+}
+
+// runStepped runs a script that prints lines and, where onLine says so (true), waits for a
+// line on its stdin before it goes on. It returns what the script printed (stdout, then
+// stderr) and how it ended.
+func runStepped(cmd *exec.Cmd, onLine func(line []byte) (next bool)) (string, error) {
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return "", err
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return "", err
+	}
+	if err := cmd.Start(); err != nil {
+		return "", err
+	}
+	var out strings.Builder
+	lines := bufio.NewScanner(stdout)
+	for lines.Scan() {
+		out.WriteString(lines.Text() + "\n")
+		if onLine(lines.Bytes()) {
 			_, _ = io.WriteString(stdin, "next\n")
 		}
 	}
 	stdin.Close()
 	err = cmd.Wait()
 	out.WriteString(stderr.String())
-	if err == nil && len(rs) != 2 {
-		err = fmt.Errorf("%d results, want 2", len(rs))
-	}
-	if err != nil {
-		return rs, out.String(), fmt.Errorf("%s: %w\n%s", what, err, out.String())
-	}
-	return rs, out.String(), nil
+	return out.String(), err
 }
 
 // scriptArgs are the workload scripts' positional arguments.

@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -149,52 +148,33 @@ func RunODBCIsolation(ctx context.Context, o ODBC, t Target, mode, app string, b
 		return nil, "", err
 	}
 	defer cleanup()
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		return nil, "", err
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		return nil, "", err
-	}
-	if err := cmd.Start(); err != nil {
-		return nil, "", err
-	}
-	var out strings.Builder
 	spidA := 0
-	lines := bufio.NewScanner(stdout)
-	for lines.Scan() {
-		out.WriteString(lines.Text() + "\n")
+	out, err := runStepped(cmd, func(line []byte) bool {
 		var m struct {
 			Client string `json:"client"`
 			SPID   int    `json:"spid"`
 		}
-		if json.Unmarshal(lines.Bytes(), &m) != nil {
-			continue
+		if json.Unmarshal(line, &m) != nil {
+			return false
 		}
 		if m.Client == "A" {
 			spidA = m.SPID
 		} else {
 			var r ODBCIsolation
-			_ = json.Unmarshal(lines.Bytes(), &r)
+			_ = json.Unmarshal(line, &r)
 			r.SPIDA = spidA
 			res = append(res, r)
 		}
 		between()
-		_, _ = io.WriteString(stdin, "next\n")
-	}
-	stdin.Close()
-	err = cmd.Wait()
-	out.WriteString(stderr.String())
+		return true
+	})
 	if err == nil && len(res) != 2 {
 		err = fmt.Errorf("%d rounds reported, want 2", len(res))
 	}
 	if err != nil {
-		return res, out.String(), fmt.Errorf("odbc isolation %s: %w\n%s", mode, err, out.String())
+		return res, out, fmt.Errorf("odbc isolation %s: %w\n%s", mode, err, out)
 	}
-	return res, out.String(), nil
+	return res, out, nil
 }
 
 // ODBCLoginError is how pyodbc reported a failed login.
