@@ -18,7 +18,8 @@ import (
 // TestSessionPoolConnectTwiceEveryDriverAndEncryption: every driver of the compatibility
 // tests in every client encryption mode it has (go-mssqldb: none, login-only, full TDS 7 and
 // TDS 8 strict; python-tds: none, login-only, full; pymssql/FreeTDS: none, request, require;
-// tedious: none, full, strict; mssql-jdbc: login-only, full, strict)
+// tedious: none, full, strict; mssql-jdbc: login-only, full, strict; pyodbc on FreeTDS ODBC:
+// none, request, require)
 // connects to a pooled bucket on the module leg, reads @@SPID, its database, its application
 // name and a table, closes, and connects again with the same DSN. The stand-in's audit log
 // is the oracle: the first connection is one backend login; the second is none, on the same
@@ -63,6 +64,14 @@ func TestSessionPoolConnectTwiceEveryDriverAndEncryption(t *testing.T) {
 		rs, _, err := compat.RunJDBCConnectTwice(ctx, jdbc, st.target(), mode, app, between)
 		return rs, err
 	}
+	odbc, odbcErr := compat.FindODBC()
+	odbcDriver := func(ctx context.Context, mode, app string, between func()) ([]compat.ConnectResult, error) {
+		if odbcErr != nil {
+			return nil, odbcErr
+		}
+		rs, _, err := compat.RunODBCConnectTwice(ctx, odbc, st.target(), mode, app, between)
+		return rs, err
+	}
 	pyDriver := func(driver string) connectTwice {
 		return func(ctx context.Context, mode, app string, between func()) ([]compat.ConnectResult, error) {
 			rs, _, err := compat.RunConnectTwice(ctx, python, driver, st.target(), mode, app, between)
@@ -80,6 +89,7 @@ func TestSessionPoolConnectTwiceEveryDriverAndEncryption(t *testing.T) {
 		{"pymssql", "pymssql", map[string]string{"off": "tls_none_total", "request": "tls_login_only_total", "require": "tls_full_total"}, pyDriver("pymssql")},
 		{"tedious", "", map[string]string{"false": "tls_none_total", "true": "tls_full_total", "strict": "tls_strict_total"}, tedious},
 		{"mssql-jdbc", "", jdbcStat, jdbcDriver},
+		{"pyodbc", "", odbcStat, odbcDriver},
 	} {
 		if drv.module != "" && !compat.HasPythonModule(python, drv.module) {
 			t.Fatalf("%s not installed in %s: run `make setup`", drv.name, python)
@@ -134,15 +144,7 @@ func TestSessionPoolConnectTwiceEveryDriverAndEncryption(t *testing.T) {
 				}
 				// The audit log: no login after the first close, and the second client's first
 				// request on that session carries the reset.
-				var firstReq *standin.AuditRecord
-				for _, rec := range st.backend.AuditSince(midSeq) {
-					if rec.Kind == standin.AuditLogin || rec.Kind == standin.AuditLoginFailed {
-						t.Errorf("audit: a backend login after the first close: %+v", rec)
-					}
-					if rec.SPID == first.SPID && firstReq == nil && rec.Kind != standin.AuditAttention {
-						firstReq = &rec
-					}
-				}
+				firstReq := firstRequestOn(t, st.backend, midSeq, first.SPID)
 				switch {
 				case firstReq == nil:
 					t.Errorf("audit: no request on session %d after the first close", first.SPID)
@@ -152,6 +154,22 @@ func TestSessionPoolConnectTwiceEveryDriverAndEncryption(t *testing.T) {
 			})
 		}
 	}
+}
+
+// firstRequestOn is the first audit record on session spid after seq, ATTENTION aside; a
+// backend login after seq is an error.
+func firstRequestOn(t *testing.T, backend *standin.Server, seq int64, spid int) *standin.AuditRecord {
+	t.Helper()
+	var first *standin.AuditRecord
+	for _, rec := range backend.AuditSince(seq) {
+		if rec.Kind == standin.AuditLogin || rec.Kind == standin.AuditLoginFailed {
+			t.Errorf("audit: a backend login after the first close: %+v", rec)
+		}
+		if rec.SPID == spid && first == nil && rec.Kind != standin.AuditAttention {
+			first = &rec
+		}
+	}
+	return first
 }
 
 // seedPoolMatrixTable creates the table every connection reads, directly on the stand-in.
